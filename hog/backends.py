@@ -1,0 +1,220 @@
+"""How the monitor starts, follows and stops hogs: a command prefix or sbatch."""
+
+import contextlib
+import getpass
+import logging
+import os
+import shlex
+import subprocess
+import sys
+
+from .errors import HogError
+from .slurm import COMMAND_TIMEOUT_S, node_name
+
+log = logging.getLogger(__name__)
+
+# SLURM job states after which the job's hog can no longer be running.
+SLURM_ENDED_STATES = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+}
+
+
+class BackendError(HogError):
+    """A backend command failed (sbatch refused a job, squeue did not answer)."""
+
+
+class PrefixBackend:
+    """PREFIX + hog command as a child process that lives as long as the hog (nohup, srun, ssh).
+
+    A hog is followed by pid plus the process's start time, so a recycled pid is never taken
+    for it (and never signalled).
+    """
+
+    name = "prefix"
+
+    def __init__(self, prefix: list[str]) -> None:
+        self.prefix = prefix
+        self.host = node_name()
+        self.children: dict[str, subprocess.Popen] = {}
+
+    def start(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
+        with open(log_path, "ab") as log_file:
+            try:
+                process = subprocess.Popen(
+                    self.prefix + hog_argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    # Own session: a signal to the monitor's group does not reach the hogs.
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as error:
+                raise BackendError(
+                    f"cannot run the command prefix {shlex.join(self.prefix)!r}: {error.strerror}"
+                ) from None
+        backend_id = f"{process.pid}@{process_start_ticks(process.pid)}@{self.host}"
+        self.children[backend_id] = process
+        return backend_id
+
+    def alive(self, backend_ids: list[str]) -> dict[str, bool | None]:
+        """True: running; False: ended; None: cannot tell (started from another host)."""
+        return {backend_id: self._alive(backend_id) for backend_id in backend_ids}
+
+    def _alive(self, backend_id: str) -> bool | None:
+        pid_text, started, host = _split_id(backend_id)
+        if host != self.host or pid_text is None:
+            return None
+        child = self.children.get(backend_id)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            del self.children[backend_id]
+            return False
+        return process_start_ticks(int(pid_text)) == started
+
+    def cancel(self, backend_id: str) -> None:
+        pid_text, started, host = _split_id(backend_id)
+        if host == self.host and pid_text is not None and process_start_ticks(int(pid_text)) == started:
+            import signal
+
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_text), signal.SIGTERM)
+
+
+def _split_id(backend_id: str) -> tuple[str | None, str, str]:
+    parts = backend_id.split("@")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None, "", ""
+    return parts[0], parts[1], parts[2]
+
+
+def process_start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot, or "" if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    # After the command: state is field 3, start time field 22 (1-based in proc(5)).
+    if fields[0] in (b"Z", b"X"):
+        return ""
+    return fields[19].decode()
+
+
+class SbatchBackend:
+    """A batch job per hog, followed by its SLURM job id."""
+
+    name = "sbatch"
+
+    def __init__(self, sbatch_args: str, walltime_s: float | None) -> None:
+        self.sbatch_args = shlex.split(sbatch_args)
+        self.walltime_s = walltime_s
+
+    def start(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
+        script_path = (
+            log_path[: -len(".log")] + ".sbatch" if log_path.endswith(".log") else log_path + ".sbatch"
+        )
+        with open(script_path, "w") as script:
+            script.write(self.batch_script(hog_id, hog_argv, log_path))
+        result = _run(["sbatch", "--parsable", *self.sbatch_args, script_path])
+        if result.returncode != 0:
+            raise BackendError(
+                f"sbatch refused the hog's job: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        job_id = result.stdout.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise BackendError(f"sbatch printed no job id: {result.stdout.strip()!r}")
+        return job_id
+
+    def batch_script(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
+        lines = [
+            "#!/bin/bash",
+            f"#SBATCH --job-name=hog-{hog_id}",
+            f"#SBATCH --output={log_path}",
+            "#SBATCH --nodes=1",
+            "#SBATCH --exclusive",
+        ]
+        if self.walltime_s is not None:
+            minutes = max(1, int(-(-self.walltime_s // 60)))
+            lines.append(f"#SBATCH --time={minutes}")
+        # exec: the hog is the batch shell itself, so SLURM's SIGTERM reaches it directly.
+        lines.append("exec " + shlex.join(hog_argv))
+        return "\n".join(lines) + "\n"
+
+    def alive(self, backend_ids: list[str]) -> dict[str, bool | None]:
+        if not backend_ids:
+            return {}
+        states = slurm_job_states(backend_ids)
+        if states is None:
+            return {backend_id: None for backend_id in backend_ids}
+        return {
+            backend_id: (states.get(backend_id) is not None and states[backend_id] not in SLURM_ENDED_STATES)
+            for backend_id in backend_ids
+        }
+
+    def cancel(self, backend_id: str) -> None:
+        _run(["scancel", backend_id])
+
+
+def slurm_job_states(job_ids: list[str]) -> dict[str, str] | None:
+    """SLURM's state of each job this user has (recently ended ones included); None on failure."""
+    result = _run(["squeue", "-h", "-t", "all", "-u", getpass.getuser(), "-o", "%i %T"])
+    if result.returncode != 0:
+        log.warning("squeue failed: %s", result.stderr.strip())
+        return None
+    wanted = set(job_ids)
+    states = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in wanted:
+            states[parts[0]] = parts[1]
+    return states
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    except FileNotFoundError:
+        raise BackendError(f"{argv[0]} not found: is SLURM installed and on PATH?") from None
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(
+            argv, 124, "", f"{argv[0]} did not answer in {COMMAND_TIMEOUT_S} s"
+        )
+
+
+def hog_command(db_path: str, timeout_s: float, hog_id: int, settings: dict) -> list[str]:
+    """The command line of a hog that takes over the pending row `hog_id`."""
+    argv = [
+        sys.executable,
+        "-m",
+        "hog",
+        "--db",
+        os.path.abspath(db_path),
+        "--timeout",
+        str(timeout_s),
+        "hog",
+        "--hog-id",
+        str(hog_id),
+    ]
+    for option, value in settings.items():
+        if value is None:
+            continue
+        flag = "--" + option.replace("_", "-")
+        if option in ("walltime", "margin", "idle_timeout", "heartbeat"):
+            argv += [flag, f"{value}s"]
+        elif option == "mem":
+            argv += [flag, f"{value // 1024}K"]
+        else:
+            argv += [flag, str(value)]
+    return argv

@@ -1,0 +1,339 @@
+"""Opening the queue database and the only place that begins and commits transactions.
+
+Writers are serialised cluster-wide by an exclusive flock on FILE.lock before BEGIN IMMEDIATE:
+sqlite's own busy handler lets some writers starve under contention, flock does not (DESIGN.md).
+"""
+
+import contextlib
+import errno
+import fcntl
+import grp
+import os
+import signal
+import stat
+import time
+from collections.abc import Iterator
+
+import apsw
+
+from . import schema
+from .errors import DatabaseError, InsecureDatabaseError, LockTimeoutError
+
+DEFAULT_DB = "jobs.sqlite"
+DEFAULT_TIMEOUT_S = 300.0
+_OWNER_ONLY = 0o600
+_OWNER_AND_GROUP = 0o660
+
+
+def lock_path_for(path: str) -> str:
+    return path + ".lock"
+
+
+def logs_dir_for(path: str) -> str:
+    return path + ".logs"
+
+
+class Database:
+    """One connection to the queue database plus the lock file that serialises its writers."""
+
+    def __init__(self, path: str, connection: apsw.Connection, timeout_s: float) -> None:
+        self.path = path
+        self.connection = connection
+        self.timeout_s = timeout_s
+        self.lock_path = lock_path_for(path)
+        self._lock_fd: int | None = None
+        self.lock_waits_s: list[float] = []  # filled only when record_lock_waits is set
+        self.record_lock_waits = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
+        with _translated_errors(self.path):
+            return list(self.connection.execute(sql, params))
+
+    def query_one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
+        with _translated_errors(self.path):
+            for row in self.connection.execute(sql, params):
+                return row
+        return None
+
+    def stream(self, sql: str, params: tuple | dict = ()) -> Iterator[tuple]:
+        """Rows one at a time, so that listings of a million tasks use constant memory."""
+        with _translated_errors(self.path):
+            yield from self.connection.execute(sql, params)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[apsw.Connection]:
+        """A read transaction: several queries see one consistent state."""
+        with _translated_errors(self.path):
+            self.connection.execute("BEGIN")
+            try:
+                yield self.connection
+            finally:
+                self.connection.execute("COMMIT")
+
+    # -- writing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[apsw.Connection]:
+        """Flock, BEGIN IMMEDIATE, yield, COMMIT; ROLLBACK on any exception.
+
+        Keep the body short: never a fork, a sleep or a subprocess wait inside.
+        """
+        self._acquire_lock()
+        try:
+            with _translated_errors(self.path):
+                self.connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.connection
+                except BaseException:
+                    self.connection.execute("ROLLBACK")
+                    raise
+                try:
+                    self.connection.execute("COMMIT")
+                except apsw.Error:
+                    if not self.connection.getautocommit():
+                        self.connection.execute("ROLLBACK")
+                    raise
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _open_lock_file(self) -> int:
+        mode = stat.S_IMODE(os.stat(self.path).st_mode) & _OWNER_AND_GROUP
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+        except OSError as error:
+            raise DatabaseError(
+                f"cannot open the lock file {self.lock_path}: {error.strerror}; "
+                "the folder of the database must be writable for anyone who changes the queue"
+            ) from None
+        return fd
+
+    def _acquire_lock(self) -> None:
+        started = time.monotonic()
+        while True:
+            if self._lock_fd is None:
+                self._lock_fd = self._open_lock_file()
+            remaining = self.timeout_s - (time.monotonic() - started)
+            _flock_with_timeout(self._lock_fd, remaining, self.lock_path)
+            # Someone may have deleted or replaced the lock file while we waited: then our lock
+            # is on an orphan inode that other processes no longer see. Take the new one.
+            try:
+                current = os.stat(self.lock_path)
+                held = os.fstat(self._lock_fd)
+                if (current.st_dev, current.st_ino) == (held.st_dev, held.st_ino):
+                    break
+            except FileNotFoundError:
+                pass
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        if self.record_lock_waits:
+            self.lock_waits_s.append(time.monotonic() - started)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.connection.close()
+
+    def check_secure(self) -> None:
+        """Refuse a database that users other than the owner and its group can write.
+
+        Whoever can write the queue can run commands as the hog's user.
+        """
+        for path in (self.path, self.lock_path):
+            try:
+                mode = os.stat(path).st_mode
+            except FileNotFoundError:
+                continue
+            if mode & stat.S_IWOTH:
+                raise InsecureDatabaseError(
+                    f"{path} is writable by every user, who could then run commands as you: "
+                    f"run `chmod o-w {path}`"
+                )
+
+
+class _LockAlarm(Exception):
+    pass
+
+
+def _raise_lock_alarm(signum: int, frame: object) -> None:
+    raise _LockAlarm
+
+
+def _flock_with_timeout(fd: int, timeout_s: float, lock_path: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    message = (
+        f"timed out after waiting for the lock {lock_path}: another process held it too long; "
+        "try again or raise --timeout"
+    )
+    if timeout_s <= 0:
+        raise LockTimeoutError(message)
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        # No alarm outside the main thread: poll instead.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(0.01)
+        raise LockTimeoutError(message)
+    # A blocking flock queues us with the other waiters; an alarm bounds the wait.
+    previous = signal.signal(signal.SIGALRM, _raise_lock_alarm)
+    signal.setitimer(signal.ITIMER_REAL, timeout_s)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except _LockAlarm:
+        raise LockTimeoutError(message) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def _translated_errors(path: str) -> Iterator[None]:
+    """Turn sqlite's failures into messages that say what to do."""
+    try:
+        yield
+    except apsw.FullError:
+        raise DatabaseError(
+            f"the disk holding {path} is full: nothing was written; free some space and try again"
+        ) from None
+    except apsw.ReadOnlyError:
+        raise DatabaseError(
+            f"{path} is read-only for you: nothing was written; check the permissions of the file "
+            "and of its folder"
+        ) from None
+    except apsw.BusyError:
+        raise LockTimeoutError(
+            f"{path} stayed locked by another process past the timeout: try again or raise --timeout"
+        ) from None
+    except (apsw.NotADBError, apsw.CorruptError):
+        raise DatabaseError(
+            f"{path} is not a slurm-hog database or is damaged: point --db at the queue database"
+        ) from None
+    except apsw.CantOpenError:
+        raise DatabaseError(
+            f"cannot open {path}: check that it and its folder exist and are readable"
+        ) from None
+    except apsw.IOError as error:
+        if "disk" in str(error).lower() or getattr(error, "extendedresult", 0) & 0xFF == 10:
+            raise DatabaseError(
+                f"input/output error on {path} (is the disk full or gone?): nothing was written"
+            ) from None
+        raise
+
+
+def open_database(path: str, timeout_s: float = DEFAULT_TIMEOUT_S, migrate: bool = True) -> Database:
+    """Open an existing queue database, refusing files that are not ours or are newer than us."""
+    if not os.path.exists(path):
+        raise DatabaseError(
+            f"no queue database at {path}: create one with `slurm-hog init --db {path}`, "
+            "or point --db or $SLURM_HOG_DB at an existing one"
+        )
+    if os.path.isdir(path):
+        raise DatabaseError(f"{path} is a folder, not a queue database: point --db at the file")
+    with _translated_errors(path):
+        connection = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+        connection.set_busy_timeout(int(timeout_s * 1000))
+        application_id, version = _read_header(connection, path)
+    if application_id != schema.APPLICATION_ID and not (application_id == 0 and version == 0):
+        connection.close()
+        raise DatabaseError(
+            f"{path} is an sqlite file but not a slurm-hog queue database: point --db at the file "
+            "that `slurm-hog init` made"
+        )
+    if version > schema.SCHEMA_VERSION:
+        connection.close()
+        raise DatabaseError(
+            f"{path} was made by a newer slurm-hog (schema {version}, this one knows "
+            f"{schema.SCHEMA_VERSION}): upgrade slurm-hog to use it"
+        )
+    if application_id == 0:
+        connection.close()
+        raise DatabaseError(
+            f"{path} is not a slurm-hog queue database: point --db at the file that "
+            "`slurm-hog init` made, or create one with `slurm-hog init`"
+        )
+    connection.execute("PRAGMA foreign_keys = ON")
+    database = Database(path, connection, timeout_s)
+    if version < schema.SCHEMA_VERSION and migrate:
+        _migrate(database, version)
+    return database
+
+
+def _read_header(connection: apsw.Connection, path: str) -> tuple[int, int]:
+    application_id = connection.execute("PRAGMA application_id").fetchall()[0][0]
+    version = connection.execute("PRAGMA user_version").fetchall()[0][0]
+    return application_id, version
+
+
+def _migrate(database: Database, version: int) -> None:
+    # Each step and its version bump commit together, so a crash leaves a whole version.
+    for step in range(version, schema.SCHEMA_VERSION):
+        with database.transaction() as connection:
+            current = connection.execute("PRAGMA user_version").fetchall()[0][0]
+            if current != step:
+                continue
+            connection.execute(schema.MIGRATIONS[step])
+            connection.execute(f"PRAGMA user_version = {step + 1}")
+
+
+def create_database(path: str, group: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Create a new queue database, mode 0600 (0660 and chgrp'd with a group)."""
+    if os.path.lexists(path):
+        raise DatabaseError(
+            f"{path} already exists: init never touches an existing file; "
+            "choose another --db or remove the old queue first"
+        )
+    gid = _group_id(group) if group else None
+    mode = _OWNER_AND_GROUP if group else _OWNER_ONLY
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DatabaseError(f"cannot create {path}: the folder {folder} does not exist")
+    created: list[str] = []
+    try:
+        for file_path in (path, lock_path_for(path)):
+            fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            created.append(file_path)
+            # The umask may have removed bits we asked for.
+            os.fchmod(fd, mode)
+            if gid is not None:
+                os.fchown(fd, -1, gid)
+            os.close(fd)
+        with _translated_errors(path):
+            connection = apsw.Connection(path)
+            connection.execute("PRAGMA journal_mode = DELETE")
+            connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+            connection.close()
+        database = open_database(path, timeout_s)
+        database.close()
+    except OSError as error:
+        _remove_all(created)
+        if error.errno == errno.ENOSPC:
+            raise DatabaseError(f"cannot create {path}: the disk is full") from None
+        raise DatabaseError(f"cannot create {path}: {error.strerror}") from None
+    except BaseException:
+        _remove_all(created)
+        raise
+
+
+def _remove_all(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _group_id(group: str) -> int:
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise DatabaseError(f"no group named {group!r}: pick one of yours (`id -Gn` lists them)") from None

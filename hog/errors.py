@@ -1,0 +1,33 @@
+"""Errors that the core raises and the CLI turns into one-line messages."""
+
+
+class HogError(Exception):
+    """A problem the user can act on; its message says what and how to fix it."""
+
+    exit_code = 1
+
+
+class UsageError(HogError):
+    """Bad input: a malformed duration, an unknown id, an empty command."""
+
+    exit_code = 2
+
+
+class NotFoundError(UsageError):
+    """An id that names no task."""
+
+
+class DatabaseError(HogError):
+    """The queue database cannot be used: missing, foreign, newer, read-only, disk full."""
+
+
+class LockTimeoutError(DatabaseError):
+    """The write lock was not obtained within the timeout."""
+
+
+class InsecureDatabaseError(DatabaseError):
+    """Users other than the owner (and its group, when asked for) can write the database."""
+
+
+class MonitorRunningError(HogError):
+    """Another monitor already serves this database."""

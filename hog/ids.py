@@ -1,0 +1,28 @@
+"""Task id lists as users type them: `7`, `3-9`, `1,4,10-12`."""
+
+from .errors import UsageError
+
+MAX_RANGE = 10_000_000
+
+
+def parse_ids(words: tuple[str, ...] | list[str]) -> list[int]:
+    """Ids in the order given, without repeats; raise UsageError naming the bad word."""
+    seen: dict[int, None] = {}
+    for word in words:
+        for part in word.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            first, dash, last = part.partition("-")
+            try:
+                low = int(first)
+                high = int(last) if dash else low
+            except ValueError:
+                raise UsageError(
+                    f"bad task id {part!r}: use numbers like 7, ranges like 3-9, or lists like 1,4"
+                ) from None
+            if low < 1 or high < low or high - low > MAX_RANGE:
+                raise UsageError(f"bad task id {part!r}: ids start at 1 and a range goes from low to high")
+            for task_id in range(low, high + 1):
+                seen[task_id] = None
+    return list(seen)

@@ -1,0 +1,345 @@
+"""The monitor: keeps hogs submitted while tasks wait, and heals lost ones.
+
+Losing the monitor loses nothing: hogs run on, and the next monitor adopts them from the database.
+"""
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import queue, states
+from .backends import BackendError, PrefixBackend, SbatchBackend, hog_command
+from .db import Database, logs_dir_for, open_database
+from .errors import HogError, MonitorRunningError, UsageError
+from .runner import lease_for
+from .slurm import node_name
+
+log = logging.getLogger(__name__)
+
+MONITOR_META_KEY = "monitor"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    db_path: str
+    timeout_s: float
+    prefix: list[str]
+    hogs: int
+    backend: str
+    sbatch_args: str
+    poll_s: float
+    once: bool
+    hog_settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_options(
+        cls,
+        db_path: str,
+        timeout_s: float,
+        prefix: str | None,
+        hogs: int,
+        backend: str,
+        sbatch_args: str,
+        poll_s: float,
+        once: bool,
+        hog_settings: dict,
+    ) -> "MonitorConfig":
+        try:
+            words = shlex.split(prefix) if prefix is not None else ["nohup"]
+        except ValueError as error:
+            raise UsageError(f"bad --command-prefix {prefix!r}: {error}") from None
+        if backend == "prefix" and not words:
+            raise UsageError("--command-prefix is empty: give e.g. nohup or 'srun -N1 --exclusive'")
+        return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, dict(hog_settings))
+
+    @property
+    def pid_path(self) -> str:
+        return self.db_path + ".monitor.pid"
+
+    @property
+    def log_path(self) -> str:
+        return self.db_path + ".monitor.log"
+
+    @property
+    def lock_path(self) -> str:
+        return self.db_path + ".monitor.lock"
+
+
+class Monitor:
+    def __init__(self, config: MonitorConfig, db: Database) -> None:
+        self.config = config
+        self.db = db
+        self.host = node_name()
+        if config.backend == "sbatch":
+            self.backend: PrefixBackend | SbatchBackend = SbatchBackend(
+                config.sbatch_args, config.hog_settings.get("walltime")
+            )
+        else:
+            self.backend = PrefixBackend(config.prefix)
+        self.stop_requested = False
+        self.hogs_dir = os.path.join(logs_dir_for(os.path.abspath(config.db_path)), "hogs")
+        self.lease_s = lease_for(config.hog_settings.get("heartbeat") or 30.0)
+
+    def name(self) -> str:
+        return f"monitor on {self.host}"
+
+    def run(self) -> int:
+        os.makedirs(self.hogs_dir, mode=0o700, exist_ok=True)
+        log.info(
+            "%s: keeping up to %d hogs through %s",
+            self.name(),
+            self.config.hogs,
+            self._describe_backend(),
+        )
+        while not self.stop_requested:
+            try:
+                finished = self.one_pass()
+            except HogError as error:
+                # One bad pass (lock timeout, sbatch refusing) must not end the monitor.
+                log.error("%s: %s; trying again in %.0f s", self.name(), error, self.config.poll_s)
+                finished = False
+            if finished:
+                log.info("%s: the queue is empty and no hog is left: exiting", self.name())
+                return 0
+            self._sleep(self.config.poll_s)
+        log.info("%s: stopping; hogs keep running and a new monitor adopts them", self.name())
+        return 0
+
+    def _describe_backend(self) -> str:
+        if isinstance(self.backend, SbatchBackend):
+            return f"sbatch {shlex.join(self.backend.sbatch_args)}".strip()
+        return f"prefix {shlex.join(self.config.prefix)!r}"
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_requested and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))
+
+    def one_pass(self) -> bool:
+        """Heal, then start hogs for waiting work. True when --once has nothing left to do."""
+        self.heal()
+        live = queue.live_hogs(self.db)
+        waiting = queue.demand(self.db)
+        wanted = self.hogs_wanted(waiting, live)
+        for _ in range(wanted - len(live)):
+            if self.stop_requested:
+                break
+            self.start_hog()
+        if self.config.once:
+            status = queue.status(self.db)
+            return status.active == 0 and not queue.live_hogs(self.db)
+        return False
+
+    def hogs_wanted(self, waiting: int, live: list[dict]) -> int:
+        """At most N, none beyond what waiting tasks can use, and never zero while one waits."""
+        if waiting == 0:
+            return len(live)  # never more; hogs that run out of work leave on their own
+        cores = self.cores_per_hog()
+        busy = sum(1 for hog in live if hog["state"] == states.HOG_RUNNING)
+        pending = len(live) - busy
+        extra = max(0, math.ceil(waiting / cores) - pending)
+        return max(len(live), min(self.config.hogs, busy + pending + extra))
+
+    def cores_per_hog(self) -> int:
+        configured = self.config.hog_settings.get("cores")
+        if configured:
+            return configured
+        row = self.db.query_one("SELECT cores FROM hogs WHERE cores IS NOT NULL ORDER BY id DESC LIMIT 1")
+        if row and row[0]:
+            return row[0]
+        return os.cpu_count() or 1
+
+    def heal(self) -> None:
+        """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
+        live = queue.live_hogs(self.db)
+        mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
+        alive = self.backend.alive([hog["backend_id"] for hog in mine])
+        ended = [hog["id"] for hog in mine if alive.get(hog["backend_id"]) is False]
+        if ended:
+            # The hog may have said goodbye just before its process ended: read again.
+            still_live = {hog["id"] for hog in queue.live_hogs(self.db)}
+            ended = [hog_id for hog_id in ended if hog_id in still_live]
+        reaped = queue.reap_lost_hogs(self.db, also_lost=ended)
+        for hog_id in reaped:
+            log.warning("%s: hog %d is lost; its tasks went back to the queue", self.name(), hog_id)
+
+    def start_hog(self) -> int | None:
+        hog_id = queue.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
+        log_path = os.path.join(self.hogs_dir, f"hog-{hog_id}.log")
+        argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_settings)
+        try:
+            backend_id = self.backend.start(hog_id, argv, log_path)
+        except BackendError as error:
+            queue.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
+            raise
+        queue.set_hog_backend(self.db, hog_id, backend_id, log_path)
+        log.info(
+            "%s: started hog %d (%s %s), log %s",
+            self.name(),
+            hog_id,
+            self.backend.name,
+            backend_id,
+            log_path,
+        )
+        return hog_id
+
+
+# -- one monitor per database ------------------------------------------------------------------
+
+
+def _take_monitor_lock(config: MonitorConfig, db: Database) -> int:
+    fd = os.open(config.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise MonitorRunningError(f"a monitor already serves {config.db_path}: {_holder_text(db)}") from None
+    return fd
+
+
+def _holder_text(db: Database) -> str:
+    holder = _holder(db)
+    if not holder:
+        return "its host and pid are unknown"
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started_at", 0)))
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')} since {since}; "
+        "stop it with `slurm-hog monitor --stop`"
+    )
+
+
+def _holder(db: Database) -> dict | None:
+    text = queue.get_meta(db, MONITOR_META_KEY)
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def run_monitor(config: MonitorConfig) -> int:
+    db = open_database(config.db_path, config.timeout_s)
+    db.check_secure()
+    lock_fd = _take_monitor_lock(config, db)
+    holder = {
+        "host": node_name(),
+        "pid": os.getpid(),
+        "started_at": time.time(),
+        "start_ticks": _own_start_ticks(),
+    }
+    queue.set_meta(db, MONITOR_META_KEY, json.dumps(holder))
+    with open(config.pid_path + ".tmp", "w") as pid_file:
+        pid_file.write(f"{os.getpid()}\n")
+    os.replace(config.pid_path + ".tmp", config.pid_path)
+    monitor = Monitor(config, db)
+
+    def request_stop(signum: int, frame: object) -> None:
+        monitor.stop_requested = True
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, request_stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return monitor.run()
+    finally:
+        with contextlib.suppress(HogError):
+            queue.set_meta(db, MONITOR_META_KEY, None)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.pid_path)
+        os.close(lock_fd)
+        db.close()
+
+
+def _own_start_ticks() -> str:
+    from .backends import process_start_ticks
+
+    return process_start_ticks(os.getpid())
+
+
+def _running_holder(config: MonitorConfig) -> dict | None:
+    """The monitor holding the lock, or None when none runs."""
+    fd = os.open(config.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            db = open_database(config.db_path, config.timeout_s)
+            try:
+                return _holder(db) or {}
+            finally:
+                db.close()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def daemon_status(config: MonitorConfig) -> tuple[str, bool]:
+    holder = _running_holder(config)
+    if holder is None:
+        return f"no monitor serves {config.db_path}", False
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started_at", 0)))
+    return (
+        f"a monitor serves {config.db_path}: pid {holder.get('pid')} on {holder.get('host')} "
+        f"since {since}, log {config.log_path}",
+        True,
+    )
+
+
+def start_daemon(config: MonitorConfig) -> str:
+    open_database(config.db_path, config.timeout_s).close()
+    holder = _running_holder(config)
+    if holder is not None:
+        return (
+            f"a monitor already serves {config.db_path} "
+            f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
+        )
+    argv = [sys.executable, "-m", "hog", *[word for word in sys.argv[1:] if word != "--daemon"]]
+    with open(config.log_path, "ab") as log_file:
+        os.chmod(config.log_path, 0o600)
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise HogError(f"the monitor exited at once (status {process.returncode}): see {config.log_path}")
+        if _running_holder(config):
+            return f"monitor started: pid {process.pid}, log {config.log_path}, pid file {config.pid_path}"
+        time.sleep(0.1)
+    return f"monitor starting: pid {process.pid}, log {config.log_path}"
+
+
+def stop_daemon(config: MonitorConfig) -> str:
+    holder = _running_holder(config)
+    if holder is None:
+        return f"no monitor serves {config.db_path}: nothing to stop"
+    if holder.get("host") != node_name():
+        raise HogError(f"the monitor runs on {holder.get('host')} (pid {holder.get('pid')}): stop it there")
+    pid = int(holder.get("pid", 0))
+    from .backends import process_start_ticks
+
+    if not pid or process_start_ticks(pid) != holder.get("start_ticks"):
+        raise HogError(f"the monitor's pid {pid} is not the process that took the lock: not signalling it")
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if _running_holder(config) is None:
+            return f"monitor {pid} stopped; its hogs keep running"
+        time.sleep(0.1)
+    raise HogError(f"monitor {pid} did not stop within 30 s")

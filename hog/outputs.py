@@ -1,0 +1,51 @@
+"""Where a task's stdout and stderr go."""
+
+import os
+import string
+
+from .db import logs_dir_for
+from .errors import UsageError
+
+PLACEHOLDERS = ("id", "attempt", "name")
+# Tasks per log subfolder: with .out and .err per attempt a folder holds a few thousand files.
+TASKS_PER_FOLDER = 1000
+
+
+def check_pattern(pattern: str, option: str) -> str:
+    """Refuse a pattern with placeholders other than {id}, {attempt} and {name}."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
+    except ValueError as error:
+        raise UsageError(f"bad {option} pattern {pattern!r}: {error}; write {{{{ for a brace") from None
+    unknown = [name for name in fields if name not in PLACEHOLDERS]
+    if unknown:
+        raise UsageError(
+            f"bad {option} pattern {pattern!r}: unknown placeholder {{{unknown[0]}}}; "
+            "use {id}, {attempt} or {name}"
+        )
+    if "\0" in pattern:
+        raise UsageError(f"bad {option} pattern: it contains a NUL byte")
+    return pattern
+
+
+def default_output_path(db_path: str, task_id: int, attempt: int, stream: str) -> str:
+    folder = os.path.join(
+        os.path.abspath(logs_dir_for(db_path)), "tasks", f"{task_id // TASKS_PER_FOLDER:06d}"
+    )
+    return os.path.join(folder, f"{task_id}.{attempt}.{stream}")
+
+
+def output_path(
+    db_path: str,
+    pattern: str | None,
+    cwd: str,
+    task_id: int,
+    attempt: int,
+    name: str | None,
+    stream: str,
+) -> str:
+    """The file for `stream` ("out" or "err") of one attempt."""
+    if not pattern:
+        return default_output_path(db_path, task_id, attempt, stream)
+    path = pattern.format(id=task_id, attempt=attempt, name=name or f"task{task_id}")
+    return os.path.join(cwd, path)

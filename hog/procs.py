@@ -1,0 +1,85 @@
+"""Starting tasks in their own process groups and killing whole groups."""
+
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Exited:
+    pid: int
+    exit_code: int | None
+    signal: int | None
+    max_rss_kib: int
+    cpu_user_s: float
+    cpu_system_s: float
+
+
+def spawn(
+    argv: list[str],
+    cwd: str,
+    env: dict[str, str],
+    stdout_path: str,
+    stderr_path: str,
+    cpu_ids: list[int] | None,
+) -> subprocess.Popen:
+    """Start `argv` in a new session (so its whole group can be killed), pinned to `cpu_ids`.
+
+    Pinning is inherited at fork: the parent pins itself around the fork instead of using a
+    preexec_fn, which would forbid vfork and is unsafe with threads.
+    """
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        if cpu_ids is None:
+            return _popen(argv, cwd, env, stdout, stderr)
+        previous = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpu_ids)
+        try:
+            return _popen(argv, cwd, env, stdout, stderr)
+        finally:
+            os.sched_setaffinity(0, previous)
+
+
+def _popen(argv: list[str], cwd: str, env: dict[str, str], stdout, stderr) -> subprocess.Popen:
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def reap_any() -> Exited | None:
+    """One exited child, if any, with its resource use; None when none has exited."""
+    try:
+        pid, status, usage = os.wait4(-1, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if pid == 0:
+        return None
+    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    return Exited(pid, exit_code, signal_number, usage.ru_maxrss, usage.ru_utime, usage.ru_stime)
+
+
+def kill_group(process_group: int, signal_number: int = signal.SIGKILL) -> None:
+    """Signal a whole process group; a group that is already gone is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process_group, signal_number)
+
+
+def read_tail(path: str, size: int) -> str:
+    """The last `size` bytes of a file as text ("" if unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            length = handle.tell()
+            handle.seek(max(0, length - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,707 @@
+"""The hog: claims tasks that fit its node, runs them, reports, and leaves in time.
+
+One event loop, no threads: signal handlers only note the signal (through the wakeup fd), and the
+loop reaps children, enforces limits, and talks to the database in short batched transactions.
+"""
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import queue, slurm, states
+from .db import Database, open_database
+from .errors import DatabaseError, HogError
+from .outputs import output_path
+from .packing import Busy, Resources
+from .procs import Exited, kill_group, read_tail, reap_any, spawn
+from .resources import GPU_VARIABLES, NodeResources, detect
+
+log = logging.getLogger(__name__)
+
+KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL for a task past its limit or cancelled
+STOP_GRACE_S = 2.0  # the same when the hog itself must stop: SLURM's KillWait is short
+STOP_LEAD_S = 10.0  # stop this long before the allocation ends: grace plus the last commit
+FLUSH_INTERVAL_S = 1.0  # longest a finished result waits before it is committed
+RESULT_BATCH_MAX = 512
+IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
+CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
+PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
+PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
+DB_RETRY_S = 2.0
+
+
+def lease_for(heartbeat_s: float) -> float:
+    """How long a hog may stay silent before others may declare it lost."""
+    return max(3 * heartbeat_s, heartbeat_s + 10.0)
+
+
+@dataclass(frozen=True)
+class HogConfig:
+    db_path: str
+    timeout_s: float
+    cores: int | None = None
+    gpus: str | None = None
+    mem_bytes: int | None = None
+    walltime_s: float | None = None
+    end_time: float | None = None
+    margin_s: float = 300.0
+    idle_timeout_s: float = 60.0
+    heartbeat_s: float = 30.0
+    hog_id: int | None = None
+
+    @classmethod
+    def from_options(
+        cls, db_path: str, timeout_s: float, hog_id: int | None = None, **options
+    ) -> "HogConfig":
+        return cls(
+            db_path=db_path,
+            timeout_s=timeout_s,
+            cores=options.get("cores"),
+            gpus=options.get("gpus"),
+            mem_bytes=options.get("mem"),
+            walltime_s=options.get("walltime"),
+            end_time=options.get("end_time"),
+            margin_s=options.get("margin") or 300.0,
+            idle_timeout_s=options.get("idle_timeout") or 60.0,
+            heartbeat_s=options.get("heartbeat") or 30.0,
+            hog_id=hog_id,
+        )
+
+
+@dataclass
+class RunningTask:
+    task: queue.ClaimedTask
+    process_group: int
+    cpu_slots: list[int]
+    gpu_ids: list[str]
+    started_at: float
+    started_mono: float
+    stderr_path: str
+    deadline_mono: float | None
+    kill_reason: str | None = None
+    term_sent_mono: float | None = None
+    kill_sent: bool = False
+
+
+@dataclass
+class Hog:
+    config: HogConfig
+    db: Database
+    node: NodeResources
+    host: str
+    end_by: float | None  # epoch when the allocation ends
+    hog_id: int = 0
+    running: dict[int, RunningTask] = field(default_factory=dict)  # by pid
+    buffered: list[queue.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
+    results: list[queue.TaskResult] = field(default_factory=list)
+    oldest_result_mono: float | None = None
+    environments: dict[int, dict[str, str]] = field(default_factory=dict)
+    free_slots: list[int] = field(default_factory=list)
+    free_gpus: list[str] = field(default_factory=list)
+    free_mem: int = 0
+    mean_duration_s: float | None = None
+    draining: bool = False
+    stopping: str | None = None  # why the hog stops now
+    given_up: bool = False
+    interrupts: int = 0
+    queue_has_work: bool = True
+    claim_blocked: bool = False
+    last_exchange_mono: float = 0.0
+    last_claim_mono: float = 0.0
+    last_cancel_poll_mono: float = 0.0
+    last_reap_mono: float = 0.0
+    idle_since_mono: float | None = None
+    db_retry_after_mono: float = 0.0
+    finish_reason: str = "idle"
+    tasks_started: int = 0
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        self.free_slots = list(range(self.node.cores))
+        self.free_gpus = list(self.node.gpus)
+        self.free_mem = self.node.mem_bytes
+        self.base_environment = {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith(("SLURM_", "SLURMD_")) and not key.startswith("SLURM_HOG_")
+        }
+
+    @property
+    def total(self) -> Resources:
+        return Resources(self.node.cores, len(self.node.gpus), self.node.mem_bytes)
+
+    @property
+    def free(self) -> Resources:
+        return Resources(len(self.free_slots), len(self.free_gpus), self.free_mem)
+
+    def name(self) -> str:
+        return f"hog {self.hog_id} on {self.host}"
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, wakeup_fd: int) -> int:
+        while True:
+            now = time.monotonic()
+            self._drain_signals(wakeup_fd)
+            self._reap_children(now)
+            self._enforce_limits(now)
+            if self.given_up:
+                self._kill_everything()
+                return 3
+            if self.stopping is None:
+                self._check_walltime(now)
+            if self.stopping is not None:
+                self._stop_tasks(now)
+                if not self.running:
+                    break
+            else:
+                self._start_buffered(now)
+                self._talk_to_database(now)
+                if self.given_up:
+                    continue
+                self._start_buffered(now)
+                if self._should_leave(now):
+                    break
+            self._sleep(wakeup_fd, now)
+        return self._finish()
+
+    def _should_leave(self, now: float) -> bool:
+        if self.running or self.buffered:
+            self.idle_since_mono = None
+            return False
+        if self.draining:
+            self.finish_reason = "drained"
+            return True
+        if self.queue_has_work:
+            self.idle_since_mono = None
+            return False
+        if self.idle_since_mono is None:
+            self.idle_since_mono = now
+        if now - self.idle_since_mono >= self.config.idle_timeout_s:
+            self.finish_reason = "idle"
+            return True
+        return False
+
+    def _finish(self) -> int:
+        """Give back what did not run, record the rest, and mark the hog finished."""
+        for task in self.buffered:
+            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+        self.buffered.clear()
+        reason = self.stopping or self.finish_reason
+        for attempt in range(5):
+            try:
+                outcome = queue.exchange(
+                    self.db,
+                    self.hog_id,
+                    self.host,
+                    self.results,
+                    None,
+                    self.environments,
+                    finish_reason=reason,
+                )
+                if outcome.given_up:
+                    log.warning("%s: declared lost meanwhile; its results were not written", self.name())
+                    return 3
+                log.info("%s: finished (%s)", self.name(), reason)
+                return 0
+            except DatabaseError as error:
+                log.error(
+                    "%s: cannot write its last results (try %d): %s",
+                    self.name(),
+                    attempt + 1,
+                    error,
+                )
+                time.sleep(1.0)
+        return 1
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def _drain_signals(self, wakeup_fd: int) -> None:
+        try:
+            data = os.read(wakeup_fd, 4096)
+        except BlockingIOError:
+            return
+        for number in data:
+            if number == signal.SIGTERM:
+                if self.stopping is None:
+                    log.info("%s: SIGTERM: stopping, tasks go back to the queue", self.name())
+                    self.stopping = "stopped"
+            elif number == signal.SIGINT:
+                self.interrupts += 1
+                if self.interrupts >= 2 and self.stopping is None:
+                    log.info("%s: second SIGINT: stopping now", self.name())
+                    self.stopping = "stopped"
+                elif not self.draining:
+                    log.info("%s: SIGINT: draining (again to stop now)", self.name())
+                    self._start_draining()
+            elif number == signal.SIGUSR1 and not self.draining:
+                log.info("%s: SIGUSR1: draining", self.name())
+                self._start_draining()
+
+    def _start_draining(self) -> None:
+        self.draining = True
+        for task in self.buffered:
+            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+        self.buffered.clear()
+
+    # -- children ----------------------------------------------------------------------------
+
+    def _reap_children(self, now: float) -> None:
+        while (exited := reap_any()) is not None:
+            running = self.running.pop(exited.pid, None)
+            if running is None:
+                continue
+            self._free(running)
+            self._add_result(self._result_of(running, exited, now))
+
+    def _result_of(self, running: RunningTask, exited: Exited, now: float) -> queue.TaskResult:
+        task = running.task
+        # Leftovers the task put in the background die with it, as in a SLURM step.
+        kill_group(running.process_group)
+        duration = now - running.started_mono
+        self.mean_duration_s = (
+            duration if self.mean_duration_s is None else 0.8 * self.mean_duration_s + 0.2 * duration
+        )
+        reason = running.kill_reason or states.REASON_EXITED
+        succeeded = exited.exit_code == 0 and reason == states.REASON_EXITED
+        if self.stopping is not None and not succeeded:
+            # Killed (by us or by SLURM's TERM to the whole step) because the hog stops.
+            reason = states.REASON_RELEASED
+        tail = None
+        if not succeeded and reason != states.REASON_RELEASED:
+            tail = read_tail(running.stderr_path, queue.STDERR_TAIL_BYTES) or None
+        log.debug(
+            "%s: task %d exited %s after %.3f s",
+            self.name(),
+            task.task_id,
+            exited.exit_code if exited.signal is None else f"signal {exited.signal}",
+            duration,
+        )
+        return queue.TaskResult(
+            task.task_id,
+            task.attempt,
+            reason,
+            started_at=running.started_at,
+            ended_at=running.started_at + duration,
+            exit_code=exited.exit_code,
+            signal=exited.signal,
+            max_rss_kib=exited.max_rss_kib,
+            cpu_user_s=exited.cpu_user_s,
+            cpu_system_s=exited.cpu_system_s,
+            stderr_tail=tail,
+            cores=",".join(str(self._cpu_of(slot)) for slot in running.cpu_slots),
+            gpus=",".join(running.gpu_ids) or None,
+        )
+
+    def _cpu_of(self, slot: int) -> int:
+        return self.node.cpu_ids[slot] if self.node.cpu_ids is not None else slot
+
+    def _free(self, running: RunningTask) -> None:
+        self.free_slots.extend(running.cpu_slots)
+        self.free_slots.sort()
+        self.free_gpus.extend(running.gpu_ids)
+        self.free_gpus.sort(key=self.node.gpus.index)
+        self.free_mem += running.task.mem_bytes
+        self.claim_blocked = False
+
+    def _add_result(self, result: queue.TaskResult) -> None:
+        if not self.results:
+            self.oldest_result_mono = time.monotonic()
+        self.results.append(result)
+
+    def _enforce_limits(self, now: float) -> None:
+        for running in self.running.values():
+            if running.kill_reason is None:
+                if running.deadline_mono is not None and now >= running.deadline_mono:
+                    log.info(
+                        "%s: task %d passed its time limit: killing it",
+                        self.name(),
+                        running.task.task_id,
+                    )
+                    self._terminate(running, states.REASON_TIMEOUT, now)
+            elif running.term_sent_mono is not None and not running.kill_sent:
+                grace = STOP_GRACE_S if self.stopping else KILL_GRACE_S
+                if now - running.term_sent_mono >= grace:
+                    kill_group(running.process_group, signal.SIGKILL)
+                    running.kill_sent = True
+
+    def _terminate(self, running: RunningTask, reason: str, now: float) -> None:
+        running.kill_reason = reason
+        running.term_sent_mono = now
+        kill_group(running.process_group, signal.SIGCONT)
+        kill_group(running.process_group, signal.SIGTERM)
+
+    def _stop_tasks(self, now: float) -> None:
+        for task in self.buffered:
+            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+        self.buffered.clear()
+        for running in self.running.values():
+            if running.kill_reason is None:
+                self._terminate(running, states.REASON_RELEASED, now)
+            elif (
+                running.term_sent_mono is not None
+                and now - running.term_sent_mono >= STOP_GRACE_S
+                and not running.kill_sent
+            ):
+                kill_group(running.process_group, signal.SIGKILL)
+                running.kill_sent = True
+
+    def _kill_everything(self) -> None:
+        for running in self.running.values():
+            kill_group(running.process_group, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while self.running and time.monotonic() < deadline:
+            exited = reap_any()
+            if exited is None:
+                time.sleep(0.01)
+                continue
+            self.running.pop(exited.pid, None)
+
+    # -- walltime ----------------------------------------------------------------------------
+
+    def _seconds_left(self) -> float | None:
+        """Until the hog must stop (before its allocation ends)."""
+        if self.end_by is None:
+            return None
+        return self.end_by - STOP_LEAD_S - time.time()
+
+    def _unlimited_allowed(self) -> bool:
+        if self.end_by is None:
+            return True
+        return self.end_by - time.time() > max(self.config.margin_s, STOP_LEAD_S)
+
+    def _check_walltime(self, now: float) -> None:
+        left = self._seconds_left()
+        if left is not None and left <= 0:
+            log.info("%s: walltime nearly over: giving running tasks back and leaving", self.name())
+            self.stopping = "walltime"
+
+    # -- starting tasks ----------------------------------------------------------------------
+
+    def _start_buffered(self, now: float) -> None:
+        while self.buffered and not self.draining:
+            task = self.buffered[0]
+            if not task.needs.fits_in(self.free):
+                return  # first come, first served within what this hog already holds
+            self.buffered.pop(0)
+            left = self._seconds_left()
+            too_late = (task.time_limit_s is None and not self._unlimited_allowed()) or (
+                task.time_limit_s is not None and left is not None and task.time_limit_s > left
+            )
+            if too_late:
+                self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+                continue
+            self._start(task, now)
+
+    def _start(self, task: queue.ClaimedTask, now: float) -> None:
+        slots = self.free_slots[: task.cores]
+        del self.free_slots[: task.cores]
+        gpu_ids = self.free_gpus[: task.gpus]
+        del self.free_gpus[: task.gpus]
+        self.free_mem -= task.mem_bytes
+        stdout_path = output_path(
+            self.config.db_path,
+            task.stdout_pattern,
+            task.cwd,
+            task.task_id,
+            task.attempt,
+            task.name,
+            "out",
+        )
+        stderr_path = output_path(
+            self.config.db_path,
+            task.stderr_pattern,
+            task.cwd,
+            task.task_id,
+            task.attempt,
+            task.name,
+            "err",
+        )
+        env = self._environment_for(task, slots, gpu_ids)
+        argv = task.argv if task.argv is not None else ["/bin/sh", "-c", task.command]
+        started_at = time.time()
+        try:
+            for path in (stdout_path, stderr_path):
+                _ensure_folder(os.path.dirname(path))
+            cpu_ids = [self._cpu_of(slot) for slot in slots] if self.node.cpu_ids is not None else None
+            process = spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids)
+        except OSError as error:
+            self.free_slots = sorted(self.free_slots + slots)
+            self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
+            self.free_mem += task.mem_bytes
+            message = f"could not start: {error.strerror or error}" + (
+                f": {error.filename}" if error.filename else ""
+            )
+            log.warning("%s: task %d %s", self.name(), task.task_id, message)
+            self._add_result(
+                queue.TaskResult(
+                    task.task_id,
+                    task.attempt,
+                    states.REASON_START_FAILED,
+                    started_at=started_at,
+                    ended_at=started_at,
+                    exit_code=127,
+                    stderr_tail=message,
+                )
+            )
+            return
+        # Reaped by wait4 in the loop: stop the Popen object from trying again later.
+        process.returncode = 0
+        deadline = now + task.time_limit_s if task.time_limit_s is not None else None
+        self.running[process.pid] = RunningTask(
+            task, process.pid, slots, gpu_ids, started_at, now, stderr_path, deadline
+        )
+        self.tasks_started += 1
+
+    def _environment_for(
+        self, task: queue.ClaimedTask, slots: list[int], gpu_ids: list[str]
+    ) -> dict[str, str]:
+        env = dict(task.environment)
+        env.update(self.base_environment)
+        env["HOG_TASK_ID"] = str(task.task_id)
+        env["HOG_ATTEMPT"] = str(task.attempt)
+        env["HOG_HOG_ID"] = str(self.hog_id)
+        env["HOG_CORES"] = str(task.cores)
+        env["HOG_CPUS"] = ",".join(str(self._cpu_of(slot)) for slot in slots)
+        env["OMP_NUM_THREADS"] = str(task.cores)
+        env["SLURM_HOG_DB"] = os.path.abspath(self.config.db_path)
+        if self.node.gpus:
+            for variable in GPU_VARIABLES:
+                env[variable] = ",".join(gpu_ids)
+            env["HOG_GPUS"] = ",".join(gpu_ids)
+        return env
+
+    # -- the database ------------------------------------------------------------------------
+
+    def _prefetch_factor(self) -> int:
+        if self.mean_duration_s is None or self.draining:
+            return 0
+        return min(PREFETCH_MAX_FACTOR, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
+
+    def _claim_request(self, now: float) -> queue.ClaimRequest | None:
+        if self.draining or self.stopping:
+            return None
+        if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
+            return None
+        if not self.queue_has_work and now - self.last_claim_mono < IDLE_POLL_S:
+            return None
+        held = Resources(0, 0, 0)
+        for task in self.buffered:
+            held = held + task.needs
+        factor = self._prefetch_factor()
+        allowance = Resources(
+            self.total.cores * factor, self.total.gpus * factor, self.total.mem_bytes * factor
+        )
+        free = self.free + allowance - held
+        if free.cores <= 0 or (factor == 0 and self.buffered):
+            return None
+        busy = [
+            Busy(
+                r.task.needs,
+                None if r.task.time_limit_s is None else r.started_at + r.task.time_limit_s,
+            )
+            for r in self.running.values()
+        ] + [Busy(task.needs, None) for task in self.buffered]
+        return queue.ClaimRequest(
+            free=free,
+            total=self.total,
+            busy=busy,
+            seconds_left=self._seconds_left(),
+            unlimited_allowed=self._unlimited_allowed(),
+            limit=free.cores,
+        )
+
+    def _talk_to_database(self, now: float) -> None:
+        if now < self.db_retry_after_mono:
+            return
+        claim = self._claim_request(now)
+        flush_due = bool(self.results) and (
+            len(self.results) >= RESULT_BATCH_MAX
+            or now - (self.oldest_result_mono or now) >= FLUSH_INTERVAL_S
+            or claim is not None
+        )
+        beat_due = now - self.last_exchange_mono >= self.config.heartbeat_s
+        try:
+            if claim is not None or flush_due or beat_due:
+                self._exchange(claim, now)
+            elif (
+                self.running
+                and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= CANCEL_POLL_S
+            ):
+                self._poll_cancels(now)
+            if now - self.last_reap_mono >= self.config.heartbeat_s:
+                self.last_reap_mono = now
+                reaped = queue.reap_lost_hogs(self.db)
+                if reaped:
+                    log.warning(
+                        "%s: declared hogs %s lost; their tasks went back to the queue",
+                        self.name(),
+                        reaped,
+                    )
+        except DatabaseError as error:
+            # Ride it out: tasks keep running and results wait for the next try.
+            log.warning(
+                "%s: database unavailable, trying again in %.0f s: %s",
+                self.name(),
+                DB_RETRY_S,
+                error,
+            )
+            self.db_retry_after_mono = now + DB_RETRY_S
+
+    def _exchange(self, claim: queue.ClaimRequest | None, now: float) -> None:
+        outcome = queue.exchange(self.db, self.hog_id, self.host, self.results, claim, self.environments)
+        self.last_exchange_mono = now
+        self.last_cancel_poll_mono = now
+        if outcome.given_up:
+            log.error("%s: was declared lost or cancelled: killing its tasks and leaving", self.name())
+            self.given_up = True
+            return
+        self.results = []
+        self.oldest_result_mono = None
+        if claim is not None:
+            self.last_claim_mono = now
+            self.buffered.extend(outcome.claimed)
+            self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
+            self.claim_blocked = len(outcome.claimed) < claim.limit and outcome.queue_has_work
+        self._apply_cancels(outcome.cancel_requested, now)
+
+    def _poll_cancels(self, now: float) -> None:
+        self.last_cancel_poll_mono = now
+        state = self.db.query_one("SELECT state FROM hogs WHERE id = ?", (self.hog_id,))
+        if state is None or state[0] != states.HOG_RUNNING:
+            log.error("%s: was declared lost or cancelled: killing its tasks and leaving", self.name())
+            self.given_up = True
+            return
+        rows = self.db.query(
+            "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1",
+            (self.hog_id,),
+        )
+        self._apply_cancels({(row[0], row[1]) for row in rows}, now)
+
+    def _apply_cancels(self, cancelled: set[tuple[int, int]], now: float) -> None:
+        if not cancelled:
+            return
+        for running in self.running.values():
+            key = (running.task.task_id, running.task.attempt)
+            if key in cancelled and running.kill_reason is None:
+                log.info("%s: task %d was cancelled: killing it", self.name(), running.task.task_id)
+                self._terminate(running, states.REASON_CANCELLED, now)
+        kept = []
+        for task in self.buffered:
+            if (task.task_id, task.attempt) in cancelled:
+                self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_CANCELLED))
+            else:
+                kept.append(task)
+        self.buffered = kept
+
+    # -- sleeping ----------------------------------------------------------------------------
+
+    def _sleep(self, wakeup_fd: int, now: float) -> None:
+        deadlines = [now + IDLE_POLL_S, self.last_exchange_mono + self.config.heartbeat_s]
+        if self.results:
+            deadlines.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+        if self.running:
+            deadlines.append(now + CANCEL_POLL_S)
+        for running in self.running.values():
+            if running.deadline_mono is not None and running.kill_reason is None:
+                deadlines.append(running.deadline_mono)
+            if running.term_sent_mono is not None and not running.kill_sent:
+                deadlines.append(running.term_sent_mono + min(KILL_GRACE_S, STOP_GRACE_S))
+        left = self._seconds_left()
+        if left is not None:
+            deadlines.append(now + max(0.0, left))
+        if self.idle_since_mono is not None:
+            deadlines.append(self.idle_since_mono + self.config.idle_timeout_s)
+        if self.db_retry_after_mono > now:
+            deadlines.append(self.db_retry_after_mono)
+        timeout = max(0.0, min(deadlines) - time.monotonic())
+        if self.buffered and self.free.cores > 0 and not self.draining:
+            timeout = 0.0
+        with contextlib.suppress(InterruptedError):
+            select.select([wakeup_fd], [], [], timeout)
+
+
+def _ensure_folder(path: str, _known: set[str] = set()) -> None:  # noqa: B006 - a cache on purpose
+    if path in _known:
+        return
+    os.makedirs(path, exist_ok=True)
+    _known.add(path)
+
+
+def _note_signal(signum: int, frame: object) -> None:
+    """The wakeup fd carries the signal to the loop; nothing to do here."""
+
+
+def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
+    """Run a hog until it leaves; the process exit status."""
+    try:
+        db = open_database(config.db_path, config.timeout_s)
+    except HogError as error:
+        log.error("hog: %s", error)
+        return 1
+    if not allow_insecure:
+        db.check_secure()
+    node = detect(config.cores, config.gpus, config.mem_bytes)
+    slurm_job_id = slurm.job_id()
+    end_by = _end_time(config, slurm_job_id)
+    host = slurm.node_name()
+    hog = Hog(config, db, node, host, end_by)
+    info = queue.HogInfo(
+        host=host,
+        pid=os.getpid(),
+        slurm_job_id=slurm_job_id,
+        cores=node.cores,
+        gpus=node.gpus,
+        mem_bytes=node.mem_bytes,
+        end_by=end_by,
+        lease_s=lease_for(config.heartbeat_s),
+    )
+    hog_id = queue.start_hog(db, info, config.hog_id)
+    if hog_id is None:
+        log.warning("hog %s: its row was given up before it started: leaving", config.hog_id)
+        return 0
+    hog.hog_id = hog_id
+    hog.last_exchange_mono = time.monotonic()
+    log.info(
+        "%s: %d cores%s, %d GPUs, %.1f GiB, %s",
+        hog.name(),
+        node.cores,
+        "" if node.cpu_ids is not None else " (unpinned)",
+        len(node.gpus),
+        node.mem_bytes / (1 << 30),
+        f"leaves by {time.strftime('%H:%M:%S', time.localtime(end_by))}" if end_by else "no walltime",
+    )
+    read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    previous = {}
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
+        previous[number] = signal.signal(number, _note_signal)
+    # SIGHUP must not kill a hog whose terminal or ssh session went away.
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    try:
+        return hog.run(read_fd)
+    except BaseException:
+        hog._kill_everything()
+        raise
+    finally:
+        signal.set_wakeup_fd(old_wakeup)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        os.close(read_fd)
+        os.close(write_fd)
+        db.close()
+
+
+def _end_time(config: HogConfig, slurm_job_id: str | None) -> float | None:
+    if config.end_time is not None:
+        return config.end_time
+    if config.walltime_s is not None:
+        return time.time() + config.walltime_s
+    if slurm_job_id:
+        return slurm.job_end_time(slurm_job_id)
+    return None

@@ -1,0 +1,52 @@
+"""Task and hog states and the moves allowed between them."""
+
+WAITING = "waiting"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+TIMEOUT = "timeout"
+CANCELLED = "cancelled"
+
+TASK_STATES = (WAITING, RUNNING, DONE, FAILED, TIMEOUT, CANCELLED)
+ACTIVE_STATES = (WAITING, RUNNING)
+ENDED_STATES = (DONE, FAILED, TIMEOUT, CANCELLED)
+RETRYABLE_STATES = (FAILED, TIMEOUT, CANCELLED)
+
+TASK_TRANSITIONS: dict[str, frozenset[str]] = {
+    WAITING: frozenset({RUNNING, CANCELLED}),
+    # Back to waiting when the hog drains, is lost, or a retry remains.
+    RUNNING: frozenset({DONE, FAILED, TIMEOUT, CANCELLED, WAITING}),
+    DONE: frozenset(),
+    FAILED: frozenset({WAITING}),
+    TIMEOUT: frozenset({WAITING}),
+    CANCELLED: frozenset({WAITING}),
+}
+
+HOG_PENDING = "pending"
+HOG_RUNNING = "running"
+HOG_FINISHED = "finished"
+HOG_LOST = "lost"
+HOG_CANCELLED = "cancelled"
+
+HOG_STATES = (HOG_PENDING, HOG_RUNNING, HOG_FINISHED, HOG_LOST, HOG_CANCELLED)
+HOG_LIVE_STATES = (HOG_PENDING, HOG_RUNNING)
+
+HOG_TRANSITIONS: dict[str, frozenset[str]] = {
+    HOG_PENDING: frozenset({HOG_RUNNING, HOG_LOST, HOG_CANCELLED, HOG_FINISHED}),
+    HOG_RUNNING: frozenset({HOG_FINISHED, HOG_LOST, HOG_CANCELLED}),
+    HOG_FINISHED: frozenset(),
+    HOG_LOST: frozenset(),
+    HOG_CANCELLED: frozenset(),
+}
+
+# Why an attempt ended.
+REASON_EXITED = "exited"  # the process ended on its own (any exit code or signal)
+REASON_TIMEOUT = "timeout"  # killed at its own time limit
+REASON_CANCELLED = "cancelled"  # killed because a user cancelled it
+REASON_RELEASED = "released"  # given back by its hog (drain, walltime, stop): not counted
+REASON_LOST = "lost"  # its hog died or stopped beating: counted as a crash
+REASON_START_FAILED = "start-failed"  # could not be started (bad cwd, no such program)
+
+
+def can_move(transitions: dict[str, frozenset[str]], old: str, new: str) -> bool:
+    return new in transitions.get(old, frozenset())

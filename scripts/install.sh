@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs slurm-hog and its test tools into .venv (idempotent). Usage: scripts/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "install: slurm-hog needs Python 3.10 or newer as \$PYTHON or python3" >&2
+    exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+    # The real interpreter, not a shell wrapper (pyenv's shims add ~100 ms per start).
+    real=$("$python" -c 'import sys; print(sys.executable)')
+    "$real" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Byte-compile now: start-up time matters for every `slurm-hog` call, and some environments
+# forbid writing .pyc files at run time.
+.venv/bin/python -m compileall -q hog slurm_hog.py scripts tests >/dev/null
+echo "installed: .venv/bin/slurm-hog ($(.venv/bin/python --version))"
