@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from .errors import HogError
+from .procs import process_start_ticks
 from .slurm import COMMAND_TIMEOUT_S, node_name
 
 log = logging.getLogger(__name__)
@@ -97,19 +98,6 @@ def _split_id(backend_id: str) -> tuple[str | None, str, str]:
     if len(parts) != 3 or not parts[0].isdigit():
         return None, "", ""
     return parts[0], parts[1], parts[2]
-
-
-def process_start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks since boot, or "" if it is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return ""
-    # After the command: state is field 3, start time field 22 (1-based in proc(5)).
-    if fields[0] in (b"Z", b"X"):
-        return ""
-    return fields[19].decode()
 
 
 class SbatchBackend:

@@ -20,6 +20,7 @@ from . import queue, states
 from .backends import BackendError, PrefixBackend, SbatchBackend, hog_command
 from .db import Database, logs_dir_for, open_database
 from .errors import HogError, MonitorRunningError, UsageError
+from .healing import heal
 from .runner import lease_for
 from .slurm import node_name
 
@@ -168,7 +169,7 @@ class Monitor:
             # The hog may have said goodbye just before its process ended: read again.
             still_live = {hog["id"] for hog in queue.live_hogs(self.db)}
             ended = [hog_id for hog_id in ended if hog_id in still_live]
-        reaped = queue.reap_lost_hogs(self.db, also_lost=ended)
+        reaped = heal(self.db, self.host, also_lost=ended)
         for hog_id in reaped:
             log.warning("%s: hog %d is lost; its tasks went back to the queue", self.name(), hog_id)
 

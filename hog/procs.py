@@ -83,3 +83,43 @@ def read_tail(path: str, size: int) -> str:
             return handle.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+def process_start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot, or "" if it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    # After the command: state is field 3, start time field 22 (1-based in proc(5)).
+    if fields[0] in (b"Z", b"X"):
+        return ""
+    return fields[19].decode()
+
+
+def record_task_process(fd: int, pid: int) -> None:
+    """Note a task's process group in the hog's pid file, so a reaper on this host can kill it
+    if the hog dies without cleaning up (kill -9, OOM killer)."""
+    os.write(fd, f"{pid} {process_start_ticks(pid)}\n".encode())
+
+
+def kill_recorded_processes(pids_path: str) -> int:
+    """Kill the process groups listed in a dead hog's pid file that are still the same processes.
+
+    Returns how many groups were signalled; removes the file.
+    """
+    try:
+        with open(pids_path) as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return 0
+    killed = 0
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit() and process_start_ticks(int(parts[0])) == parts[1]:
+            kill_group(int(parts[0]), signal.SIGKILL)
+            killed += 1
+    with contextlib.suppress(OSError):
+        os.unlink(pids_path)
+    return killed

@@ -805,6 +805,17 @@ def _has_fitting_work(connection: apsw.Connection, claim: ClaimRequest) -> bool:
     return bool(connection.execute(_CANDIDATES, _claim_params(claim, 1)).fetchall())
 
 
+def hogs_to_reap(db: Database, now: float, also_lost: Iterable[int] = ()) -> list[tuple[int, str | None]]:
+    """(id, host) of live hogs whose lease ran out, plus `also_lost` ones still live."""
+    extra = list(also_lost)
+    marks = ",".join("?" * len(extra)) or "NULL"
+    return db.query(
+        "SELECT id, host FROM hogs WHERE (state = 'running' AND heartbeat_at + lease_s < ?)"
+        f" OR (state IN ('pending', 'running') AND id IN ({marks}))",
+        (now, *extra),
+    )
+
+
 def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[int] = ()) -> list[int]:
     """Declare lost the running hogs whose lease ran out (and `also_lost`); requeue their tasks.
 

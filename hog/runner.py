@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from . import queue, slurm, states
 from .db import Database, open_database
 from .errors import DatabaseError, HogError
+from .healing import heal, task_pids_path
 from .outputs import output_path
 from .packing import Busy, Resources
-from .procs import Exited, kill_group, read_tail, reap_any, spawn
+from .procs import Exited, kill_group, read_tail, reap_any, record_task_process, spawn
 from .resources import GPU_VARIABLES, NodeResources, detect
 
 log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 5.0  # SIGTERM to SIGKILL for a task past its limit or cancelled
 STOP_GRACE_S = 2.0  # the same when the hog itself must stop: SLURM's KillWait is short
-STOP_LEAD_S = 10.0  # stop this long before the allocation ends: grace plus the last commit
+STOP_LEAD_S = 5.0  # stop this long before the allocation ends: grace plus the last commit
 FLUSH_INTERVAL_S = 1.0  # longest a finished result waits before it is committed
 RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
@@ -36,7 +37,7 @@ DB_RETRY_S = 2.0
 
 def lease_for(heartbeat_s: float) -> float:
     """How long a hog may stay silent before others may declare it lost."""
-    return max(3 * heartbeat_s, heartbeat_s + 10.0)
+    return 3 * heartbeat_s + 2.0
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class Hog:
     db_retry_after_mono: float = 0.0
     finish_reason: str = "idle"
     tasks_started: int = 0
+    pids_fd: int = -1
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -452,6 +454,10 @@ class Hog:
             return
         # Reaped by wait4 in the loop: stop the Popen object from trying again later.
         process.returncode = 0
+        if self.pids_fd >= 0:
+            if not self.running:
+                os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
+            record_task_process(self.pids_fd, process.pid)
         deadline = now + task.time_limit_s if task.time_limit_s is not None else None
         self.running[process.pid] = RunningTask(
             task, process.pid, slots, gpu_ids, started_at, now, stderr_path, deadline
@@ -536,7 +542,7 @@ class Hog:
                 self._poll_cancels(now)
             if now - self.last_reap_mono >= self.config.heartbeat_s:
                 self.last_reap_mono = now
-                reaped = queue.reap_lost_hogs(self.db)
+                reaped = heal(self.db, self.host)
                 if reaped:
                     log.warning(
                         "%s: declared hogs %s lost; their tasks went back to the queue",
@@ -667,6 +673,12 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         return 0
     hog.hog_id = hog_id
     hog.last_exchange_mono = time.monotonic()
+    pids_path = task_pids_path(config.db_path, hog_id)
+    try:
+        os.makedirs(os.path.dirname(pids_path), mode=0o700, exist_ok=True)
+        hog.pids_fd = os.open(pids_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        log.warning("%s: cannot keep a pid file (%s): a reaper cannot kill its leftovers", hog.name(), error)
     log.info(
         "%s: %d cores%s, %d GPUs, %.1f GiB, %s",
         hog.name(),
@@ -694,6 +706,11 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
             signal.signal(number, handler)
         os.close(read_fd)
         os.close(write_fd)
+        if hog.pids_fd >= 0:
+            os.close(hog.pids_fd)
+            if not hog.running:
+                with contextlib.suppress(OSError):
+                    os.unlink(pids_path)
         db.close()
 
 

@@ -1,0 +1,37 @@
+"""Healing the queue: hogs that died are declared lost and their tasks go back to the queue.
+
+Any process that opens the database may do it; the monitor does it every pass and hogs now and
+then, so the queue heals even with no monitor running.
+"""
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+from . import queue
+from .db import Database, logs_dir_for
+from .procs import kill_recorded_processes
+
+log = logging.getLogger(__name__)
+
+
+def task_pids_path(db_path: str, hog_id: int) -> str:
+    """Where a hog notes its tasks' process groups (see procs.record_task_process)."""
+    return os.path.join(logs_dir_for(os.path.abspath(db_path)), "hogs", f"hog-{hog_id}.pids")
+
+
+def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | None = None) -> list[int]:
+    """Declare lost the hogs whose lease ran out (and `also_lost`); return their ids.
+
+    Before their tasks are requeued, the processes those hogs left behind on this host are
+    killed, so that a task never runs twice at once.
+    """
+    now = time.time() if now is None else now
+    also_lost = list(also_lost)
+    for hog_id, hog_host in queue.hogs_to_reap(db, now, also_lost):
+        if hog_host == host:
+            killed = kill_recorded_processes(task_pids_path(db.path, hog_id))
+            if killed:
+                log.warning("killed %d task process groups left behind by hog %d", killed, hog_id)
+    return queue.reap_lost_hogs(db, now, also_lost)

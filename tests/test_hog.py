@@ -1,0 +1,257 @@
+"""The hog as a real process: placement, limits, signals, crashes, and what it leaves behind."""
+
+import os
+import signal
+import time
+from itertools import combinations
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import child_env, cli, cli_json, start_hog, states_of, wait_until
+
+# Short beats so that lost hogs are noticed within seconds (lease = 3 beats + 2 s).
+FAST = ("--heartbeat", "1s", "--idle-timeout", "2s")
+
+
+def submit(db: Path, *args: str, stdin: str | None = None, env: dict | None = None) -> list[int]:
+    result = cli(db, "submit", "--json", *args, input=stdin, env=env)
+    assert result.returncode == 0, result.stderr
+    first_last = __import__("json").loads(result.stdout)
+    return list(range(first_last["first"], first_last["last"] + 1))
+
+
+def check(db: Path, task_id: int) -> dict:
+    return cli_json(db, "check", str(task_id))[0]
+
+
+def attempts(db: Path, task_id: int) -> list[dict]:
+    from hog import queue
+    from hog.db import open_database
+
+    database = open_database(str(db))
+    try:
+        return queue.get_tasks(database, [task_id])[0].attempts
+    finally:
+        database.close()
+
+
+def finish(process, timeout: float = 60) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    except Exception:
+        process.kill()
+        raise
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin tasks to")
+def test_running_tasks_never_share_a_core_or_a_gpu(db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    report = (
+        'echo "$(date +%s.%N) $(grep Cpus_allowed_list /proc/self/status | cut -f2)'
+        ' ${CUDA_VISIBLE_DEVICES} $HOG_CORES $OMP_NUM_THREADS"; sleep 0.3; date +%s.%N'
+    )
+    pattern = str(out / "{id}.txt")
+    one_gpu = submit(db, "-g", "1", "-o", pattern, "--file", "-", stdin=input_lines(report, 6))
+    two_gpus = submit(db, "-g", "2", "-o", pattern, "--file", "-", stdin=input_lines(report, 3))
+    two_cores = submit(db, "-c", "2", "-o", pattern, "--file", "-", stdin=input_lines(report, 2))
+    hog = start_hog(db, *FAST, "--cores", "2", "--gpus", "0,1,2,3")
+    assert finish(hog) == 0
+    runs = {}
+    for task_id in one_gpu + two_gpus + two_cores:
+        assert check(db, task_id)["state"] == "done"
+        first, last = (out / f"{task_id}.txt").read_text().splitlines()
+        start, cpus, *rest = first.split()
+        gpus = rest[0] if len(rest) == 3 else ""
+        runs[task_id] = (
+            float(start),
+            float(last),
+            expand(cpus),
+            set(filter(None, gpus.split(","))),
+            rest[-2:],
+        )
+    for task_id in one_gpu:
+        assert len(runs[task_id][3]) == 1 and len(runs[task_id][2]) == 1
+    for task_id in two_gpus:
+        assert len(runs[task_id][3]) == 2
+    for task_id in two_cores:
+        assert len(runs[task_id][2]) == 2 and runs[task_id][4] == ["2", "2"]
+        assert runs[task_id][3] == set(), "a task without GPUs must see none"
+    overlaps = 0
+    for (a, run_a), (b, run_b) in combinations(runs.items(), 2):
+        if run_a[0] < run_b[1] and run_b[0] < run_a[1]:
+            overlaps += 1
+            assert not run_a[2] & run_b[2], f"tasks {a} and {b} shared a core"
+            assert not run_a[3] & run_b[3], f"tasks {a} and {b} shared a GPU"
+    assert overlaps > 0, "no two tasks ran at once: the test proves nothing"
+
+
+def input_lines(command: str, count: int) -> str:
+    return "\n".join([command] * count) + "\n"
+
+
+def expand(cpu_list: str) -> set[int]:
+    cpus: set[int] = set()
+    for part in cpu_list.split(","):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def test_task_past_its_time_limit_is_killed(db: Path) -> None:
+    (task_id,) = submit(db, "-t", "1s", "sleep 30")
+    started = time.monotonic()
+    assert finish(start_hog(db, *FAST)) == 0
+    result = check(db, task_id)
+    assert result["state"] == "timeout"
+    assert result["signal"] == signal.SIGTERM
+    assert time.monotonic() - started < 25
+
+
+def test_cancel_kills_a_running_task_within_seconds(db: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    (task_id,) = submit(db, f"echo $$ > {pid_file}; exec sleep 60")
+    hog = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s")
+    try:
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
+        pid = int(pid_file.read_text())
+        assert cli(db, "cancel", str(task_id)).returncode == 0
+        wait_until(lambda: check(db, task_id)["state"] == "cancelled", timeout=15, message="cancelled")
+        wait_until(lambda: not alive(pid), timeout=10, message="task process gone")
+    finally:
+        hog.send_signal(signal.SIGTERM)
+        finish(hog)
+
+
+def test_sigterm_gives_tasks_back_and_another_hog_runs_each_once(db: Path, tmp_path: Path) -> None:
+    done = tmp_path / "done.txt"
+    ids = submit(db, "--file", "-", stdin=input_lines(f"sleep 3; echo $HOG_TASK_ID >> {done}", 2))
+    first = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: set(states_of(db).values()) == {"running"}, message="both tasks running")
+    first.send_signal(signal.SIGTERM)
+    assert finish(first, timeout=15) == 0
+    for task_id in ids:
+        assert check(db, task_id)["state"] == "waiting"
+        assert attempts(db, task_id)[0]["reason"] == "released"
+    assert finish(start_hog(db, *FAST, "--cores", "2")) == 0
+    assert sorted(int(line) for line in done.read_text().split()) == ids
+    for task_id in ids:
+        assert check(db, task_id)["state"] == "done"
+
+
+def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> None:
+    done = tmp_path / "done.txt"
+    ids = submit(db, "--file", "-", stdin=input_lines(f"sleep 2; echo $HOG_TASK_ID >> {done}", 4))
+    hog = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
+    hog.send_signal(signal.SIGINT)
+    assert finish(hog, timeout=20) == 0
+    states = states_of(db)
+    assert sorted(states[i] for i in ids) == ["done", "done", "waiting", "waiting"]
+    assert len(done.read_text().split()) == 2
+
+    hog = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
+    hog.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    hog.send_signal(signal.SIGINT)
+    assert finish(hog, timeout=10) == 0
+    assert sorted(states_of(db).values()).count("waiting") == 2
+    assert len(done.read_text().split()) == 2
+
+
+def test_killed_hog_is_healed_by_another_and_each_task_runs_once(db: Path, tmp_path: Path) -> None:
+    done, pids = tmp_path / "done.txt", tmp_path / "pids.txt"
+    ids = submit(
+        db, "--file", "-", stdin=input_lines(f"echo $$ >> {pids}; sleep 12; echo $HOG_TASK_ID >> {done}", 2)
+    )
+    victim = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, message="tasks started")
+    orphans = [int(pid) for pid in pids.read_text().split()]
+    victim.kill()
+    victim.wait()
+    assert all(alive(pid) for pid in orphans), "tasks live on after their hog's kill -9"
+    healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "10s", "--cores", "2")
+    # The healer declares the victim lost after its lease and kills what it left behind first.
+    wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=30, message="orphans killed")
+    assert finish(healer, timeout=90) == 0
+    assert sorted(int(line) for line in done.read_text().split()) == ids
+    for task_id in ids:
+        assert check(db, task_id)["state"] == "done"
+        reasons = [attempt["reason"] for attempt in attempts(db, task_id)]
+        assert reasons == ["lost", "exited"]
+    hogs = cli_json(db, "show", "-H")
+    assert [hog["state"] for hog in hogs] == ["lost", "finished"]
+
+
+def test_lost_hog_that_comes_back_writes_nothing_over_the_new_attempt(db: Path, tmp_path: Path) -> None:
+    marks = tmp_path / "marks.txt"
+    (task_id,) = submit(db, f"sleep 6; echo $HOG_ATTEMPT >> {marks}")
+    sleeper = start_hog(db, *FAST)
+    wait_until(lambda: check(db, task_id)["state"] == "running", message="running")
+    sleeper.send_signal(signal.SIGSTOP)
+    try:
+        healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "10s")
+        assert finish(healer, timeout=60) == 0
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    # It finds itself declared lost: it kills what it runs, writes nothing, and exits 3.
+    assert finish(sleeper, timeout=20) == 3
+    assert check(db, task_id)["state"] == "done"
+    first, second = attempts(db, task_id)
+    assert first["reason"] == "lost" and first["exit_code"] is None
+    assert second["reason"] == "exited" and second["exit_code"] == 0
+    assert marks.read_text().split() == ["2"]
+
+
+def test_walltime_drain_gives_back_unfinished_work(db: Path) -> None:
+    (endless,) = submit(db, "sleep 60")
+    (too_long,) = submit(db, "-t", "30s", "true")
+    hog = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s", "--walltime", "9s", "--margin", "1s")
+    assert finish(hog, timeout=30) == 0
+    assert check(db, endless)["state"] == "waiting"
+    assert [a["reason"] for a in attempts(db, endless)] == ["released"]
+    assert check(db, too_long)["state"] == "waiting"
+    assert attempts(db, too_long) == [], "a task longer than the time left must not start"
+    (hog_row,) = cli_json(db, "show", "-H")
+    assert hog_row["end_reason"] == "walltime"
+
+
+def test_failed_task_is_retried_until_it_succeeds(db: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    (task_id,) = submit(
+        db,
+        "--retries",
+        "2",
+        f"n=$(cat {counter} 2>/dev/null || echo 0); echo $((n+1)) > {counter}; [ $n -ge 2 ]",
+    )
+    assert finish(start_hog(db, *FAST)) == 0
+    assert check(db, task_id)["state"] == "done"
+    assert [a["exit_code"] for a in attempts(db, task_id)] == [1, 1, 0]
+
+
+def test_background_processes_of_a_task_do_not_outlive_it(db: Path, tmp_path: Path) -> None:
+    pid_file = tmp_path / "bg.pid"
+    submit(db, f"sleep 100 & echo $! > {pid_file}")
+    assert finish(start_hog(db, *FAST)) == 0
+    pid = int(pid_file.read_text())
+    wait_until(lambda: not alive(pid), timeout=10, message="background process killed")
+
+
+def test_task_environment_and_output_files(db: Path, tmp_path: Path) -> None:
+    script = 'echo "$HOG_TASK_ID $HOG_ATTEMPT $HOG_HOG_ID $MY_SETTING $SLURM_JOB_ID"; echo oops >&2'
+    env = child_env(MY_SETTING="from-submit", SLURM_JOB_ID="424242")
+    (task_id,) = submit(db, script, env=env)
+    assert finish(start_hog(db, *FAST)) == 0
+    out = cli(db, "log", str(task_id))
+    # The submitting shell's variables reach the task; its SLURM placement does not.
+    assert out.stdout.split() == [str(task_id), "1", "1", "from-submit"]
+    assert cli(db, "log", str(task_id), "--stderr").stdout == "oops\n"
