@@ -42,8 +42,9 @@ class Database:
         self.timeout_s = timeout_s
         self.lock_path = lock_path_for(path)
         self._lock_fd: int | None = None
-        self.lock_waits_s: list[float] = []  # filled only when record_lock_waits is set
-        self.record_lock_waits = False
+        # For benchmarks: $SLURM_HOG_LOCK_STATS names a file that gets every lock wait (seconds).
+        self.lock_stats_path = os.environ.get("SLURM_HOG_LOCK_STATS")
+        self.lock_waits_s: list[float] = []
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -128,10 +129,14 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-        if self.record_lock_waits:
+        if self.lock_stats_path:
             self.lock_waits_s.append(time.monotonic() - started)
 
     def close(self) -> None:
+        if self.lock_stats_path and self.lock_waits_s:
+            with open(self.lock_stats_path, "a") as stats:
+                stats.write("".join(f"{wait:.6f}\n" for wait in self.lock_waits_s))
+            self.lock_waits_s = []
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -1,0 +1,188 @@
+"""The monitor with real local hogs (the nohup prefix), and the sbatch backend's parsing."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from helpers import child_env, cli, cli_json, states_of, task_counts, wait_until
+
+from hog.backends import SbatchBackend, hog_command
+
+HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
+
+
+def start_monitor(db: Path, *args: str) -> subprocess.Popen:
+    log = open(f"{db}.monitor-{len(list(Path(db).parent.glob('*.monitor-*')))}.out", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "hog", "--db", str(db), "monitor", "--poll", "0.5s", *HOG_OPTIONS, *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+        start_new_session=True,
+    )
+
+
+def hogs(db: Path) -> list[dict]:
+    return cli_json(db, "show", "-H")  # type: ignore[return-value]
+
+
+def most_at_once(rows: list[dict]) -> int:
+    events = []
+    for hog in rows:
+        start = hog["started_at"] or hog["created_at"]
+        events += [(start, 1), (hog["ended_at"] or float("inf"), -1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda event: (event[0], event[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def alive(pid: int | None) -> bool:
+    try:
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def submit_lines(db: Path, line: str, count: int) -> None:
+    result = cli(db, "submit", "--file", "-", input="\n".join([line] * count) + "\n")
+    assert result.returncode == 0, result.stderr
+
+
+def test_monitor_runs_500_tasks_with_at_most_3_hogs_and_leaves_none(db: Path) -> None:
+    submit_lines(db, "sleep 0.0$((RANDOM % 4))", 500)
+    monitor = start_monitor(db, "--hogs", "3", "--once")
+    assert monitor.wait(timeout=240) == 0
+    assert task_counts(db)["done"] == 500
+    rows = hogs(db)
+    assert 1 <= len(rows) and most_at_once(rows) <= 3
+    assert {hog["state"] for hog in rows} == {"finished"}
+    assert sum(hog["tasks_run"] for hog in rows) == 500
+    assert not any(alive(hog["pid"]) for hog in rows), "a hog outlived the monitor's --once"
+
+
+def test_one_waiting_task_is_enough_to_start_a_hog(db: Path) -> None:
+    assert cli(db, "submit", "true").returncode == 0
+    monitor = start_monitor(db, "--hogs", "4", "--once")
+    assert monitor.wait(timeout=60) == 0
+    assert task_counts(db)["done"] == 1
+    assert len(hogs(db)) == 1, "one task needs one hog, not four"
+
+
+def test_killed_hog_is_replaced_and_its_tasks_run_once_elsewhere(db: Path, tmp_path: Path) -> None:
+    done = tmp_path / "done.txt"
+    submit_lines(db, f"sleep 1; echo $HOG_TASK_ID >> {done}", 16)
+    monitor = start_monitor(db, "--hogs", "2", "--once")
+    try:
+        victim = wait_until(
+            lambda: next((h for h in hogs(db) if h["state"] == "running" and h["running"]), None),
+            message="a hog running tasks",
+        )
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert monitor.wait(timeout=120) == 0
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+    rows = {hog["id"]: hog for hog in hogs(db)}
+    assert rows[victim["id"]]["state"] == "lost"
+    assert len(rows) >= 3, "no replacement was started"
+    assert most_at_once(list(rows.values())) <= 2 + 1  # the victim's end is recorded late
+    assert sorted(map(int, done.read_text().split())) == list(range(1, 17))
+    assert set(states_of(db).values()) == {"done"}
+
+
+def test_killing_the_monitor_leaves_hogs_running_and_a_new_one_adopts_them(db: Path) -> None:
+    submit_lines(db, "sleep 0.5", 24)
+    first = start_monitor(db, "--hogs", "2")
+    live = wait_until(
+        lambda: [h for h in hogs(db) if h["state"] == "running"] if len(hogs(db)) == 2 else None,
+        message="two hogs running",
+    )
+    wait_until(lambda: all(h["state"] == "running" for h in hogs(db)), message="both hogs started")
+    first.kill()
+    first.wait()
+    assert all(alive(hog["pid"]) for hog in hogs(db)), "hogs died with their monitor"
+    second = start_monitor(db, "--hogs", "2", "--once")
+    assert second.wait(timeout=120) == 0
+    assert task_counts(db)["done"] == 24
+    assert len(hogs(db)) == 2, "the new monitor started hogs instead of adopting the live ones"
+    assert live
+
+
+def test_a_second_monitor_on_the_same_database_refuses(db: Path) -> None:
+    first = start_monitor(db, "--hogs", "1")
+    try:
+        wait_until(lambda: cli(db, "monitor", "--status").returncode == 0, message="first monitor up")
+        second = cli(db, "monitor", "--hogs", "1", "--poll", "0.5s")
+        assert second.returncode != 0
+        assert "already serves" in second.stderr and str(first.pid) in second.stderr
+        assert "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=20) == 0
+
+
+def test_daemon_status_and_stop(db: Path) -> None:
+    started = cli(db, "monitor", "--daemon", "--hogs", "1", "--poll", "0.5s")
+    assert started.returncode == 0, started.stderr
+    try:
+        again = cli(db, "monitor", "--daemon", "--hogs", "1")
+        assert again.returncode == 0 and "already serves" in again.stdout
+        status = cli(db, "monitor", "--status")
+        assert status.returncode == 0 and "pid" in status.stdout
+        assert Path(f"{db}.monitor.pid").exists()
+    finally:
+        stopped = cli(db, "monitor", "--stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert cli(db, "monitor", "--status").returncode == 1
+    assert not Path(f"{db}.monitor.pid").exists()
+
+
+# -- the sbatch backend's parsing, against fake SLURM commands ----------------------------------
+
+
+@pytest.fixture
+def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": f'echo "$@" > {tmp_path}/sbatch.args; echo "4242;hogtest"',
+        "squeue": 'printf "4242 RUNNING\\n4243 COMPLETED\\n4244 PENDING\\n9999 RUNNING\\n"',
+        "scancel": f'echo "$@" >> {tmp_path}/scancel.args',
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\n{body}\n")
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return tmp_path
+
+
+def test_sbatch_backend_submits_a_script_and_parses_the_job_id(fake_slurm: Path) -> None:
+    backend = SbatchBackend("-p short --account lab", walltime_s=3600)
+    argv = hog_command(str(fake_slurm / "q.sqlite"), 300, 7, {"walltime": 3600, "cores": None})
+    job_id = backend.start(7, argv, str(fake_slurm / "hog-7.log"))
+    assert job_id == "4242"
+    args = (fake_slurm / "sbatch.args").read_text().split()
+    assert args[:4] == ["--parsable", "-p", "short", "--account"]
+    script = Path(args[-1]).read_text()
+    assert "#SBATCH --time=60" in script and "#SBATCH --exclusive" in script
+    assert "--hog-id 7" in script and "--walltime 3600s" in script
+    assert script.splitlines()[-1].startswith("exec ")
+
+
+def test_sbatch_backend_follows_jobs_by_id(fake_slurm: Path) -> None:
+    backend = SbatchBackend("", walltime_s=None)
+    assert backend.alive(["4242", "4243", "4244", "5000"]) == {
+        "4242": True,
+        "4243": False,
+        "4244": True,
+        "5000": False,
+    }
+    backend.cancel("4242")
+    assert (fake_slurm / "scancel.args").read_text().split() == ["4242"]
