@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from .errors import HogError
-from .procs import process_start_ticks
+from .procs import open_for_writing, process_start_ticks
 from .slurm import COMMAND_TIMEOUT_S, node_name
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class PrefixBackend:
         self.children: dict[str, subprocess.Popen] = {}
 
     def start(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
-        with open(log_path, "ab") as log_file:
+        with open_for_writing(log_path, 0o600, append=True) as log_file:
             try:
                 process = subprocess.Popen(
                     self.prefix + hog_argv,

@@ -33,6 +33,27 @@ def logs_dir_for(path: str) -> str:
     return path + ".logs"
 
 
+def private_modes(path: str) -> tuple[int, int]:
+    """(folder mode, file mode) for logs: owner only, or owner and group like the database."""
+    try:
+        shared = os.stat(path).st_mode & 0o060 == 0o060
+    except OSError:
+        shared = False
+    return (0o770, 0o660) if shared else (0o700, 0o600)
+
+
+def make_private_dirs(path: str, mode: int) -> None:
+    """Like os.makedirs, but every folder it creates gets `mode` (makedirs gives only the last)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, mode)
+            os.chmod(folder, mode)  # the umask may have taken bits away
+
+
 class Database:
     """One connection to the queue database plus the lock file that serialises its writers."""
 
@@ -321,6 +342,15 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
             connection.close()
         database = open_database(path, timeout_s)
         database.close()
+        folder_mode = 0o770 if group else 0o700
+        for folder in ("tasks", "hogs"):
+            make_private_dirs(os.path.join(logs_dir_for(path), folder), folder_mode)
+        if gid is not None:
+            for folder in (
+                logs_dir_for(path),
+                *(os.path.join(logs_dir_for(path), f) for f in ("tasks", "hogs")),
+            ):
+                os.chown(folder, -1, gid)
     except OSError as error:
         _remove_all(created)
         if error.errno == errno.ENOSPC:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from . import queue, states
 from .backends import BackendError, PrefixBackend, SbatchBackend, hog_command
-from .db import Database, logs_dir_for, open_database
+from .db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
 from .errors import HogError, MonitorRunningError, UsageError
 from .healing import heal
+from .procs import open_for_writing
 from .runner import lease_for
 from .slurm import node_name
 
@@ -94,7 +95,7 @@ class Monitor:
         return f"monitor on {self.host}"
 
     def run(self) -> int:
-        os.makedirs(self.hogs_dir, mode=0o700, exist_ok=True)
+        make_private_dirs(self.hogs_dir, private_modes(self.config.db_path)[0])
         log.info(
             "%s: keeping up to %d hogs through %s",
             self.name(),
@@ -306,8 +307,7 @@ def start_daemon(config: MonitorConfig) -> str:
             f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
         )
     argv = [sys.executable, "-m", "hog", *[word for word in sys.argv[1:] if word != "--daemon"]]
-    with open(config.log_path, "ab") as log_file:
-        os.chmod(config.log_path, 0o600)
+    with open_for_writing(config.log_path, private_modes(config.db_path)[1], append=True) as log_file:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

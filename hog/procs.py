@@ -24,13 +24,17 @@ def spawn(
     stdout_path: str,
     stderr_path: str,
     cpu_ids: list[int] | None,
+    file_mode: int = 0o666,
 ) -> subprocess.Popen:
     """Start `argv` in a new session (so its whole group can be killed), pinned to `cpu_ids`.
 
     Pinning is inherited at fork: the parent pins itself around the fork instead of using a
     preexec_fn, which would forbid vfork and is unsafe with threads.
     """
-    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+    with (
+        open_for_writing(stdout_path, file_mode) as stdout,
+        open_for_writing(stderr_path, file_mode) as stderr,
+    ):
         if cpu_ids is None:
             return _popen(argv, cwd, env, stdout, stderr)
         previous = os.sched_getaffinity(0)
@@ -39,6 +43,12 @@ def spawn(
             return _popen(argv, cwd, env, stdout, stderr)
         finally:
             os.sched_setaffinity(0, previous)
+
+
+def open_for_writing(path: str, mode: int, append: bool = False):
+    """A binary file created with `mode` (less the umask), truncated unless `append`."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, mode), "ab" if append else "wb")
 
 
 def _popen(argv: list[str], cwd: str, env: dict[str, str], stdout, stderr) -> subprocess.Popen:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import queue, slurm, states
-from .db import Database, open_database
+from .db import Database, make_private_dirs, open_database, private_modes
 from .errors import DatabaseError, HogError
 from .healing import heal, task_pids_path
 from .outputs import output_path
@@ -124,6 +124,7 @@ class Hog:
     # -- set-up ------------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
+        self.log_modes = private_modes(self.config.db_path)
         self.free_slots = list(range(self.node.cores))
         self.free_gpus = list(self.node.gpus)
         self.free_mem = self.node.mem_bytes
@@ -406,6 +407,7 @@ class Hog:
         gpu_ids = self.free_gpus[: task.gpus]
         del self.free_gpus[: task.gpus]
         self.free_mem -= task.mem_bytes
+        stdout_is_log = not task.stdout_pattern
         stdout_path = output_path(
             self.config.db_path,
             task.stdout_pattern,
@@ -429,9 +431,11 @@ class Hog:
         started_at = time.time()
         try:
             for path in (stdout_path, stderr_path):
-                _ensure_folder(os.path.dirname(path))
+                _ensure_folder(os.path.dirname(path), self.log_modes[0])
             cpu_ids = [self._cpu_of(slot) for slot in slots] if self.node.cpu_ids is not None else None
-            process = spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids)
+            # Logs beside the queue are private like it; files the user named follow the umask.
+            file_mode = self.log_modes[1] if stdout_is_log and not task.stderr_pattern else 0o666
+            process = spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids, file_mode)
         except OSError as error:
             self.free_slots = sorted(self.free_slots + slots)
             self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
@@ -632,10 +636,10 @@ class Hog:
             select.select([wakeup_fd], [], [], timeout)
 
 
-def _ensure_folder(path: str, _known: set[str] = set()) -> None:  # noqa: B006 - a cache on purpose
+def _ensure_folder(path: str, mode: int, _known: set[str] = set()) -> None:  # noqa: B006 - a cache
     if path in _known:
         return
-    os.makedirs(path, exist_ok=True)
+    make_private_dirs(path, mode)
     _known.add(path)
 
 
@@ -675,7 +679,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     hog.last_exchange_mono = time.monotonic()
     pids_path = task_pids_path(config.db_path, hog_id)
     try:
-        os.makedirs(os.path.dirname(pids_path), mode=0o700, exist_ok=True)
+        make_private_dirs(os.path.dirname(pids_path), hog.log_modes[0])
         hog.pids_fd = os.open(pids_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as error:
         log.warning("%s: cannot keep a pid file (%s): a reaper cannot kill its leftovers", hog.name(), error)
