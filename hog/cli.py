@@ -388,8 +388,8 @@ def _show_command() -> click.Command:
         "--state",
         "state_filter",
         multiple=True,
-        type=click.Choice((*states.TASK_STATES, "active", "ended")),
-        help="Only tasks in this state (repeatable).",
+        type=click.Choice(tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES)))),
+        help="Only tasks (or hogs, with -H) in this state (repeatable).",
     )
     @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
     @click.option("--name", help="Only tasks submitted with this --name.")
@@ -416,7 +416,12 @@ def _show_command() -> click.Command:
         db = _settings().open()
         fmt = _fmt(fmt, as_json)
         if show_hogs:
-            hog_states = tuple(s for s in state_filter if s in states.HOG_STATES)
+            wrong = [s for s in state_filter if s not in states.HOG_STATES]
+            if wrong:
+                raise UsageError(
+                    f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}"
+                )
+            hog_states = tuple(state_filter)
             rows = queue.iter_hogs(db, hog_states, limit)
             if fmt == "table":
                 now = time.time()
@@ -425,6 +430,9 @@ def _show_command() -> click.Command:
             else:
                 emit(queue.HOG_COLUMNS, rows, fmt)
             return
+        wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
+        if wrong:
+            raise UsageError(f"{wrong[0]!r} is a hog state: add -H to list hogs")
         wanted = _expand_states(state_filter)
         rows = queue.iter_tasks(db, wanted, name, limit)
         if fmt == "table":

@@ -109,7 +109,9 @@ class Database:
                 try:
                     yield self.connection
                 except BaseException:
-                    self.connection.execute("ROLLBACK")
+                    # sqlite may have rolled back already (disk full, I/O error).
+                    if not self.connection.getautocommit():
+                        self.connection.execute("ROLLBACK")
                     raise
                 try:
                     self.connection.execute("COMMIT")
@@ -248,7 +250,8 @@ def _translated_errors(path: str) -> Iterator[None]:
         ) from None
     except apsw.CantOpenError:
         raise DatabaseError(
-            f"cannot open {path}: check that it and its folder exist and are readable"
+            f"cannot open {path}: the file and its folder must exist and be readable, and "
+            "writable to change the queue (sqlite writes its journal beside the file)"
         ) from None
     except apsw.IOError as error:
         if "disk" in str(error).lower() or getattr(error, "extendedresult", 0) & 0xFF == 10:

@@ -16,6 +16,8 @@ DURATION_HELP = "SLURM's M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or 90s, 15m, 2h, 1d
 def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) -> float:
     """Seconds in `text`; raise UsageError naming `what` and the accepted forms."""
     value = text.strip().lower()
+    if len(value) > 40:
+        raise UsageError(f"bad {what} {text[:40]!r}...: too long; use {DURATION_HELP}")
     seconds = _parse_suffixed(value)
     if seconds is None:
         seconds = _parse_slurm(value)
@@ -68,7 +70,7 @@ def format_duration(seconds: float | None) -> str:
 
 def parse_size(text: str, what: str = "size") -> int:
     """Bytes in `text` (500M, 4G, 1.5G; a bare number is MiB as in SLURM's --mem)."""
-    match = _SIZE.fullmatch(text.strip())
+    match = _SIZE.fullmatch(text.strip()) if len(text) <= 40 else None
     if not match:
         raise UsageError(f"bad {what} {text!r}: use a number with K, M, G or T, like 500M or 4G")
     size = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()])

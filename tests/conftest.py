@@ -6,7 +6,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helpers import cli  # noqa: E402
+from helpers import cli
 
 
 @pytest.fixture

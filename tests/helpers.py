@@ -11,8 +11,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(db: Path | str, *args: str, input: str | None = None, env: dict | None = None,
-        cwd: Path | str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(
+    db: Path | str,
+    *args: str,
+    input: str | None = None,
+    env: dict | None = None,
+    cwd: Path | str | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess:
     """Run `slurm-hog --db DB ARGS` as a real process; never raises on a non-zero exit."""
     return subprocess.run(
         [sys.executable, "-m", "hog", "--db", str(db), *args],
@@ -39,8 +45,9 @@ def child_env(**extra: str) -> dict:
     return env
 
 
-def start_hog(db: Path | str, *args: str, log_path: Path | str | None = None,
-              env: dict | None = None) -> subprocess.Popen:
+def start_hog(
+    db: Path | str, *args: str, log_path: Path | str | None = None, env: dict | None = None
+) -> subprocess.Popen:
     """A real hog process; its log goes to `log_path` (default: beside the database)."""
     log_path = log_path or f"{db}.hog-{time.monotonic_ns()}.log"
     with open(log_path, "wb") as log:
@@ -53,8 +60,9 @@ def start_hog(db: Path | str, *args: str, log_path: Path | str | None = None,
         )
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.05,
-               message: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 60, interval: float = 0.05, message: str = "condition"
+) -> object:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -60,7 +60,7 @@ def test_monitor_runs_500_tasks_with_at_most_3_hogs_and_leaves_none(db: Path) ->
     assert monitor.wait(timeout=240) == 0
     assert task_counts(db)["done"] == 500
     rows = hogs(db)
-    assert 1 <= len(rows) and most_at_once(rows) <= 3
+    assert len(rows) >= 1 and most_at_once(rows) <= 3
     assert {hog["state"] for hog in rows} == {"finished"}
     assert sum(hog["tasks_run"] for hog in rows) == 500
     assert not any(alive(hog["pid"]) for hog in rows), "a hog outlived the monitor's --once"

@@ -1,5 +1,7 @@
 """Pure functions: durations, sizes, id lists, packing, the transition tables, output patterns."""
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -42,8 +44,28 @@ def test_parse_duration_accepts_slurm_and_suffixed_forms(text, seconds):
 
 @pytest.mark.parametrize(
     "text",
-    ["", "  ", "abc", "1:2:3:4", "-5", "5x", "1-", "-1-2", "1.5", "1:", ":30", "1-2-3", "h",
-     "nan", "inf", "1e3s", "0", "0s", "0:00", "99999999999d"],
+    [
+        "",
+        "  ",
+        "abc",
+        "1:2:3:4",
+        "-5",
+        "5x",
+        "1-",
+        "-1-2",
+        "1.5",
+        "1:",
+        ":30",
+        "1-2-3",
+        "h",
+        "nan",
+        "inf",
+        "1e3s",
+        "0",
+        "0s",
+        "0:00",
+        "99999999999d",
+    ],
 )
 def test_parse_duration_refuses_bad_forms_with_a_usage_error(text):
     with pytest.raises(UsageError) as error:
@@ -118,9 +140,7 @@ def test_parse_ids(words, ids):
     assert parse_ids(words) == ids
 
 
-@pytest.mark.parametrize(
-    "word", ["x", "0", "-3", "5-3", "1-2-3", "1.5", "one", "3-", "1-99999999999", "7a"]
-)
+@pytest.mark.parametrize("word", ["x", "0", "-3", "5-3", "1-2-3", "1.5", "one", "3-", "1-99999999999", "7a"])
 def test_parse_ids_names_the_bad_word(word):
     with pytest.raises(UsageError) as error:
         parse_ids(["1", word])
@@ -132,32 +152,33 @@ def test_parse_ids_names_the_bad_word(word):
 _NASTY = st.one_of(
     st.text(),
     st.text(alphabet=st.sampled_from("0123456789:-.smhdkgtKMGTiB \0\u0660\u0967"), max_size=40),
-    st.text(alphabet="0123456789", min_size=1, max_size=6000),
-    st.builds(lambda digits, tail: "9" * digits + tail, st.integers(300, 6000),
-              st.sampled_from(["", "s", "m", "G", ":1", "-1", "K"])),
+    st.text(alphabet="0123456789", min_size=1, max_size=5000),
+    st.builds(
+        lambda digits, tail: "9" * digits + tail,
+        st.integers(300, 5000),
+        st.sampled_from(["", "s", "m", "G", ":1", "-1", "K"]),
+    ),
 )
 
 
 def _only_usage_errors(function, text):
-    try:
+    with contextlib.suppress(UsageError):
         function(text)
-    except UsageError:
-        pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_NASTY)
 def test_parse_duration_raises_only_usage_errors(text):
     _only_usage_errors(parse_duration, text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(_NASTY)
 def test_parse_size_raises_only_usage_errors(text):
     _only_usage_errors(parse_size, text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_NASTY, max_size=4))
 def test_parse_ids_raises_only_usage_errors(words):
     try:
@@ -249,9 +270,16 @@ def test_reservation_start():
     busy = [Busy(Resources(2, 0, 0), 10.0), Busy(Resources(1, 0, 0), 5.0)]
     assert reservation_start(needs, free, busy) == 10.0  # sorted by end: 2 at 5, 4 at 10
     assert reservation_start(Resources(2, 0, 0), free, busy) == 5.0
-    assert reservation_start(needs, free, [Busy(Resources(1, 0, 0), None), *busy]) is None
+    # A task whose end is unknown is counted last: it matters only if the others are not enough.
+    assert reservation_start(needs, free, [Busy(Resources(1, 0, 0), None), *busy]) == 10.0
+    assert (
+        reservation_start(needs, free, [Busy(Resources(1, 0, 0), 5.0), Busy(Resources(2, 0, 0), None)])
+        is None
+    )
     assert reservation_start(Resources(8, 0, 0), free, busy) is None  # never fits
-    assert reservation_start(needs, free, [Busy(Resources(3, 0, 0), 7.0), Busy(Resources(1, 0, 0), None)]) == 7.0
+    assert (
+        reservation_start(needs, free, [Busy(Resources(3, 0, 0), 7.0), Busy(Resources(1, 0, 0), None)]) == 7.0
+    )
 
 
 # -- transition tables -----------------------------------------------------------------------

@@ -120,8 +120,23 @@ def test_hog_reads_its_end_from_slurm_and_drains_before_the_kill(db: Path, slurm
     started = time.monotonic()
     hog = run(
         [
-            "srun", "-N1", "--exclusive", "-t", "1", sys.executable, "-m", "hog", "--db", str(db), "hog",
-            "--heartbeat", "1s", "--idle-timeout", "5m", "--margin", "20s",
+            "srun",
+            "-N1",
+            "--exclusive",
+            "-t",
+            "1",
+            sys.executable,
+            "-m",
+            "hog",
+            "--db",
+            str(db),
+            "hog",
+            "--heartbeat",
+            "1s",
+            "--idle-timeout",
+            "5m",
+            "--margin",
+            "20s",
         ],
         slurm_env,
         timeout=180,
@@ -162,7 +177,9 @@ def test_gpu_tasks_run_two_at_a_time_on_the_gpu_node(db: Path, slurm_env: dict, 
     out.mkdir()
     line = 'echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N)"; sleep 1; date +%s.%N'
     submit_lines(db, line, 4, "-g", "1", "-o", str(out / "{id}.txt"), env=slurm_env)
-    process = monitor(db, slurm_env, "--command-prefix", "srun -N1 --exclusive --gres=gpu:2 -t 5", "--hogs", "1", "--once")
+    process = monitor(
+        db, slurm_env, "--command-prefix", "srun -N1 --exclusive --gres=gpu:2 -t 5", "--hogs", "1", "--once"
+    )
     assert finish(process, timeout=180) == 0
     runs = []
     for path in sorted(out.iterdir()):
