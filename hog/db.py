@@ -66,6 +66,7 @@ class Database:
         # For benchmarks: $SLURM_HOG_LOCK_STATS names a file that gets every lock wait (seconds).
         self.lock_stats_path = os.environ.get("SLURM_HOG_LOCK_STATS")
         self.lock_waits_s: list[float] = []
+        self.last_lock_wait_s = 0.0
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -152,8 +153,9 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+        self.last_lock_wait_s = time.monotonic() - started
         if self.lock_stats_path:
-            self.lock_waits_s.append(time.monotonic() - started)
+            self.lock_waits_s.append(self.last_lock_wait_s)
 
     def close(self) -> None:
         if self.lock_stats_path and self.lock_waits_s:

@@ -21,6 +21,9 @@ from .packing import Busy, Candidate, Resources, choose
 # what kills them.
 LOST_ATTEMPTS_LIMIT = 5
 STDERR_TAIL_BYTES = 4096
+# A reaper that itself waited this long for the lock does not judge heartbeats this time: the
+# hogs were probably kept from beating by the same holder, not dead.
+REAP_AFTER_LOCK_WAIT_S = 1.0
 # Candidates read per claim beyond what could fit: enough to see past a few big tasks.
 CLAIM_WINDOW_EXTRA = 32
 
@@ -831,6 +834,8 @@ def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[i
                 (now,),
             )
         ]
+        if db.last_lock_wait_s > REAP_AFTER_LOCK_WAIT_S:
+            expired = []
         for hog_id in {*expired, *also_lost}:
             connection.execute(
                 "UPDATE hogs SET state = 'lost', ended_at = ?, end_reason = ?"
