@@ -181,7 +181,7 @@ def test_hog_rides_out_a_lock_timeout_without_losing_its_tasks(db: Path, tmp_pat
             "--idle-timeout",
             "2s",
         ],
-        stdout=open(log, "wb"),
+        stdout=open(log, "wb"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
         env=child_env(),
     )
