@@ -33,6 +33,7 @@ CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transac
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
 PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
 DB_RETRY_S = 2.0
+PID_RECORD_DELAY_S = 0.05
 
 
 def lease_for(heartbeat_s: float) -> float:
@@ -86,6 +87,7 @@ class RunningTask:
     kill_reason: str | None = None
     term_sent_mono: float | None = None
     kill_sent: bool = False
+    recorded: bool = False  # in the hog's pid file
 
 
 @dataclass
@@ -152,6 +154,7 @@ class Hog:
             now = time.monotonic()
             self._drain_signals(wakeup_fd)
             self._reap_children(now)
+            self._record_task_processes(now)
             self._enforce_limits(now)
             if self.given_up:
                 self._kill_everything()
@@ -300,6 +303,19 @@ class Hog:
             cores=",".join(str(self._cpu_of(slot)) for slot in running.cpu_slots),
             gpus=",".join(running.gpu_ids) or None,
         )
+
+    def _record_task_processes(self, now: float) -> None:
+        """Note the tasks still running a moment after they started in the pid file.
+
+        Most short tasks are gone by then, which saves reading /proc for each of them; the rest
+        are noted long before a reaper could look for them (it waits a whole lease).
+        """
+        if self.pids_fd < 0:
+            return
+        for pid, running in self.running.items():
+            if not running.recorded and now - running.started_mono >= PID_RECORD_DELAY_S:
+                record_task_process(self.pids_fd, pid)
+                running.recorded = True
 
     def _cpu_of(self, slot: int) -> int:
         return self.node.cpu_ids[slot] if self.node.cpu_ids is not None else slot
@@ -458,10 +474,8 @@ class Hog:
             return
         # Reaped by wait4 in the loop: stop the Popen object from trying again later.
         process.returncode = 0
-        if self.pids_fd >= 0:
-            if not self.running:
-                os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
-            record_task_process(self.pids_fd, process.pid)
+        if self.pids_fd >= 0 and not self.running:
+            os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
         deadline = now + task.time_limit_s if task.time_limit_s is not None else None
         self.running[process.pid] = RunningTask(
             task, process.pid, slots, gpu_ids, started_at, now, stderr_path, deadline
@@ -509,6 +523,9 @@ class Hog:
         )
         free = self.free + allowance - held
         if free.cores <= 0 or (factor == 0 and self.buffered):
+            return None
+        # Top up a prefetch buffer only once it is half empty: one transaction per many tasks.
+        if factor and held.cores > allowance.cores // 2:
             return None
         busy = [
             Busy(
@@ -618,6 +635,8 @@ class Hog:
         if self.running:
             deadlines.append(now + CANCEL_POLL_S)
         for running in self.running.values():
+            if not running.recorded and self.pids_fd >= 0:
+                deadlines.append(running.started_mono + PID_RECORD_DELAY_S)
             if running.deadline_mono is not None and running.kill_reason is None:
                 deadlines.append(running.deadline_mono)
             if running.term_sent_mono is not None and not running.kill_sent:
