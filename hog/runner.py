@@ -263,7 +263,7 @@ class Hog:
             if running is None:
                 continue
             self._free(running)
-            self._add_result(self._result_of(running, exited, now))
+            self._add_result(self._result_of(running, exited, time.monotonic()))
 
     def _result_of(self, running: RunningTask, exited: Exited, now: float) -> queue.TaskResult:
         task = running.task
@@ -444,7 +444,8 @@ class Hog:
         )
         env = self._environment_for(task, slots, gpu_ids)
         argv = task.argv if task.argv is not None else ["/bin/sh", "-c", task.command]
-        started_at = time.time()
+        # Both clocks read at the spawn itself: the loop's `now` may be a transaction old.
+        started_at, started_mono = time.time(), time.monotonic()
         try:
             for path in (stdout_path, stderr_path):
                 _ensure_folder(os.path.dirname(path), self.log_modes[0])
@@ -476,9 +477,9 @@ class Hog:
         process.returncode = 0
         if self.pids_fd >= 0 and not self.running:
             os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
-        deadline = now + task.time_limit_s if task.time_limit_s is not None else None
+        deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
         self.running[process.pid] = RunningTask(
-            task, process.pid, slots, gpu_ids, started_at, now, stderr_path, deadline
+            task, process.pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
         )
         self.tasks_started += 1
 
