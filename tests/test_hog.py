@@ -255,3 +255,14 @@ def test_task_environment_and_output_files(db: Path, tmp_path: Path) -> None:
     # The submitting shell's variables reach the task; its SLURM placement does not.
     assert out.stdout.split() == [str(task_id), "1", "1", "from-submit"]
     assert cli(db, "log", str(task_id), "--stderr").stdout == "oops\n"
+
+
+def test_big_task_is_not_starved_by_small_ones_behind_it(db: Path) -> None:
+    (first_small,) = submit(db, "sleep 1")
+    (big,) = submit(db, "-c", "2", "sleep 0.2")
+    later_small = submit(db, "--file", "-", stdin=input_lines("sleep 0.2", 10))
+    assert finish(start_hog(db, *FAST, "--cores", "2")) == 0
+    big_start = attempts(db, big)[0]["started_at"]
+    assert attempts(db, first_small)[0]["started_at"] < big_start
+    # It reserves the cores: nothing submitted after it starts before it.
+    assert all(attempts(db, task_id)[0]["started_at"] > big_start for task_id in later_small)

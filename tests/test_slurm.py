@@ -222,3 +222,18 @@ def test_node_failure_loses_the_hog_and_a_replacement_finishes_its_tasks(
     assert task_counts(db)["done"] == 12
     finished = list(map(int, done.read_text().split()))
     assert sorted(set(finished)) == list(range(1, 13))
+
+
+def test_locking_check_contends_from_several_nodes(db: Path, slurm_env: dict) -> None:
+    result = cli(
+        db,
+        "doctor",
+        "--processes",
+        "2",
+        "--command-prefix",
+        "srun -N2 --ntasks-per-node=2 -t 2",
+        env=slurm_env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # 2 local workers and 4 through srun, 50 increments each.
+    assert "300 locked increments" in result.stdout and "locking works" in result.stdout
