@@ -18,32 +18,25 @@ from .timeutil import DURATION_HELP, format_duration, parse_duration, parse_size
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-class DurationType(click.ParamType):
-    name = "DURATION"
+class ParsedType(click.ParamType):
+    """An option value parsed by one of timeutil's parsers, whose UsageError becomes click's."""
+
+    def __init__(self, name: str, parser: Callable[..., object], parsed_type: type) -> None:
+        self.name = name
+        self.parser = parser
+        self.parsed_type = parsed_type
 
     def convert(self, value, param, ctx):
-        if isinstance(value, float):
+        if isinstance(value, self.parsed_type):
             return value
         try:
-            return parse_duration(value, what=f"{param.opts[-1] if param else 'duration'}")
+            return self.parser(value, what=param.opts[-1] if param else self.name.lower())
         except UsageError as error:
             self.fail(str(error), param, ctx)
 
 
-class SizeType(click.ParamType):
-    name = "SIZE"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_size(value, what=f"{param.opts[-1] if param else 'size'}")
-        except UsageError as error:
-            self.fail(str(error), param, ctx)
-
-
-DURATION = DurationType()
-SIZE = SizeType()
+DURATION = ParsedType("DURATION", parse_duration, float)
+SIZE = ParsedType("SIZE", parse_size, int)
 
 
 class Settings:

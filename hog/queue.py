@@ -275,6 +275,20 @@ ATTEMPT_COLUMNS = (
 )
 
 
+def _rows_for_ids(
+    connection: apsw.Connection, columns: str, task_ids: list[int], db_path: str, consequence: str
+) -> list[tuple]:
+    """`columns` of the tasks with these ids; NotFoundError naming the unknown ones."""
+    rows: list[tuple] = []
+    for chunk in _chunks(sorted(set(task_ids)), 500):
+        marks = ",".join("?" * len(chunk))
+        rows.extend(connection.execute(f"SELECT {columns} FROM tasks WHERE id IN ({marks})", tuple(chunk)))
+    missing = sorted(set(task_ids) - {row[0] for row in rows})
+    if missing:
+        raise NotFoundError(f"no task {_id_list(missing)} in {db_path}: {consequence}")
+    return rows
+
+
 def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -350,17 +364,7 @@ def cancel(
     skipped: list[tuple[int, str]] = []
     with db.transaction() as connection:
         if task_ids:
-            rows = []
-            for chunk in _chunks(sorted(set(task_ids)), 500):
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    connection.execute(
-                        f"SELECT id, state, attempt FROM tasks WHERE id IN ({marks})", tuple(chunk)
-                    )
-                )
-            missing = sorted(set(task_ids) - {row[0] for row in rows})
-            if missing:
-                raise NotFoundError(f"no task {_id_list(missing)} in {db.path}: nothing was cancelled")
+            rows = _rows_for_ids(connection, "id, state, attempt", task_ids, db.path, "nothing was cancelled")
         else:
             wanted = state_filter or states.ACTIVE_STATES
             marks = ",".join("?" * len(wanted))
@@ -400,15 +404,7 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
     moved: dict[str, int] = {}
     with db.transaction() as connection:
         if task_ids:
-            rows = []
-            for chunk in _chunks(sorted(set(task_ids)), 500):
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    connection.execute(f"SELECT id, state FROM tasks WHERE id IN ({marks})", tuple(chunk))
-                )
-            missing = sorted(set(task_ids) - {row[0] for row in rows})
-            if missing:
-                raise NotFoundError(f"no task {_id_list(missing)} in {db.path}: nothing was retried")
+            rows = _rows_for_ids(connection, "id, state", task_ids, db.path, "nothing was retried")
         else:
             rows = list(
                 connection.execute("SELECT id, state FROM tasks WHERE state IN ('failed', 'timeout')")
