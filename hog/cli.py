@@ -415,13 +415,15 @@ def _show_command() -> click.Command:
                     f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}"
                 )
             hog_states = tuple(state_filter)
-            rows = queue.iter_hogs(db, hog_states, limit)
+            from . import hogs
+
+            rows = hogs.iter_hogs(db, hog_states, limit)
             if fmt == "table":
                 now = time.time()
                 rows = (_hog_table_row(row, now) for row in rows)
                 emit(HOG_TABLE_COLUMNS, rows, fmt)
             else:
-                emit(queue.HOG_COLUMNS, rows, fmt)
+                emit(hogs.HOG_COLUMNS, rows, fmt)
             return
         wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
         if wrong:
@@ -501,7 +503,7 @@ HOG_TABLE_COLUMNS = (
 
 
 def _hog_table_row(row: tuple, now: float) -> tuple:
-    from .queue import HOG_COLUMNS
+    from .hogs import HOG_COLUMNS
 
     hog = dict(zip(HOG_COLUMNS, row, strict=True))
     heartbeat = f"{format_duration(now - hog['heartbeat_at'])} ago" if hog["heartbeat_at"] else None

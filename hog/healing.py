@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import queue
+from . import hogs
 from .db import Database, logs_dir_for
 from .procs import kill_recorded_processes
 
@@ -29,9 +29,9 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
     """
     now = time.time() if now is None else now
     also_lost = list(also_lost)
-    for hog_id, hog_host in queue.hogs_to_reap(db, now, also_lost):
+    for hog_id, hog_host in hogs.hogs_to_reap(db, now, also_lost):
         if hog_host == host:
-            killed = kill_recorded_processes(task_pids_path(db.path, hog_id))
+            killed = kill_recorded_processes(task_pids_path(db.path, hog_id), hog_id)
             if killed:
                 log.warning("killed %d task process groups left behind by hog %d", killed, hog_id)
-    return queue.reap_lost_hogs(db, now, also_lost)
+    return hogs.reap_lost_hogs(db, now, also_lost)

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import queue, states
+from . import hogs, queue, states
 from .backends import BackendError, PrefixBackend, SbatchBackend, hog_command
 from .db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
 from .errors import HogError, MonitorRunningError, UsageError
@@ -129,7 +129,7 @@ class Monitor:
     def one_pass(self) -> bool:
         """Heal, then start hogs for waiting work. True when --once has nothing left to do."""
         self.heal()
-        live = queue.live_hogs(self.db)
+        live = hogs.live_hogs(self.db)
         waiting = queue.demand(self.db)
         wanted = self.hogs_wanted(waiting, live)
         for _ in range(wanted - len(live)):
@@ -138,7 +138,7 @@ class Monitor:
             self.start_hog()
         if self.config.once:
             status = queue.status(self.db)
-            return status.active == 0 and not queue.live_hogs(self.db)
+            return status.active == 0 and not hogs.live_hogs(self.db)
         return False
 
     def hogs_wanted(self, waiting: int, live: list[dict]) -> int:
@@ -162,28 +162,28 @@ class Monitor:
 
     def heal(self) -> None:
         """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
-        live = queue.live_hogs(self.db)
+        live = hogs.live_hogs(self.db)
         mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
         alive = self.backend.alive([hog["backend_id"] for hog in mine])
         ended = [hog["id"] for hog in mine if alive.get(hog["backend_id"]) is False]
         if ended:
             # The hog may have said goodbye just before its process ended: read again.
-            still_live = {hog["id"] for hog in queue.live_hogs(self.db)}
+            still_live = {hog["id"] for hog in hogs.live_hogs(self.db)}
             ended = [hog_id for hog_id in ended if hog_id in still_live]
         reaped = heal(self.db, self.host, also_lost=ended)
         for hog_id in reaped:
             log.warning("%s: hog %d is lost; its tasks went back to the queue", self.name(), hog_id)
 
     def start_hog(self) -> int | None:
-        hog_id = queue.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
+        hog_id = hogs.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
         log_path = os.path.join(self.hogs_dir, f"hog-{hog_id}.log")
         argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_settings)
         try:
             backend_id = self.backend.start(hog_id, argv, log_path)
         except BackendError as error:
-            queue.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
+            hogs.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
             raise
-        queue.set_hog_backend(self.db, hog_id, backend_id, log_path)
+        hogs.set_hog_backend(self.db, hog_id, backend_id, log_path)
         log.info(
             "%s: started hog %d (%s %s), log %s",
             self.name(),
@@ -263,7 +263,7 @@ def run_monitor(config: MonitorConfig) -> int:
 
 
 def _own_start_ticks() -> str:
-    from .backends import process_start_ticks
+    from .procs import process_start_ticks
 
     return process_start_ticks(os.getpid())
 
@@ -333,7 +333,7 @@ def stop_daemon(config: MonitorConfig) -> str:
     if holder.get("host") != node_name():
         raise HogError(f"the monitor runs on {holder.get('host')} (pid {holder.get('pid')}): stop it there")
     pid = int(holder.get("pid", 0))
-    from .backends import process_start_ticks
+    from .procs import process_start_ticks
 
     if not pid or process_start_ticks(pid) != holder.get("start_ticks"):
         raise HogError(f"the monitor's pid {pid} is not the process that took the lock: not signalling it")

@@ -109,25 +109,31 @@ def process_start_ticks(pid: int) -> str:
 
 def record_task_process(fd: int, pid: int) -> None:
     """Note a task's process group in the hog's pid file, so a reaper on this host can kill it
-    if the hog dies without cleaning up (kill -9, OOM killer)."""
-    os.write(fd, f"{pid} {process_start_ticks(pid)}\n".encode())
+    if the hog dies without cleaning up (kill -9, the OOM killer)."""
+    os.write(fd, b"%d\n" % pid)
 
 
-def kill_recorded_processes(pids_path: str) -> int:
-    """Kill the process groups listed in a dead hog's pid file that are still the same processes.
+def kill_recorded_processes(pids_path: str, hog_id: int) -> int:
+    """Kill the process groups listed in a dead hog's pid file that are still its tasks.
 
-    Returns how many groups were signalled; removes the file.
+    A pid is trusted only if its process carries the hog's HOG_HOG_ID in its environment, so a
+    recycled pid is never signalled. Returns how many groups were killed; removes the file.
     """
     try:
         with open(pids_path) as handle:
-            lines = handle.read().splitlines()
+            pids = [int(word) for word in handle.read().split() if word.isdigit()]
     except OSError:
         return 0
+    marker = b"\0HOG_HOG_ID=%d\0" % hog_id
     killed = 0
-    for line in lines:
-        parts = line.split()
-        if len(parts) == 2 and parts[0].isdigit() and process_start_ticks(int(parts[0])) == parts[1]:
-            kill_group(int(parts[0]), signal.SIGKILL)
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environment = b"\0" + handle.read()
+        except OSError:
+            continue
+        if marker in environment:
+            kill_group(pid, signal.SIGKILL)
             killed += 1
     with contextlib.suppress(OSError):
         os.unlink(pids_path)

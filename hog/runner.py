@@ -12,7 +12,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import queue, slurm, states
+from . import hogs, slurm, states
 from .db import Database, make_private_dirs, open_database, private_modes
 from .errors import DatabaseError, HogError
 from .healing import heal, task_pids_path
@@ -33,7 +33,6 @@ CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transac
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
 PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
 DB_RETRY_S = 2.0
-PID_RECORD_DELAY_S = 0.05
 
 
 def lease_for(heartbeat_s: float) -> float:
@@ -76,7 +75,7 @@ class HogConfig:
 
 @dataclass
 class RunningTask:
-    task: queue.ClaimedTask
+    task: hogs.ClaimedTask
     process_group: int
     cpu_slots: list[int]
     gpu_ids: list[str]
@@ -87,7 +86,6 @@ class RunningTask:
     kill_reason: str | None = None
     term_sent_mono: float | None = None
     kill_sent: bool = False
-    recorded: bool = False  # in the hog's pid file
 
 
 @dataclass
@@ -99,8 +97,8 @@ class Hog:
     end_by: float | None  # epoch when the allocation ends
     hog_id: int = 0
     running: dict[int, RunningTask] = field(default_factory=dict)  # by pid
-    buffered: list[queue.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
-    results: list[queue.TaskResult] = field(default_factory=list)
+    buffered: list[hogs.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
+    results: list[hogs.TaskResult] = field(default_factory=list)
     oldest_result_mono: float | None = None
     environments: dict[int, dict[str, str]] = field(default_factory=dict)
     free_slots: list[int] = field(default_factory=list)
@@ -154,7 +152,6 @@ class Hog:
             now = time.monotonic()
             self._drain_signals(wakeup_fd)
             self._reap_children(now)
-            self._record_task_processes(now)
             self._enforce_limits(now)
             if self.given_up:
                 self._kill_everything()
@@ -196,12 +193,12 @@ class Hog:
     def _finish(self) -> int:
         """Give back what did not run, record the rest, and mark the hog finished."""
         for task in self.buffered:
-            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
         self.buffered.clear()
         reason = self.stopping or self.finish_reason
         for attempt in range(5):
             try:
-                outcome = queue.exchange(
+                outcome = hogs.exchange(
                     self.db,
                     self.hog_id,
                     self.host,
@@ -252,7 +249,7 @@ class Hog:
     def _start_draining(self) -> None:
         self.draining = True
         for task in self.buffered:
-            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
         self.buffered.clear()
 
     # -- children ----------------------------------------------------------------------------
@@ -265,7 +262,7 @@ class Hog:
             self._free(running)
             self._add_result(self._result_of(running, exited, time.monotonic()))
 
-    def _result_of(self, running: RunningTask, exited: Exited, now: float) -> queue.TaskResult:
+    def _result_of(self, running: RunningTask, exited: Exited, now: float) -> hogs.TaskResult:
         task = running.task
         # Leftovers the task put in the background die with it, as in a SLURM step.
         kill_group(running.process_group)
@@ -280,7 +277,7 @@ class Hog:
             reason = states.REASON_RELEASED
         tail = None
         if not succeeded and reason != states.REASON_RELEASED:
-            tail = read_tail(running.stderr_path, queue.STDERR_TAIL_BYTES) or None
+            tail = read_tail(running.stderr_path, hogs.STDERR_TAIL_BYTES) or None
         log.debug(
             "%s: task %d exited %s after %.3f s",
             self.name(),
@@ -288,7 +285,7 @@ class Hog:
             exited.exit_code if exited.signal is None else f"signal {exited.signal}",
             duration,
         )
-        return queue.TaskResult(
+        return hogs.TaskResult(
             task.task_id,
             task.attempt,
             reason,
@@ -304,19 +301,6 @@ class Hog:
             gpus=",".join(running.gpu_ids) or None,
         )
 
-    def _record_task_processes(self, now: float) -> None:
-        """Note the tasks still running a moment after they started in the pid file.
-
-        Most short tasks are gone by then, which saves reading /proc for each of them; the rest
-        are noted long before a reaper could look for them (it waits a whole lease).
-        """
-        if self.pids_fd < 0:
-            return
-        for pid, running in self.running.items():
-            if not running.recorded and now - running.started_mono >= PID_RECORD_DELAY_S:
-                record_task_process(self.pids_fd, pid)
-                running.recorded = True
-
     def _cpu_of(self, slot: int) -> int:
         return self.node.cpu_ids[slot] if self.node.cpu_ids is not None else slot
 
@@ -328,7 +312,7 @@ class Hog:
         self.free_mem += running.task.mem_bytes
         self.claim_blocked = False
 
-    def _add_result(self, result: queue.TaskResult) -> None:
+    def _add_result(self, result: hogs.TaskResult) -> None:
         if not self.results:
             self.oldest_result_mono = time.monotonic()
         self.results.append(result)
@@ -357,7 +341,7 @@ class Hog:
 
     def _stop_tasks(self, now: float) -> None:
         for task in self.buffered:
-            self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
         self.buffered.clear()
         for running in self.running.values():
             if running.kill_reason is None:
@@ -413,11 +397,11 @@ class Hog:
                 task.time_limit_s is not None and left is not None and task.time_limit_s > left
             )
             if too_late:
-                self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+                self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
                 continue
             self._start(task, now)
 
-    def _start(self, task: queue.ClaimedTask, now: float) -> None:
+    def _start(self, task: hogs.ClaimedTask, now: float) -> None:
         slots = self.free_slots[: task.cores]
         del self.free_slots[: task.cores]
         gpu_ids = self.free_gpus[: task.gpus]
@@ -462,7 +446,7 @@ class Hog:
             )
             log.warning("%s: task %d %s", self.name(), task.task_id, message)
             self._add_result(
-                queue.TaskResult(
+                hogs.TaskResult(
                     task.task_id,
                     task.attempt,
                     states.REASON_START_FAILED,
@@ -475,8 +459,10 @@ class Hog:
             return
         # Reaped by wait4 in the loop: stop the Popen object from trying again later.
         process.returncode = 0
-        if self.pids_fd >= 0 and not self.running:
-            os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
+        if self.pids_fd >= 0:
+            if not self.running:
+                os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
+            record_task_process(self.pids_fd, process.pid)
         deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
         self.running[process.pid] = RunningTask(
             task, process.pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
@@ -484,7 +470,7 @@ class Hog:
         self.tasks_started += 1
 
     def _environment_for(
-        self, task: queue.ClaimedTask, slots: list[int], gpu_ids: list[str]
+        self, task: hogs.ClaimedTask, slots: list[int], gpu_ids: list[str]
     ) -> dict[str, str]:
         env = dict(task.environment)
         env.update(self.base_environment)
@@ -508,7 +494,7 @@ class Hog:
             return 0
         return min(PREFETCH_MAX_FACTOR, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
 
-    def _claim_request(self, now: float) -> queue.ClaimRequest | None:
+    def _claim_request(self, now: float) -> hogs.ClaimRequest | None:
         if self.draining or self.stopping:
             return None
         if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
@@ -535,7 +521,7 @@ class Hog:
             )
             for r in self.running.values()
         ] + [Busy(task.needs, None) for task in self.buffered]
-        return queue.ClaimRequest(
+        return hogs.ClaimRequest(
             free=free,
             total=self.total,
             busy=busy,
@@ -581,8 +567,8 @@ class Hog:
             )
             self.db_retry_after_mono = now + DB_RETRY_S
 
-    def _exchange(self, claim: queue.ClaimRequest | None, now: float) -> None:
-        outcome = queue.exchange(self.db, self.hog_id, self.host, self.results, claim, self.environments)
+    def _exchange(self, claim: hogs.ClaimRequest | None, now: float) -> None:
+        outcome = hogs.exchange(self.db, self.hog_id, self.host, self.results, claim, self.environments)
         self.last_exchange_mono = now
         self.last_cancel_poll_mono = now
         if outcome.given_up:
@@ -622,7 +608,7 @@ class Hog:
         kept = []
         for task in self.buffered:
             if (task.task_id, task.attempt) in cancelled:
-                self._add_result(queue.TaskResult(task.task_id, task.attempt, states.REASON_CANCELLED))
+                self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_CANCELLED))
             else:
                 kept.append(task)
         self.buffered = kept
@@ -636,8 +622,6 @@ class Hog:
         if self.running:
             deadlines.append(now + CANCEL_POLL_S)
         for running in self.running.values():
-            if not running.recorded and self.pids_fd >= 0:
-                deadlines.append(running.started_mono + PID_RECORD_DELAY_S)
             if running.deadline_mono is not None and running.kill_reason is None:
                 deadlines.append(running.deadline_mono)
             if running.term_sent_mono is not None and not running.kill_sent:
@@ -681,7 +665,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     end_by = _end_time(config, slurm_job_id)
     host = slurm.node_name()
     hog = Hog(config, db, node, host, end_by)
-    info = queue.HogInfo(
+    info = hogs.HogInfo(
         host=host,
         pid=os.getpid(),
         slurm_job_id=slurm_job_id,
@@ -691,7 +675,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         end_by=end_by,
         lease_s=lease_for(config.heartbeat_s),
     )
-    hog_id = queue.start_hog(db, info, config.hog_id)
+    hog_id = hogs.start_hog(db, info, config.hog_id)
     if hog_id is None:
         log.warning("hog %s: its row was given up before it started: leaving", config.hog_id)
         return 0

@@ -20,7 +20,7 @@ import pytest
 from helpers import child_env, cli, cli_json, start_hog, wait_until
 
 from hog import db as hogdb
-from hog import queue, schema, states
+from hog import hogs, queue, schema, states
 from hog.packing import Resources
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -109,16 +109,16 @@ def finish(db: Path, exit_codes: dict[int, int]) -> None:
     """Run every waiting task through a fake hog in this process; exit code 0 unless given."""
     database = hogdb.open_database(str(db))
     try:
-        hog_id = queue.start_hog(
+        hog_id = hogs.start_hog(
             database,
-            queue.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 30.0),
+            hogs.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 30.0),
         )
         size = Resources(64, 0, 1 << 40)
-        request = queue.ClaimRequest(size, size, [], None, True, 1000)
-        claimed = queue.exchange(database, hog_id, "node1", [], request, {}).claimed
+        request = hogs.ClaimRequest(size, size, [], None, True, 1000)
+        claimed = hogs.exchange(database, hog_id, "node1", [], request, {}).claimed
         now = time.time()
         results = [
-            queue.TaskResult(
+            hogs.TaskResult(
                 task.task_id,
                 task.attempt,
                 states.REASON_EXITED,
@@ -128,7 +128,7 @@ def finish(db: Path, exit_codes: dict[int, int]) -> None:
             )
             for task in claimed
         ]
-        queue.exchange(database, hog_id, "node1", results, None, {}, finish_reason="idle")
+        hogs.exchange(database, hog_id, "node1", results, None, {}, finish_reason="idle")
     finally:
         database.close()
 
@@ -137,13 +137,11 @@ def claim_all(db: Path) -> None:
     """Leave every waiting task running on a fake hog."""
     database = hogdb.open_database(str(db))
     try:
-        hog_id = queue.start_hog(
-            database, queue.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 3600.0)
+        hog_id = hogs.start_hog(
+            database, hogs.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 3600.0)
         )
         size = Resources(64, 0, 1 << 40)
-        queue.exchange(
-            database, hog_id, "node1", [], queue.ClaimRequest(size, size, [], None, True, 1000), {}
-        )
+        hogs.exchange(database, hog_id, "node1", [], hogs.ClaimRequest(size, size, [], None, True, 1000), {})
     finally:
         database.close()
 
