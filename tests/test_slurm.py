@@ -237,3 +237,26 @@ def test_locking_check_contends_from_several_nodes(db: Path, slurm_env: dict) ->
     assert result.returncode == 0, result.stdout + result.stderr
     # 2 local workers and 4 through srun, 50 increments each.
     assert "300 locked increments" in result.stdout and "locking works" in result.stdout
+
+
+def test_a_hog_still_pending_in_slurm_is_not_lost(db: Path, slurm_env: dict) -> None:
+    assert cli(db, "submit", "true", env=slurm_env).returncode == 0
+    # --begin keeps the job pending for a while, as a busy cluster would.
+    process = monitor(db, slurm_env, "--backend", "sbatch", "--sbatch-args", "--begin=now+600", "--hogs", "1")
+    try:
+        wait_until(
+            lambda: [h for h in cli_json(db, "show", "-H", env=slurm_env) if h["backend_id"]],
+            timeout=30,
+            message="a submitted hog",
+        )
+        time.sleep(6)  # several monitor passes (--poll 1s) and more than a lease (3 s + 2 s)
+        (row,) = cli_json(db, "show", "-H", env=slurm_env)
+        assert row["state"] == "pending"
+        assert (
+            run(["squeue", "-h", "-j", row["backend_id"], "-o", "%T"], slurm_env).stdout.strip() == "PENDING"
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        finish(process, timeout=30)
+        for hog in cli_json(db, "show", "-H", env=slurm_env):
+            run(["scancel", hog["backend_id"]], slurm_env)
