@@ -483,6 +483,16 @@ def iter_hogs(db: Database, state_filter: tuple[str, ...] = (), limit: int | Non
     return db.stream(sql, params)
 
 
+def ended_since(db: Database, since: float) -> list[dict]:
+    """Hogs that ended after `since` (epoch seconds)."""
+    rows = db.query(
+        "SELECT id, state, started_at, end_reason, tasks_run, log_path FROM hogs WHERE ended_at > ?",
+        (since,),
+    )
+    keys = ("id", "state", "started_at", "end_reason", "tasks_run", "log_path")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
 def live_hogs(db: Database) -> list[dict]:
     """Pending and running hogs, for the monitor."""
     return [dict(zip(HOG_COLUMNS, row, strict=True)) for row in iter_hogs(db, states.HOG_LIVE_STATES)]

@@ -28,6 +28,14 @@ from .slurm import node_name
 log = logging.getLogger(__name__)
 
 MONITOR_META_KEY = "monitor"
+# Hogs in a row that died before they started, or left finding nothing they could run, before
+# the monitor stops starting more (--once) or backs off: starting them again would only churn.
+FUTILE_HOGS_LIMIT = 3
+MAX_BACKOFF_S = 600.0
+
+
+class MonitorGaveUp(HogError):
+    """Starting more hogs cannot help: they fail to start, or the waiting tasks fit none."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class Monitor:
         else:
             self.backend = PrefixBackend(config.prefix)
         self.stop_requested = False
+        self.futile_hogs = 0  # in a row: died before starting, or found nothing to run
+        self.futile_reason = ""
+        self.backoff_until = 0.0
+        self.last_pass_at = time.time()
         self.hogs_dir = os.path.join(logs_dir_for(os.path.abspath(config.db_path)), "hogs")
         self.lease_s = lease_for(config.hog_settings.get("heartbeat") or 30.0)
 
@@ -105,6 +117,9 @@ class Monitor:
         while not self.stop_requested:
             try:
                 finished = self.one_pass()
+            except MonitorGaveUp as error:
+                log.error("%s: %s", self.name(), error)
+                return 1
             except HogError as error:
                 # One bad pass (lock timeout, sbatch refusing) must not end the monitor.
                 log.error("%s: %s; trying again in %.0f s", self.name(), error, self.config.poll_s)
@@ -131,7 +146,10 @@ class Monitor:
         self.heal()
         live = hogs.live_hogs(self.db)
         waiting = queue.demand(self.db)
+        self.judge_ended_hogs(waiting)
         wanted = self.hogs_wanted(waiting, live)
+        if wanted > len(live) and not self.may_start_hogs():
+            wanted = len(live)
         for _ in range(wanted - len(live)):
             if self.stop_requested:
                 break
@@ -140,6 +158,40 @@ class Monitor:
             status = queue.status(self.db)
             return status.active == 0 and not hogs.live_hogs(self.db)
         return False
+
+    def judge_ended_hogs(self, waiting: int) -> None:
+        """Count hogs that were of no use: died before starting, or idled out while work waited."""
+        now = time.time()
+        for hog in hogs.ended_since(self.db, self.last_pass_at):
+            if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
+                self.futile_hogs += 1
+                self.futile_reason = (
+                    f"hogs fail to start (the last, hog {hog['id']}: {hog['end_reason']}; "
+                    f"see {hog['log_path']})"
+                )
+            elif hog["tasks_run"] == 0 and hog["end_reason"] == "idle" and waiting:
+                self.futile_hogs += 1
+                self.futile_reason = (
+                    f"{waiting} tasks wait that no hog can run: they need more cores, GPUs, memory "
+                    "or time than a hog has (`slurm-hog show -s waiting` lists them)"
+                )
+            elif hog["tasks_run"]:
+                self.futile_hogs = 0
+                self.backoff_until = 0.0
+        self.last_pass_at = now
+
+    def may_start_hogs(self) -> bool:
+        if self.futile_hogs < FUTILE_HOGS_LIMIT:
+            return True
+        if self.config.once:
+            raise MonitorGaveUp(f"giving up: {self.futile_reason}")
+        now = time.time()
+        if now < self.backoff_until:
+            return False
+        delay = min(MAX_BACKOFF_S, self.config.poll_s * 2 ** (self.futile_hogs - FUTILE_HOGS_LIMIT + 1))
+        log.warning("%s: %s; trying again in %.0f s", self.name(), self.futile_reason, delay)
+        self.backoff_until = now + delay
+        return True
 
     def hogs_wanted(self, waiting: int, live: list[dict]) -> int:
         """At most N, none beyond what waiting tasks can use, and never zero while one waits."""

@@ -186,3 +186,22 @@ def test_sbatch_backend_follows_jobs_by_id(fake_slurm: Path) -> None:
     }
     backend.cancel("4242")
     assert (fake_slurm / "scancel.args").read_text().split() == ["4242"]
+
+
+def test_monitor_gives_up_when_hogs_cannot_start(db: Path) -> None:
+    assert cli(db, "submit", "true").returncode == 0
+    monitor = start_monitor(db, "--hogs", "2", "--once", "--command-prefix", "false")
+    assert monitor.wait(timeout=60) == 1
+    rows = hogs(db)
+    assert 3 <= len(rows) <= 4 and all(hog["state"] == "lost" for hog in rows)
+    log_text = "".join(p.read_text() for p in Path(db).parent.glob("*.monitor-*.out"))
+    assert "giving up: hogs fail to start" in log_text
+
+
+def test_monitor_gives_up_on_tasks_no_hog_can_run(db: Path) -> None:
+    assert cli(db, "submit", "-c", "64", "true").returncode == 0
+    monitor = start_monitor(db, "--hogs", "1", "--once", "--cores", "2")
+    assert monitor.wait(timeout=90) == 1
+    log_text = "".join(p.read_text() for p in Path(db).parent.glob("*.monitor-*.out"))
+    assert "tasks wait that no hog can run" in log_text
+    assert task_counts(db)["waiting"] == 1
