@@ -182,7 +182,10 @@ def exchange(
             outcome.given_up = True
             outcome.queue_has_work = False
             return outcome
-        outcome.recorded = sum(_record_result(connection, hog_id, result, now) for result in results)
+        moved: dict[str, int] = {}
+        outcome.recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
+        for state, number in moved.items():
+            move_counts(connection, states.RUNNING, state, number)
         if claim is not None and claim.limit > 0:
             outcome.claimed = _claim(connection, hog_id, host, claim, environments, now)
             if not outcome.claimed:
@@ -205,8 +208,26 @@ def exchange(
     return outcome
 
 
-def _record_result(connection: apsw.Connection, hog_id: int, result: TaskResult, now: float) -> int:
-    """Write one result if its attempt is still current; 1 if written, else 0."""
+def _record_result(
+    connection: apsw.Connection, hog_id: int, result: TaskResult, now: float, moved: dict[str, int]
+) -> int:
+    """Write one result if its attempt is still current; 1 if written, else 0.
+
+    `moved` counts the tasks that left `running`, by new state, for one update of the counts.
+    """
+    ended = result.ended_at or now
+    if result.reason == states.REASON_EXITED and result.exit_code == 0 and result.signal is None:
+        # The common case, in one guarded statement: success is final, whatever else happened.
+        connection.execute(
+            "UPDATE tasks SET state = 'done', hog_id = NULL, exit_code = 0, signal = NULL,"
+            " ended_at = ? WHERE id = ? AND state = 'running' AND attempt = ? AND hog_id = ?",
+            (ended, result.task_id, result.attempt, hog_id),
+        )
+        if connection.changes() != 1:
+            return 0  # no longer ours: a newer attempt owns the task
+        moved[states.DONE] = moved.get(states.DONE, 0) + 1
+        _close_attempt(connection, result, ended)
+        return 1
     row = connection.execute(
         "SELECT t.retries_used, s.max_retries, t.cancel_requested FROM tasks t"
         " JOIN submissions s ON s.id = t.submission_id"
@@ -217,7 +238,6 @@ def _record_result(connection: apsw.Connection, hog_id: int, result: TaskResult,
         return 0  # no longer ours: a newer attempt owns the task
     retries_used, max_retries, cancel_requested = row[0]
     new_state, retries = _state_after(result, retries_used, max_retries, bool(cancel_requested))
-    ended = result.ended_at or now
     if new_state == states.WAITING:
         connection.execute(
             "UPDATE tasks SET state = 'waiting', hog_id = NULL, retries_used = ?,"
@@ -238,7 +258,12 @@ def _record_result(connection: apsw.Connection, hog_id: int, result: TaskResult,
                 result.attempt,
             ),
         )
-    move_counts(connection, states.RUNNING, new_state)
+    moved[new_state] = moved.get(new_state, 0) + 1
+    _close_attempt(connection, result, ended)
+    return 0 if result.reason == states.REASON_RELEASED else 1
+
+
+def _close_attempt(connection: apsw.Connection, result: TaskResult, ended: float) -> None:
     connection.execute(
         "UPDATE attempts SET started_at = ?, ended_at = ?, exit_code = ?, signal = ?, reason = ?,"
         " max_rss_kib = ?, cpu_user_s = ?, cpu_system_s = ?, stderr_tail = ?, cores = ?, gpus = ?"
@@ -259,7 +284,6 @@ def _record_result(connection: apsw.Connection, hog_id: int, result: TaskResult,
             result.attempt,
         ),
     )
-    return 0 if result.reason == states.REASON_RELEASED else 1
 
 
 def _state_after(

@@ -10,7 +10,7 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import hogs, slurm, states
 from .db import Database, make_private_dirs, open_database, private_modes
@@ -18,7 +18,7 @@ from .errors import DatabaseError, HogError
 from .healing import heal, task_pids_path
 from .outputs import output_path
 from .packing import Busy, Resources
-from .procs import Exited, kill_group, read_tail, reap_any, record_task_process, spawn
+from .procs import Exited, Spawner, kill_group, read_tail, reap_any, record_task_process
 from .resources import GPU_VARIABLES, NodeResources, detect
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class Hog:
     finish_reason: str = "idle"
     tasks_started: int = 0
     pids_fd: int = -1
+    spawner: Spawner = field(default_factory=Spawner)
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -436,7 +437,7 @@ class Hog:
             cpu_ids = [self._cpu_of(slot) for slot in slots] if self.node.cpu_ids is not None else None
             # Logs beside the queue are private like it; files the user named follow the umask.
             file_mode = self.log_modes[1] if stdout_is_log and not task.stderr_pattern else 0o666
-            process = spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids, file_mode)
+            pid = self.spawner.spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids, file_mode)
         except OSError as error:
             self.free_slots = sorted(self.free_slots + slots)
             self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
@@ -457,15 +458,13 @@ class Hog:
                 )
             )
             return
-        # Reaped by wait4 in the loop: stop the Popen object from trying again later.
-        process.returncode = 0
         if self.pids_fd >= 0:
             if not self.running:
                 os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
-            record_task_process(self.pids_fd, process.pid)
+            record_task_process(self.pids_fd, pid)
         deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
-        self.running[process.pid] = RunningTask(
-            task, process.pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
+        self.running[pid] = RunningTask(
+            task, pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
         )
         self.tasks_started += 1
 
@@ -653,6 +652,8 @@ def _note_signal(signum: int, frame: object) -> None:
 
 def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     """Run a hog until it leaves; the process exit status."""
+    # Absolute: the hog changes its working folder to start tasks in theirs.
+    config = replace(config, db_path=os.path.abspath(config.db_path))
     try:
         db = open_database(config.db_path, config.timeout_s)
     except HogError as error:
@@ -714,6 +715,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
             signal.signal(number, handler)
         os.close(read_fd)
         os.close(write_fd)
+        hog.spawner.close()
         if hog.pids_fd >= 0:
             os.close(hog.pids_fd)
             if not hog.running:

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from itertools import combinations
 from pathlib import Path
@@ -266,3 +268,40 @@ def test_big_task_is_not_starved_by_small_ones_behind_it(db: Path) -> None:
     assert attempts(db, first_small)[0]["started_at"] < big_start
     # It reserves the cores: nothing submitted after it starts before it.
     assert all(attempts(db, task_id)[0]["started_at"] > big_start for task_id in later_small)
+
+
+def test_tasks_that_cannot_start_fail_with_the_reason(db: Path, tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (bad_folder,) = submit(db, "--cwd", str(gone), "true")
+    gone.rmdir()
+    (bad_program,) = submit(db, "--", "no-such-program-here", "x")
+    (fine,) = submit(db, "--", "printf", "%s", "ok")
+    assert finish(start_hog(db, *FAST)) == 0
+    assert check(db, bad_folder)["state"] == "failed" and "No such file" in check(db, bad_folder)["why"]
+    assert (
+        check(db, bad_program)["state"] == "failed"
+        and "no-such-program-here" in check(db, bad_program)["why"]
+    )
+    assert check(db, fine)["state"] == "done"
+    assert cli(db, "log", str(fine)).stdout == "ok"
+
+
+def test_each_task_runs_in_its_own_folder_with_a_relative_db_path(db: Path, tmp_path: Path) -> None:
+    folders = [tmp_path / "a", tmp_path / "b"]
+    ids = []
+    for folder in folders:
+        folder.mkdir()
+        ids += submit(db, "--cwd", str(folder), "pwd; echo here > mark")
+    hog = subprocess.Popen(
+        [sys.executable, "-m", "hog", "--db", db.name, "hog", *FAST],
+        cwd=db.parent,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert hog.wait(timeout=60) == 0
+    for task_id, folder in zip(ids, folders, strict=True):
+        assert (folder / "mark").read_text() == "here\n"
+        assert cli(db, "log", str(task_id)).stdout.strip() == str(folder)
+    assert not (folders[1] / db.name).exists(), "the hog lost track of its database"
