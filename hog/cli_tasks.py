@@ -1,6 +1,5 @@
 """The commands on tasks: init, submit, check, show, status, cancel, retry, cleanup, wait, log."""
 
-import json
 import os
 import sys
 import time
@@ -149,6 +148,8 @@ def _submit_command() -> click.Command:
         else:
             first, last = queue.submit(db, [_one_command(command, ctx.meta["exact_argv"])], submit_options)
         if as_json:
+            import json
+
             click.echo(json.dumps({"first": first, "last": last, "count": last - first + 1}))
         else:
             click.echo(str(first) if first == last else f"{first}-{last}")
@@ -167,7 +168,9 @@ def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | N
         raise UsageError("the program name is empty: give the program to run after --")
     import shlex
 
-    return shlex.join(words), json.dumps(list(words))
+    from .queue import encode_argv
+
+    return shlex.join(words), encode_argv(list(words))
 
 
 # -- check / show / status -------------------------------------------------------------------
@@ -296,6 +299,8 @@ def _status_command() -> click.Command:
         result = queue.status(current_settings().open())
         fmt = output_format(fmt, as_json)
         if fmt == "json":
+            import json
+
             click.echo(
                 json.dumps(
                     {

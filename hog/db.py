@@ -9,7 +9,6 @@ import errno
 import fcntl
 import grp
 import os
-import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -217,6 +216,8 @@ def _flock_with_timeout(fd: int, timeout_s: float, lock_path: str) -> None:
                 time.sleep(0.01)
         raise LockTimeoutError(message)
     # A blocking flock queues us with the other waiters; an alarm bounds the wait.
+    import signal
+
     previous = signal.signal(signal.SIGALRM, _raise_lock_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:

@@ -4,7 +4,6 @@ Each change of a task's state is one guarded UPDATE (`WHERE id = ? AND state = ?
 whose row count is checked, and every change also moves the matching counts in `state_counts`.
 """
 
-import json
 import time
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
@@ -14,7 +13,7 @@ import apsw
 from . import states
 from .db import Database
 from .packing import Busy, Candidate, Resources, choose
-from .queue import move_counts
+from .queue import decode_argv, decode_environment, move_counts
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
 # what kills them.
@@ -362,13 +361,13 @@ def _claim(
             variables = connection.execute(
                 "SELECT variables FROM environments WHERE id = ?", (environment_id,)
             ).fetchall()
-            environments[environment_id] = json.loads(variables[0][0]) if variables else {}
+            environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
         claimed.append(
             ClaimedTask(
                 task_id,
                 attempt,
                 row[2],
-                json.loads(row[3]) if row[3] else None,
+                decode_argv(row[3]),
                 row[4],
                 row[5],
                 row[6],

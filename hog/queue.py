@@ -7,7 +7,6 @@ Each change of a task's state is one guarded UPDATE (`WHERE id = ? AND state = ?
 whose row count is checked, and every change also moves the matching counts in `state_counts`.
 """
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -58,6 +57,29 @@ def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str
     }
 
 
+def encode_environment(environment: dict[str, str]) -> str:
+    """NAME=value pairs joined by NUL, which no variable can hold; sorted, so equal ones match."""
+    return "\0".join(f"{name}={value}" for name, value in sorted(environment.items()))
+
+
+def decode_environment(variables: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in variables.split("\0") if pair)
+
+
+def encode_argv(argv: list[str]) -> str:
+    import json
+
+    return json.dumps(argv)
+
+
+def decode_argv(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    import json
+
+    return json.loads(text)
+
+
 def submit(
     db: Database,
     commands: Iterable[tuple[str, str | None]],
@@ -69,7 +91,7 @@ def submit(
     `commands` may raise UsageError part way (a bad line in a file): nothing is then added.
     """
     now = time.time() if now is None else now
-    variables = json.dumps(options.environment or {}, sort_keys=True, separators=(",", ":"))
+    variables = encode_environment(options.environment or {})
     with db.transaction() as connection:
         environment_id = _environment_id(connection, variables)
         connection.execute(
@@ -228,7 +250,7 @@ def get_tasks(db: Database, task_ids: list[int], missing_ok: bool = False) -> li
             ):
                 found[row[0]] = TaskDetail(
                     *row[:4],
-                    json.loads(row[4]) if row[4] else None,
+                    decode_argv(row[4]),
                     *row[5:15],
                     bool(row[15]),
                     *row[16:],

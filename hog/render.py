@@ -1,7 +1,6 @@
 """Listings as a table, JSON or CSV, streamed so that memory does not grow with the queue."""
 
 import itertools
-import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TextIO
@@ -40,6 +39,8 @@ def _plain(column: str, value: object) -> str:
 
 
 def _emit_json(columns: Sequence[str], rows: Iterable[Sequence], out: TextIO) -> int:
+    import json
+
     count = 0
     out.write("[")
     for row in rows:

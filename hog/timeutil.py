@@ -5,10 +5,11 @@ import re
 from .errors import UsageError
 
 _SUFFIX_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SUFFIXED = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([smhd])")
+_SUFFIXED = r"(\d+(?:\.\d+)?|\.\d+)([smhd])"
 # SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
-_SLURM = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
-_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SLURM = r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?"
+_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?"
+# Patterns, compiled on first use by re's cache: most commands never parse a duration.
 _SIZE_FACTOR = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DURATION_HELP = "SLURM's M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or 90s, 15m, 2h, 1d"
 
@@ -29,14 +30,14 @@ def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) 
 
 
 def _parse_suffixed(value: str) -> float | None:
-    match = _SUFFIXED.fullmatch(value)
+    match = re.fullmatch(_SUFFIXED, value)
     if not match:
         return None
     return float(match.group(1)) * _SUFFIX_S[match.group(2)]
 
 
 def _parse_slurm(value: str) -> float | None:
-    match = _SLURM.fullmatch(value)
+    match = re.fullmatch(_SLURM, value)
     if not match:
         return None
     days, first, second, third = match.groups()
@@ -70,7 +71,7 @@ def format_duration(seconds: float | None) -> str:
 
 def parse_size(text: str, what: str = "size") -> int:
     """Bytes in `text` (500M, 4G, 1.5G; a bare number is MiB as in SLURM's --mem)."""
-    match = _SIZE.fullmatch(text.strip()) if len(text) <= 40 else None
+    match = re.fullmatch(_SIZE, text.strip()) if len(text) <= 40 else None
     if not match:
         raise UsageError(f"bad {what} {text!r}: use a number with K, M, G or T, like 500M or 4G")
     size = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()])

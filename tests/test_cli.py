@@ -22,6 +22,7 @@ from helpers import child_env, cli, cli_json, start_hog, wait_until
 from hog import db as hogdb
 from hog import hogs, queue, schema, states
 from hog.packing import Resources
+from hog.queue import decode_environment
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -495,7 +496,7 @@ def test_submit_captures_the_environment_but_not_the_allocation(db):
     connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     (variables,) = connection.execute("SELECT variables FROM environments").fetchall()[0]
     connection.close()
-    captured = json.loads(variables)
+    captured = decode_environment(variables)
     assert captured["MY_SETTING"] == "42"
     assert "SLURM_JOB_ID" not in captured and "CUDA_VISIBLE_DEVICES" not in captured
 
