@@ -31,7 +31,7 @@ RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
-PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
+PREFETCH_MAX_FACTOR = 32  # never hold more than this many node-fulls of unstarted tasks
 DB_RETRY_S = 2.0
 
 
@@ -390,7 +390,11 @@ class Hog:
     def _start_buffered(self, now: float) -> None:
         while self.buffered and not self.draining:
             task = self.buffered[0]
-            if not task.needs.fits_in(self.free):
+            if (
+                task.cores > len(self.free_slots)
+                or task.gpus > len(self.free_gpus)
+                or task.mem_bytes > self.free_mem
+            ):
                 return  # first come, first served within what this hog already holds
             self.buffered.pop(0)
             left = self._seconds_left()
@@ -434,7 +438,9 @@ class Hog:
         try:
             for path in (stdout_path, stderr_path):
                 _ensure_folder(os.path.dirname(path), self.log_modes[0])
-            cpu_ids = [self._cpu_of(slot) for slot in slots] if self.node.cpu_ids is not None else None
+            # Pinning costs a migration of the new process: skip it when it may use every CPU anyway.
+            pinned = self.node.cpu_ids is not None and task.cores < len(self.node.cpu_ids)
+            cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
             # Logs beside the queue are private like it; files the user named follow the umask.
             file_mode = self.log_modes[1] if stdout_is_log and not task.stderr_pattern else 0o666
             pid = self.spawner.spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids, file_mode)
@@ -500,19 +506,22 @@ class Hog:
             return None
         if not self.queue_has_work and now - self.last_claim_mono < IDLE_POLL_S:
             return None
-        held = Resources(0, 0, 0)
-        for task in self.buffered:
-            held = held + task.needs
         factor = self._prefetch_factor()
-        allowance = Resources(
-            self.total.cores * factor, self.total.gpus * factor, self.total.mem_bytes * factor
-        )
-        free = self.free + allowance - held
-        if free.cores <= 0 or (factor == 0 and self.buffered):
+        if factor == 0 and self.buffered:
             return None
+        # Cheap checks first: this runs on every turn of the loop.
+        held_cores = sum(task.cores for task in self.buffered)
+        allowance_cores = self.node.cores * factor
         # Top up a prefetch buffer only once it is half empty: one transaction per many tasks.
-        if factor and held.cores > allowance.cores // 2:
+        if factor and held_cores > allowance_cores // 2:
             return None
+        if len(self.free_slots) + allowance_cores - held_cores <= 0:
+            return None
+        held = Resources(
+            held_cores, sum(t.gpus for t in self.buffered), sum(t.mem_bytes for t in self.buffered)
+        )
+        allowance = Resources(allowance_cores, self.total.gpus * factor, self.total.mem_bytes * factor)
+        free = self.free + allowance - held
         busy = [
             Busy(
                 r.task.needs,
