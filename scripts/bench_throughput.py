@@ -80,7 +80,14 @@ def main() -> None:
     bc.write_lines(task_file, tasks, "true")
     print(f"load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
-    runners = {"slurm-hog": run_slurm_hog, "xargs -P 2": run_xargs}
+    runners = {
+        "slurm-hog": run_slurm_hog,
+        "xargs -P 2": run_xargs,
+        # The same pair keeping no output (a hog's tasks with -o/-e /dev/null), and both writing
+        # two files per task as a hog does by default: file creation costs as much as a task.
+        "slurm-hog, no output files": run_slurm_hog_no_files,
+        "xargs -P 2, 2 files per task": run_xargs_files,
+    }
     skipped = {}
     if "popen" not in skip:
         runners["python Popen loop"] = run_popen_loop
@@ -164,14 +171,38 @@ def main() -> None:
     bc.remove(folder)
 
 
-def run_slurm_hog(folder: str, task_file: str, tasks: int) -> dict:
+def run_slurm_hog_no_files(folder: str, task_file: str, tasks: int) -> dict:
+    return run_slurm_hog(folder, task_file, tasks, ("-o", "/dev/null", "-e", "/dev/null"))
+
+
+def run_xargs_files(folder: str, task_file: str, tasks: int) -> dict:
+    out = os.path.join(folder, "xargs-out")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    script = f"for n; do true > {out}/$n.out 2> {out}/$n.err; done"
+    numbers = os.path.join(folder, "numbers.txt")
+    with open(numbers, "w") as handle:
+        handle.write("".join(f"{n}\n" for n in range(1, tasks + 1)))
+    with open(numbers) as stdin:
+        wall, cpu, status = bc.timed_run(
+            ["xargs", "-P", "2", "-n", "1", "sh", "-c", script, "sh"], stdin=stdin
+        )
+    shutil.rmtree(out, ignore_errors=True)
+    if status:
+        raise SystemExit(f"bench: xargs exited {status}")
+    return {"seconds": wall, "cpu_s": cpu}
+
+
+def run_slurm_hog(folder: str, task_file: str, tasks: int, submit_options: tuple = ()) -> dict:
     import apsw
 
     bc.byte_compile()  # hog/ may have been edited since the last run
     db = os.path.join(folder, "queue.sqlite")
     bc.new_queue(db)
     began = time.time()
-    wall, _, status = bc.timed_run(bc.hog_argv(db, "submit", "--file", task_file), cwd=folder)
+    wall, _, status = bc.timed_run(
+        bc.hog_argv(db, "submit", *submit_options, "--file", task_file), cwd=folder
+    )
     if status:
         raise SystemExit("bench: submit failed")
     hog_started = time.time()
