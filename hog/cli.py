@@ -94,6 +94,11 @@ def current_settings() -> Settings:
     return click.get_current_context().ensure_object(Settings)
 
 
+def _print_version(ctx: click.Context) -> None:
+    click.echo(f"slurm-hog {__version__}")
+    ctx.exit()
+
+
 class _HogFailure(click.ClickException):
     """A HogError on its way out: one line on stderr and the error's exit status."""
 
@@ -106,10 +111,19 @@ class _HogFailure(click.ClickException):
 
 
 _BUILDERS: dict[str, "Callable[[], click.Command]"] = {}
+# Which module defines each command: only the module of the command that runs is imported, and
+# only that command is built (start-up time).
+COMMAND_MODULES = {
+    **dict.fromkeys(
+        ("init", "submit", "check", "show", "status", "cancel", "retry", "cleanup", "wait", "log"),
+        "cli_tasks",
+    ),
+    **dict.fromkeys(("hog", "monitor", "doctor"), "cli_hogs"),
+}
 
 
 def lazy(name: str):
-    """Register a command builder: only the command that runs is built (start-up time)."""
+    """Register the builder of a command named in COMMAND_MODULES."""
 
     def register(builder):
         _BUILDERS[name] = builder
@@ -118,12 +132,42 @@ def lazy(name: str):
     return register
 
 
-class HogGroup(click.Group):
+def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit()
+
+
+class PlainHelp:
+    """Makes --help without click's translated help text, which imports locale on every start."""
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        names = self.get_help_option_names(ctx)  # type: ignore[attr-defined]
+        if names and self.add_help_option and getattr(self, "_help_option", False) is None:  # type: ignore[attr-defined]
+            self._help_option = click.Option(
+                names,
+                is_flag=True,
+                is_eager=True,
+                expose_value=False,
+                callback=_show_help,
+                help="Show this message and exit.",
+            )
+        return super().get_help_option(ctx)  # type: ignore[misc]
+
+
+class HogCommand(PlainHelp, click.Command):
+    pass
+
+
+class HogGroup(PlainHelp, click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_BUILDERS)
+        return sorted(COMMAND_MODULES)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands and name in _BUILDERS:
+        if name not in self.commands and name in COMMAND_MODULES:
+            import importlib
+
+            importlib.import_module(f"{__package__}.{COMMAND_MODULES[name]}")
             self.add_command(_BUILDERS[name](), name)
         return self.commands.get(name)
 
@@ -135,7 +179,15 @@ class HogGroup(click.Group):
 
 
 @click.group(cls=HogGroup, context_settings=CONTEXT)
-@click.version_option(__version__, prog_name="slurm-hog")
+# Not click.version_option: its translated help text imports locale on every start.
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=lambda ctx, param, value: _print_version(ctx) if value else None,
+    help="Show the version and exit.",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @db_options
 @click.pass_context
@@ -169,7 +221,3 @@ def main() -> None:
         # `slurm-hog show | head` closes the pipe early: not an error.
         sys.stderr.close()
         raise SystemExit(0) from None
-
-
-# The commands register themselves with `lazy`; their modules are cheap to import.
-from . import cli_hogs, cli_tasks  # noqa: E402, F401

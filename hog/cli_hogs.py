@@ -2,7 +2,7 @@
 
 import click
 
-from .cli import CONTEXT, DURATION, SIZE, Settings, current_settings, db_options, lazy
+from .cli import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options, lazy
 
 # -- hog / monitor / doctor ------------------------------------------------------------------
 
@@ -65,7 +65,7 @@ def hog_options(function):
 
 @lazy("hog")
 def _hog_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @hog_options
     @click.option("--hog-id", type=int, hidden=True)
     @click.option("--allow-insecure", is_flag=True, hidden=True)
@@ -92,7 +92,7 @@ def _hog_command() -> click.Command:
 
 @lazy("monitor")
 def _monitor_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.option(
         "-c",
         "--command-prefix",
@@ -171,7 +171,7 @@ def _monitor_command() -> click.Command:
 
 @lazy("doctor")
 def _doctor_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.option("--processes", type=click.IntRange(2, 64), default=4, show_default=True)
     @click.option(
         "-c",

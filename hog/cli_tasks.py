@@ -7,7 +7,17 @@ import time
 import click
 
 from . import states
-from .cli import CONTEXT, DURATION, SIZE, current_settings, db_options, format_options, lazy, output_format
+from .cli import (
+    CONTEXT,
+    DURATION,
+    SIZE,
+    HogCommand,
+    current_settings,
+    db_options,
+    format_options,
+    lazy,
+    output_format,
+)
 from .db import create_database
 from .errors import NotFoundError, UsageError
 from .ids import parse_ids
@@ -28,7 +38,7 @@ from .views import (
 
 @lazy("init")
 def _init_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.option("--group", metavar="NAME", help="Share with this group: mode 0660 and chgrp.")
     @click.option(
         "--check-locking",
@@ -58,7 +68,7 @@ def _init_command() -> click.Command:
 # -- submit ----------------------------------------------------------------------------------
 
 
-class SubmitCommand(click.Command):
+class SubmitCommand(HogCommand):
     """Remembers whether the user wrote `--`: then the words are one program and its arguments."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -92,7 +102,7 @@ def _submit_command() -> click.Command:
         metavar="PATTERN",
         help="Stderr file, same placeholders.",
     )
-    @click.option("--cwd", type=click.Path(file_okay=False), help="Working folder (default: here).")
+    @click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
     @click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
     @db_options
     @click.pass_context
@@ -178,7 +188,7 @@ def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | N
 
 @lazy("check")
 def _check_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("ids", nargs=-1, required=True)
     @format_options
     @db_options
@@ -210,7 +220,7 @@ def _check_command() -> click.Command:
 
 @lazy("show")
 def _show_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.option(
         "-s",
         "--state",
@@ -284,7 +294,7 @@ def _expand_states(state_filter: tuple[str, ...]) -> tuple[str, ...]:
 
 @lazy("status")
 def _status_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @format_options
     @db_options
     def status(fmt: str, as_json: bool) -> None:
@@ -343,7 +353,7 @@ def _status_command() -> click.Command:
 
 @lazy("cancel")
 def _cancel_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("ids", nargs=-1)
     @click.option("--all", "all_tasks", is_flag=True, help="Every waiting and running task.")
     @click.option(
@@ -382,7 +392,7 @@ def _cancel_command() -> click.Command:
 
 @lazy("retry")
 def _retry_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("ids", nargs=-1)
     @click.option("--failed", is_flag=True, help="Every failed and timed-out task.")
     @db_options
@@ -411,7 +421,7 @@ def _retry_command() -> click.Command:
 
 @lazy("cleanup")
 def _cleanup_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.option(
         "-s",
         "--state",
@@ -442,7 +452,7 @@ def _cleanup_command() -> click.Command:
 
 @lazy("wait")
 def _wait_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("ids", nargs=-1)
     @click.option("--poll", type=DURATION, default="1s", show_default=True, help="How often to look.")
     @click.option("--max-wait", type=DURATION, help="Give up (exit 3) after this long.")
@@ -496,7 +506,7 @@ def _wait_command() -> click.Command:
 
 @lazy("log")
 def _log_command() -> click.Command:
-    @click.command(context_settings=CONTEXT)
+    @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("task_id", type=click.IntRange(min=1))
     @click.option("--stderr", "stream", flag_value="err", help="Print stderr instead of stdout.")
     @click.option("--stdout", "stream", flag_value="out", default=True, hidden=True)

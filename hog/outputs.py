@@ -1,7 +1,6 @@
 """Where a task's stdout and stderr go."""
 
 import os
-import string
 
 from .db import logs_dir_for
 from .errors import UsageError
@@ -13,6 +12,8 @@ TASKS_PER_FOLDER = 1000
 
 def check_pattern(pattern: str, option: str) -> str:
     """Refuse a pattern with placeholders other than {id}, {attempt} and {name}."""
+    import string
+
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(pattern) if name is not None]
     except ValueError as error:

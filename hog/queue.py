@@ -10,13 +10,14 @@ whose row count is checked, and every change also moves the matching counts in `
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import ClassVar
 
 import apsw
 
 from . import states
 from .db import Database
 from .errors import NotFoundError, UsageError
+from .records import Record
 
 # Variables that describe the submitting shell's own job or the hog's placement: the hog sets
 # its own, so a submit from inside an allocation must not pin tasks to that allocation's devices.
@@ -34,18 +35,44 @@ _NOT_CAPTURED = {
 # -- submitting ------------------------------------------------------------------------------
 
 
-class SubmitOptions(NamedTuple):
-    cores: int = 1
-    gpus: int = 0
-    mem_bytes: int | None = None
-    time_limit_s: float | None = None
-    priority: int = 0
-    max_retries: int = 0
-    name: str | None = None
-    stdout_pattern: str | None = None
-    stderr_pattern: str | None = None
-    cwd: str = ""
-    environment: dict[str, str] | None = None
+class SubmitOptions(Record):
+    __slots__ = (
+        "cores",
+        "gpus",
+        "mem_bytes",
+        "time_limit_s",
+        "priority",
+        "max_retries",
+        "name",
+        "stdout_pattern",
+        "stderr_pattern",
+        "cwd",
+        "environment",
+    )
+    _defaults: ClassVar[dict] = {
+        "cores": 1,
+        "gpus": 0,
+        "mem_bytes": None,
+        "time_limit_s": None,
+        "priority": 0,
+        "max_retries": 0,
+        "name": None,
+        "stdout_pattern": None,
+        "stderr_pattern": None,
+        "cwd": "",
+        "environment": None,
+    }
+    cores: int
+    gpus: int
+    mem_bytes: int | None
+    time_limit_s: float | None
+    priority: int
+    max_retries: int
+    name: str | None
+    stdout_pattern: str | None
+    stderr_pattern: str | None
+    cwd: str
+    environment: dict[str, str] | None
 
 
 def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -181,7 +208,31 @@ LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt
 """
 
 
-class TaskDetail(NamedTuple):
+class TaskDetail(Record):
+    __slots__ = (
+        "id",
+        "state",
+        "name",
+        "command",
+        "argv",
+        "cores",
+        "gpus",
+        "mem_bytes",
+        "time_limit_s",
+        "priority",
+        "max_retries",
+        "retries_used",
+        "attempt",
+        "exit_code",
+        "signal",
+        "cancel_requested",
+        "submitted_at",
+        "ended_at",
+        "cwd",
+        "stdout_pattern",
+        "stderr_pattern",
+        "attempts",
+    )
     id: int
     state: str
     name: str | None
@@ -331,7 +382,8 @@ def require_ids_exist(db: Database, task_ids: list[int]) -> None:
         raise NotFoundError(f"no task {_id_list(missing)} in {db.path}: `slurm-hog show` lists them")
 
 
-class Status(NamedTuple):
+class Status(Record):
+    __slots__ = ("tasks", "hogs", "finished_last_minute", "seconds_to_empty")
     tasks: dict[str, int]
     hogs: dict[str, int]
     finished_last_minute: int
@@ -359,7 +411,8 @@ def status(db: Database, now: float | None = None) -> Status:
 # -- user edits ------------------------------------------------------------------------------
 
 
-class CancelOutcome(NamedTuple):
+class CancelOutcome(Record):
+    __slots__ = ("cancelled", "killing", "skipped")
     cancelled: list[int]  # were waiting: cancelled now
     killing: list[int]  # were running: their hogs kill them
     skipped: list[tuple[int, str]]  # had already ended
