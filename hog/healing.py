@@ -29,7 +29,10 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
     """
     now = time.time() if now is None else now
     also_lost = list(also_lost)
-    for hog_id, hog_host in hogs.hogs_to_reap(db, now, also_lost):
+    candidates = hogs.hogs_to_reap(db, now, also_lost)
+    if not candidates:
+        return []  # the usual case: a read, no write lock
+    for hog_id, hog_host in candidates:
         if hog_host == host:
             killed = kill_recorded_processes(task_pids_path(db.path, hog_id), hog_id)
             if killed:

@@ -6,6 +6,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from .db import make_private_dirs
+
 
 @dataclass(frozen=True)
 class Exited:
@@ -41,12 +43,12 @@ class Spawner:
         argv: list[str],
         cwd: str,
         env: dict[str, str],
-        stdout_path: str,
-        stderr_path: str,
+        stdout: int,
+        stderr: int,
         cpu_ids: list[int] | None,
-        file_mode: int = 0o666,
     ) -> int:
-        """Start `argv`; return its pid (= its process group). Raises OSError if it cannot start.
+        """Start `argv` with these fds as its stdout and stderr; return its pid (= its process
+        group). Raises OSError if it cannot start.
 
         The child is pinned as soon as it exists, while its program is still loading, long
         before it can start processes of its own. A preexec_fn would pin it before exec but
@@ -54,30 +56,21 @@ class Spawner:
         fork migrates the hog on every task, which is slow on a busy node.
         """
         program = self._resolve(argv[0], env.get("PATH"))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        stdout = os.open(stdout_path, flags, file_mode)
-        try:
-            stderr = os.open(stderr_path, flags, file_mode)
-            try:
-                if cwd != self.cwd:
-                    os.chdir(cwd)
-                    self.cwd = cwd
-                pid = os.posix_spawn(
-                    program,
-                    argv,
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                        (os.POSIX_SPAWN_DUP2, stdout, 1),
-                        (os.POSIX_SPAWN_DUP2, stderr, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=self.RESET_SIGNALS,
-                )
-            finally:
-                os.close(stderr)
-        finally:
-            os.close(stdout)
+        if cwd != self.cwd:
+            os.chdir(cwd)
+            self.cwd = cwd
+        pid = os.posix_spawn(
+            program,
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+                (os.POSIX_SPAWN_DUP2, stdout, 1),
+                (os.POSIX_SPAWN_DUP2, stderr, 2),
+            ],
+            setsid=True,
+            setsigdef=self.RESET_SIGNALS,
+        )
         if cpu_ids is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(pid, cpu_ids)
@@ -103,6 +96,79 @@ class Spawner:
         if self.cwd != self.home:
             with contextlib.suppress(OSError):
                 os.chdir(self.home)
+
+
+class OutputFiles:
+    """Creates tasks' output files on a helper thread, ahead of their start.
+
+    Creating two files per task costs as much as starting it (on a parallel filesystem each is a
+    round trip to the metadata server). The hog asks for a task's files when it claims the task,
+    and this thread creates them while the hog's loop starts and reaps others; os.open releases
+    the GIL. The fds are close-on-exec until posix_spawn dups them to 1 and 2.
+    """
+
+    def __init__(self, folder_mode: int) -> None:
+        import queue as queues
+        import threading
+
+        self.folder_mode = folder_mode
+        self._requests: queues.SimpleQueue = queues.SimpleQueue()
+        self._ready: dict[tuple[int, int], tuple[int, int] | OSError] = {}
+        self._cond = threading.Condition()
+        self._folders: set[str] = set()
+        self._thread = threading.Thread(target=self._work, name="output-files", daemon=True)
+        self._thread.start()
+
+    def request(self, key: tuple[int, int], stdout_path: str, stderr_path: str, mode: int) -> None:
+        self._requests.put((key, stdout_path, stderr_path, mode))
+
+    def take(self, key: tuple[int, int]) -> tuple[int, int]:
+        """The (stdout, stderr) fds of a requested task; raises the OSError that creating them met."""
+        with self._cond:
+            while key not in self._ready:
+                self._cond.wait()
+            result = self._ready.pop(key)
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def discard(self, key: tuple[int, int], paths: tuple[str, str]) -> None:
+        """A requested task that will not start here: close its files and remove them."""
+        try:
+            fds = self.take(key)
+        except OSError:
+            return
+        for fd, path in zip(fds, paths, strict=True):
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout=10)
+
+    def _work(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        while (request := self._requests.get()) is not None:
+            key, stdout_path, stderr_path, mode = request
+            try:
+                for path in (stdout_path, stderr_path):
+                    folder = os.path.dirname(path)
+                    if folder not in self._folders:
+                        make_private_dirs(folder, self.folder_mode)
+                        self._folders.add(folder)
+                stdout = os.open(stdout_path, flags, mode)
+                try:
+                    stderr = os.open(stderr_path, flags, mode)
+                except OSError:
+                    os.close(stdout)
+                    raise
+                result: tuple[int, int] | OSError = (stdout, stderr)
+            except OSError as error:
+                result = error
+            with self._cond:
+                self._ready[key] = result
+                self._cond.notify_all()
 
 
 def open_for_writing(path: str, mode: int, append: bool = False):

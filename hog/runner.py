@@ -18,7 +18,7 @@ from .errors import DatabaseError, HogError
 from .healing import heal, task_pids_path
 from .outputs import output_path
 from .packing import Busy, Resources
-from .procs import Exited, Spawner, kill_group, read_tail, reap_any, record_task_process
+from .procs import Exited, OutputFiles, Spawner, kill_group, read_tail, reap_any, record_task_process
 from .resources import GPU_VARIABLES, NodeResources, detect
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
-PREFETCH_MAX_FACTOR = 32  # never hold more than this many node-fulls of unstarted tasks
+PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
 DB_RETRY_S = 2.0
 
 
@@ -121,11 +121,14 @@ class Hog:
     tasks_started: int = 0
     pids_fd: int = -1
     spawner: Spawner = field(default_factory=Spawner)
+    outputs: OutputFiles | None = None  # type: ignore[assignment]
+    output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
 
     # -- set-up ------------------------------------------------------------------------------
 
     def __post_init__(self) -> None:
         self.log_modes = private_modes(self.config.db_path)
+        self.outputs = OutputFiles(self.log_modes[0])
         self.free_slots = list(range(self.node.cores))
         self.free_gpus = list(self.node.gpus)
         self.free_mem = self.node.mem_bytes
@@ -193,9 +196,7 @@ class Hog:
 
     def _finish(self) -> int:
         """Give back what did not run, record the rest, and mark the hog finished."""
-        for task in self.buffered:
-            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
-        self.buffered.clear()
+        self._unclaim_all()
         reason = self.stopping or self.finish_reason
         for attempt in range(5):
             try:
@@ -249,9 +250,7 @@ class Hog:
 
     def _start_draining(self) -> None:
         self.draining = True
-        for task in self.buffered:
-            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
-        self.buffered.clear()
+        self._unclaim_all()
 
     # -- children ----------------------------------------------------------------------------
 
@@ -313,6 +312,34 @@ class Hog:
         self.free_mem += running.task.mem_bytes
         self.claim_blocked = False
 
+    def _claimed(self, tasks: list[hogs.ClaimedTask]) -> None:
+        """Take newly claimed tasks; their output files are made ahead, off the loop."""
+        for task in tasks:
+            paths = tuple(
+                output_path(
+                    self.config.db_path, pattern, task.cwd, task.task_id, task.attempt, task.name, stream
+                )
+                for pattern, stream in ((task.stdout_pattern, "out"), (task.stderr_pattern, "err"))
+            )
+            # Logs beside the queue are private like it; files the user named follow the umask.
+            private = not task.stdout_pattern and not task.stderr_pattern
+            mode = self.log_modes[1] if private else 0o666
+            key = (task.task_id, task.attempt)
+            self.output_paths[key] = paths  # type: ignore[assignment]
+            self.outputs.request(key, paths[0], paths[1], mode)
+            self.buffered.append(task)
+
+    def _unclaim(self, task: hogs.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
+        """A buffered task that will not start here goes back (or is cancelled)."""
+        key = (task.task_id, task.attempt)
+        self.outputs.discard(key, self.output_paths.pop(key))
+        self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
+
+    def _unclaim_all(self) -> None:
+        for task in self.buffered:
+            self._unclaim(task)
+        self.buffered.clear()
+
     def _add_result(self, result: hogs.TaskResult) -> None:
         if not self.results:
             self.oldest_result_mono = time.monotonic()
@@ -341,9 +368,7 @@ class Hog:
         kill_group(running.process_group, signal.SIGTERM)
 
     def _stop_tasks(self, now: float) -> None:
-        for task in self.buffered:
-            self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
-        self.buffered.clear()
+        self._unclaim_all()
         for running in self.running.values():
             if running.kill_reason is None:
                 self._terminate(running, states.REASON_RELEASED, now)
@@ -402,7 +427,7 @@ class Hog:
                 task.time_limit_s is not None and left is not None and task.time_limit_s > left
             )
             if too_late:
-                self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED))
+                self._unclaim(task)
                 continue
             self._start(task, now)
 
@@ -412,38 +437,22 @@ class Hog:
         gpu_ids = self.free_gpus[: task.gpus]
         del self.free_gpus[: task.gpus]
         self.free_mem -= task.mem_bytes
-        stdout_is_log = not task.stdout_pattern
-        stdout_path = output_path(
-            self.config.db_path,
-            task.stdout_pattern,
-            task.cwd,
-            task.task_id,
-            task.attempt,
-            task.name,
-            "out",
-        )
-        stderr_path = output_path(
-            self.config.db_path,
-            task.stderr_pattern,
-            task.cwd,
-            task.task_id,
-            task.attempt,
-            task.name,
-            "err",
-        )
+        key = (task.task_id, task.attempt)
+        stderr_path = self.output_paths.pop(key)[1]
         env = self._environment_for(task, slots, gpu_ids)
         argv = task.argv if task.argv is not None else ["/bin/sh", "-c", task.command]
         # Both clocks read at the spawn itself: the loop's `now` may be a transaction old.
         started_at, started_mono = time.time(), time.monotonic()
         try:
-            for path in (stdout_path, stderr_path):
-                _ensure_folder(os.path.dirname(path), self.log_modes[0])
-            # Pinning costs a migration of the new process: skip it when it may use every CPU anyway.
-            pinned = self.node.cpu_ids is not None and task.cores < len(self.node.cpu_ids)
-            cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
-            # Logs beside the queue are private like it; files the user named follow the umask.
-            file_mode = self.log_modes[1] if stdout_is_log and not task.stderr_pattern else 0o666
-            pid = self.spawner.spawn(argv, task.cwd, env, stdout_path, stderr_path, cpu_ids, file_mode)
+            stdout, stderr = self.outputs.take(key)
+            try:
+                # Pinning costs a migration of the new process: skip it when it may use every CPU.
+                pinned = self.node.cpu_ids is not None and task.cores < len(self.node.cpu_ids)
+                cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
+                pid = self.spawner.spawn(argv, task.cwd, env, stdout, stderr, cpu_ids)
+            finally:
+                os.close(stdout)
+                os.close(stderr)
         except OSError as error:
             self.free_slots = sorted(self.free_slots + slots)
             self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
@@ -587,7 +596,7 @@ class Hog:
         self.oldest_result_mono = None
         if claim is not None:
             self.last_claim_mono = now
-            self.buffered.extend(outcome.claimed)
+            self._claimed(outcome.claimed)
             self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
             self.claim_blocked = len(outcome.claimed) < claim.limit and outcome.queue_has_work
         self._apply_cancels(outcome.cancel_requested, now)
@@ -616,7 +625,7 @@ class Hog:
         kept = []
         for task in self.buffered:
             if (task.task_id, task.attempt) in cancelled:
-                self._add_result(hogs.TaskResult(task.task_id, task.attempt, states.REASON_CANCELLED))
+                self._unclaim(task, states.REASON_CANCELLED)
             else:
                 kept.append(task)
         self.buffered = kept
@@ -646,13 +655,6 @@ class Hog:
             timeout = 0.0
         with contextlib.suppress(InterruptedError):
             select.select([wakeup_fd], [], [], timeout)
-
-
-def _ensure_folder(path: str, mode: int, _known: set[str] = set()) -> None:  # noqa: B006 - a cache
-    if path in _known:
-        return
-    make_private_dirs(path, mode)
-    _known.add(path)
 
 
 def _note_signal(signum: int, frame: object) -> None:
@@ -725,6 +727,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         os.close(read_fd)
         os.close(write_fd)
         hog.spawner.close()
+        hog.outputs.close()
         if hog.pids_fd >= 0:
             os.close(hog.pids_fd)
             if not hog.running:
