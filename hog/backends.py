@@ -84,6 +84,16 @@ class PrefixBackend:
             return False
         return process_start_ticks(int(pid_text)) == started
 
+    def child_ended(self) -> bool:
+        """Has a hog process started by this monitor ended since the last call (a pass is due)?
+
+        Ended children are reaped and forgotten; `alive` then finds them gone through /proc.
+        """
+        ended = [backend_id for backend_id, child in self.children.items() if child.poll() is not None]
+        for backend_id in ended:
+            del self.children[backend_id]
+        return bool(ended)
+
     def cancel(self, backend_id: str) -> None:
         pid_text, started, host = _split_id(backend_id)
         if host == self.host and pid_text is not None and process_start_ticks(int(pid_text)) == started:
@@ -150,6 +160,9 @@ class SbatchBackend:
             backend_id: (states.get(backend_id) is not None and states[backend_id] not in SLURM_ENDED_STATES)
             for backend_id in backend_ids
         }
+
+    def child_ended(self) -> bool:
+        return False  # followed through squeue on each pass
 
     def cancel(self, backend_id: str) -> None:
         _run(["scancel", backend_id])

@@ -137,8 +137,11 @@ class Monitor:
         return f"prefix {shlex.join(self.config.prefix)!r}"
 
     def _sleep(self, seconds: float) -> None:
+        """Until the next pass, or sooner when a hog started from here has ended."""
         deadline = time.monotonic() + seconds
         while not self.stop_requested and time.monotonic() < deadline:
+            if self.backend.child_ended():
+                return
             time.sleep(min(0.2, deadline - time.monotonic()))
 
     def one_pass(self) -> bool:
