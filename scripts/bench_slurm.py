@@ -78,15 +78,27 @@ def main() -> None:
         f"{bc.median([len(r['per_node']) for r in hog_runs]):.0f} nodes used; "
         f"sbatch submit loop {bc.median([r['submit_s'] for r in samples['sbatch --wrap']]):.1f} s"
     )
-    ratio = sbatch_s / hog_s
+    # End to end as a user sees it: from the submit until every task is done (when `slurm-hog
+    # wait` returns, and when the last sbatch job has left squeue). Giving the nodes back takes
+    # the hogs' idle timeout longer: reported too.
+    done_s = bc.median([r["submit_s"] + r["to_last_end_s"] for r in hog_runs])
+    ratio = sbatch_s / done_s
     summary = [
         bc.goal_line(
-            f"{tasks:,} x `true` on local SLURM: hogs {hog_s:.1f} s vs sbatch {sbatch_s:.1f} s",
+            f"{tasks:,} x `true` on local SLURM, submit to all done: hogs {done_s:.1f} s vs sbatch "
+            f"{sbatch_s:.1f} s",
             ratio,
             "x faster",
             f">= {GOAL:g}x",
             ratio >= GOAL if not args.quick else None,
-        )
+        ),
+        bc.goal_line(
+            f"the same until the monitor exits, nodes given back (hogs {hog_s:.1f} s, 2 s idle timeout)",
+            sbatch_s / hog_s,
+            "x faster",
+            "report",
+            None,
+        ),
     ]
     bc.print_goals(summary)
     bc.save(
