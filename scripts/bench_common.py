@@ -193,3 +193,22 @@ def print_goals(summary: list[dict]) -> None:
             for row in summary
         ],
     )
+
+
+def run_interleaved(runners: dict, reps: int, *args: object, digits: int = 2) -> dict[str, list[dict]]:
+    """Each runner `reps` times, in a new random order each round, so drift hits all alike."""
+    import random
+
+    tasks = args[-1]
+    samples: dict[str, list[dict]] = {name: [] for name in runners}
+    for rep in range(reps):
+        order = list(runners)
+        random.shuffle(order)
+        for name in order:
+            result = runners[name](*args)
+            samples[name].append(result)
+            print(
+                f"  rep {rep + 1}: {name}: {result['seconds']:.{digits}f} s = "
+                f"{tasks / result['seconds']:,.1f} tasks/s"
+            )
+    return samples

@@ -16,7 +16,6 @@ Goal (issue 5): slurm-hog at least 20x faster end to end.
 
 import getpass
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -48,17 +47,7 @@ def main() -> None:
     bc.write_lines(task_file, tasks, "true")
 
     runners = {"slurm-hog monitor": run_hogs, "sbatch --wrap": run_sbatch}
-    samples: dict[str, list[dict]] = {name: [] for name in runners}
-    for rep in range(reps):
-        order = list(runners)
-        random.shuffle(order)
-        for name in order:
-            result = runners[name](folder, task_file, tasks)
-            samples[name].append(result)
-            print(
-                f"  rep {rep + 1}: {name}: {result['seconds']:.1f} s "
-                f"({tasks / result['seconds']:,.1f} tasks/s)"
-            )
+    samples = bc.run_interleaved(runners, reps, folder, task_file, tasks, digits=1)
 
     medians = {name: bc.median([r["seconds"] for r in runs]) for name, runs in samples.items()}
     hog_s, sbatch_s = medians["slurm-hog monitor"], medians["sbatch --wrap"]

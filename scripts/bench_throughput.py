@@ -19,7 +19,6 @@ Goal (issue 3): slurm-hog at least 0.8x the rate of xargs -P 2 in the same run.
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -108,17 +107,7 @@ def main() -> None:
     for name, reason in skipped.items():
         print(f"skipping {name}: {reason}")
 
-    samples: dict[str, list[dict]] = {name: [] for name in runners}
-    for rep in range(reps):
-        order = list(runners)
-        random.shuffle(order)
-        for name in order:
-            result = runners[name](folder, task_file, tasks)
-            samples[name].append(result)
-            print(
-                f"  rep {rep + 1}: {name}: {result['seconds']:.2f} s = "
-                f"{tasks / result['seconds']:,.0f} tasks/s"
-            )
+    samples = bc.run_interleaved(runners, reps, folder, task_file, tasks)
 
     rates = {name: bc.median([tasks / r["seconds"] for r in runs]) for name, runs in samples.items()}
     xargs_rate = rates["xargs -P 2"]
