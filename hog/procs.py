@@ -34,6 +34,8 @@ class Spawner:
 
     def __init__(self) -> None:
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.all_cpus = frozenset(os.sched_getaffinity(0))
+        self.cpus = self.all_cpus
         self.home = os.getcwd()
         self.cwd = self.home
         self._programs: dict[tuple[str, str | None], str] = {}
@@ -50,11 +52,15 @@ class Spawner:
         """Start `argv` with these fds as its stdout and stderr; return its pid (= its process
         group). Raises OSError if it cannot start.
 
-        The child is pinned as soon as it exists, while its program is still loading, long
-        before it can start processes of its own. A preexec_fn would pin it before exec but
-        forbids vfork and costs two thirds of the spawn rate; pinning the hog itself around the
-        fork migrates the hog on every task, which is slow on a busy node.
+        The child inherits its CPUs from the hog's main thread, which moves onto them just
+        before the spawn (and stays there until the next one needs others): pinning the child
+        afterwards would race with the processes it starts at once, and a preexec_fn forbids
+        vfork and costs two thirds of the spawn rate.
         """
+        wanted = self.all_cpus if cpu_ids is None else frozenset(cpu_ids)
+        if wanted != self.cpus:
+            os.sched_setaffinity(0, wanted)
+            self.cpus = wanted
         program = self._resolve(argv[0], env.get("PATH"))
         if cwd != self.cwd:
             os.chdir(cwd)
@@ -71,9 +77,6 @@ class Spawner:
             setsid=True,
             setsigdef=self.RESET_SIGNALS,
         )
-        if cpu_ids is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(pid, cpu_ids)
         return pid
 
     def _resolve(self, name: str, path: str | None) -> str:
@@ -93,6 +96,8 @@ class Spawner:
 
     def close(self) -> None:
         os.close(self.devnull)
+        if self.cpus != self.all_cpus:
+            os.sched_setaffinity(0, self.all_cpus)
         if self.cwd != self.home:
             with contextlib.suppress(OSError):
                 os.chdir(self.home)

@@ -446,8 +446,7 @@ class Hog:
         try:
             stdout, stderr = self.outputs.take(key)
             try:
-                # Pinning costs a migration of the new process: skip it when it may use every CPU.
-                pinned = self.node.cpu_ids is not None and task.cores < len(self.node.cpu_ids)
+                pinned = self.node.cpu_ids is not None
                 cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
                 pid = self.spawner.spawn(argv, task.cwd, env, stdout, stderr, cpu_ids)
             finally:
