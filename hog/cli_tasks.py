@@ -167,6 +167,13 @@ def _submit_command() -> click.Command:
     return submit
 
 
+def state_option(states_allowed: tuple[str, ...], help_text: str):
+    """-s/--state STATE, repeatable, into `state_filter`."""
+    return click.option(
+        "-s", "--state", "state_filter", multiple=True, type=click.Choice(states_allowed), help=help_text
+    )
+
+
 def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | None]:
     if any("\0" in word for word in words):
         raise UsageError("the command contains a NUL byte, which no program can receive")
@@ -221,13 +228,9 @@ def _check_command() -> click.Command:
 @lazy("show")
 def _show_command() -> click.Command:
     @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.option(
-        "-s",
-        "--state",
-        "state_filter",
-        multiple=True,
-        type=click.Choice(tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES)))),
-        help="Only tasks (or hogs, with -H) in this state (repeatable).",
+    @state_option(
+        tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES))),
+        "Only tasks (or hogs, with -H) in this state (repeatable).",
     )
     @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
     @click.option("--name", help="Only tasks submitted with this --name.")
@@ -356,14 +359,7 @@ def _cancel_command() -> click.Command:
     @click.command(cls=HogCommand, context_settings=CONTEXT)
     @click.argument("ids", nargs=-1)
     @click.option("--all", "all_tasks", is_flag=True, help="Every waiting and running task.")
-    @click.option(
-        "-s",
-        "--state",
-        "state_filter",
-        multiple=True,
-        type=click.Choice(states.ACTIVE_STATES),
-        help="Every task in this state.",
-    )
+    @state_option(states.ACTIVE_STATES, "Every task in this state.")
     @db_options
     def cancel(ids: tuple[str, ...], all_tasks: bool, state_filter: tuple[str, ...]) -> None:
         """Cancel tasks: waiting ones at once, running ones are killed by their hog.
@@ -422,14 +418,7 @@ def _retry_command() -> click.Command:
 @lazy("cleanup")
 def _cleanup_command() -> click.Command:
     @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.option(
-        "-s",
-        "--state",
-        "state_filter",
-        multiple=True,
-        type=click.Choice(states.TASK_STATES),
-        help="Only tasks in this ended state (default: every ended state).",
-    )
+    @state_option(states.TASK_STATES, "Only tasks in this ended state (default: every ended state).")
     @click.option("--older-than", type=DURATION, help="Only tasks that ended longer ago than this.")
     @db_options
     def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
