@@ -31,6 +31,9 @@ RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
+# Signals with which SLURM (scancel, time limit, node teardown) kills a job's processes.
+TEARDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
+SUSPECT_GRACE_S = 1.0  # how long such a death waits for the hog's own stop signal
 PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
 DB_RETRY_S = 2.0
 
@@ -120,6 +123,7 @@ class Hog:
     finish_reason: str = "idle"
     tasks_started: int = 0
     pids_fd: int = -1
+    suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
     spawner: Spawner = field(default_factory=Spawner)
     outputs: OutputFiles | None = None  # type: ignore[assignment]
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
@@ -156,6 +160,7 @@ class Hog:
             now = time.monotonic()
             self._drain_signals(wakeup_fd)
             self._reap_children(now)
+            self._settle_suspects(now)
             self._enforce_limits(now)
             if self.given_up:
                 self._kill_everything()
@@ -178,7 +183,7 @@ class Hog:
         return self._finish()
 
     def _should_leave(self, now: float) -> bool:
-        if self.running or self.buffered:
+        if self.running or self.buffered or self.suspects:
             self.idle_since_mono = None
             return False
         if self.draining:
@@ -197,6 +202,7 @@ class Hog:
     def _finish(self) -> int:
         """Give back what did not run, record the rest, and mark the hog finished."""
         self._unclaim_all()
+        self._settle_suspects(float("inf"))
         reason = self.stopping or self.finish_reason
         for attempt in range(5):
             try:
@@ -260,7 +266,25 @@ class Hog:
             if running is None:
                 continue
             self._free(running)
-            self._add_result(self._result_of(running, exited, time.monotonic()))
+            result = self._result_of(running, exited, time.monotonic())
+            if (
+                result.reason == states.REASON_EXITED
+                and result.signal in TEARDOWN_SIGNALS
+                and self.stopping is None
+            ):
+                # Killed by someone else: SLURM's scancel or time limit signals every process of
+                # the job, the tasks often before the hog. Wait a moment for the hog's own signal.
+                self.suspects.append((time.monotonic(), result))
+            else:
+                self._add_result(result)
+
+    def _settle_suspects(self, now: float) -> None:
+        """Tasks killed from outside: given back if the hog is stopping too, else failed."""
+        while self.suspects and (self.stopping or now - self.suspects[0][0] >= SUSPECT_GRACE_S):
+            _, result = self.suspects.pop(0)
+            if self.stopping:
+                result = result._replace(reason=states.REASON_RELEASED, stderr_tail=None)
+            self._add_result(result)
 
     def _result_of(self, running: RunningTask, exited: Exited, now: float) -> hogs.TaskResult:
         task = running.task
@@ -650,6 +674,8 @@ class Hog:
         deadlines = [now + IDLE_POLL_S, self.last_exchange_mono + self.config.heartbeat_s]
         if self.results:
             deadlines.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+        if self.suspects:
+            deadlines.append(self.suspects[0][0] + SUSPECT_GRACE_S)
         if self.running:
             deadlines.append(now + CANCEL_POLL_S)
         for running in self.running.values():
