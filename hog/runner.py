@@ -121,7 +121,6 @@ class Hog:
     idle_since_mono: float | None = None
     db_retry_after_mono: float = 0.0
     finish_reason: str = "idle"
-    tasks_started: int = 0
     pids_fd: int = -1
     suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
     spawner: Spawner = field(default_factory=Spawner)
@@ -159,7 +158,7 @@ class Hog:
         while True:
             now = time.monotonic()
             self._drain_signals(wakeup_fd)
-            self._reap_children(now)
+            self._reap_children()
             self._settle_suspects(now)
             self._enforce_limits(now)
             if self.given_up:
@@ -260,7 +259,7 @@ class Hog:
 
     # -- children ----------------------------------------------------------------------------
 
-    def _reap_children(self, now: float) -> None:
+    def _reap_children(self) -> None:
         while (exited := reap_any()) is not None:
             running = self.running.pop(exited.pid, None)
             if running is None:
@@ -503,7 +502,6 @@ class Hog:
         self.running[pid] = RunningTask(
             task, pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
         )
-        self.tasks_started += 1
 
     def _take_slots(self, count: int) -> list[int]:
         """Free core slots for a task; a one-core task gets the CPU the hog is on, when free.
