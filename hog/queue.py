@@ -176,7 +176,11 @@ def count_tasks(connection: apsw.Connection, state: str, delta: int) -> None:
 
 
 def move_counts(connection: apsw.Connection, old: str, new: str, number: int = 1) -> None:
+    """Every change of state passes here, so the transition table guards them all."""
     if number and old != new:
+        if not states.can_move(states.TASK_TRANSITIONS, old, new):
+            # A bug, not a user mistake: the transaction rolls back and nothing changes.
+            raise RuntimeError(f"no task may go from {old} to {new}")
         count_tasks(connection, old, -number)
         count_tasks(connection, new, number)
 

@@ -570,3 +570,22 @@ def test_full_disk_after_sqlite_rolled_back_by_itself_is_still_a_database_error(
         connection.execute("ROLLBACK")
         raise apsw.FullError("database or disk is full")
     assert db.query_one("SELECT count(*) FROM meta")[0] == 0
+
+
+def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path):
+    import pytest
+
+    from hog import queue
+    from hog.db import create_database, open_database
+
+    path = str(tmp_path / "q.sqlite")
+    create_database(path)
+    db = open_database(path)
+    try:
+        queue.submit(db, [("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
+        with pytest.raises(RuntimeError, match="from done to running"), db.transaction() as connection:
+            queue.move_counts(connection, "waiting", "cancelled")
+            queue.move_counts(connection, "done", "running")
+        assert dict(db.query("SELECT state, tasks FROM state_counts WHERE tasks != 0")) == {"waiting": 1}
+    finally:
+        db.close()
