@@ -64,7 +64,8 @@ class PrefixBackend:
                 raise BackendError(
                     f"cannot run the command prefix {shlex.join(self.prefix)!r}: {error.strerror}"
                 ) from None
-        backend_id = f"{process.pid}@{process_start_ticks(process.pid)}@{self.host}"
+        # Not reaped yet, so a hog that already ended (as a zombie) still shows its start time.
+        backend_id = f"{process.pid}@{process_start_ticks(process.pid, zombie_too=True)}@{self.host}"
         self.children[backend_id] = process
         return backend_id
 
@@ -82,7 +83,7 @@ class PrefixBackend:
                 return True
             del self.children[backend_id]
             return False
-        return process_start_ticks(int(pid_text)) == started
+        return bool(started) and process_start_ticks(int(pid_text)) == started
 
     def child_ended(self) -> bool:
         """Has a hog process started by this monitor ended since the last call (a pass is due)?
@@ -96,7 +97,12 @@ class PrefixBackend:
 
     def cancel(self, backend_id: str) -> None:
         pid_text, started, host = _split_id(backend_id)
-        if host == self.host and pid_text is not None and process_start_ticks(int(pid_text)) == started:
+        if (
+            host == self.host
+            and pid_text is not None
+            and started
+            and process_start_ticks(int(pid_text)) == started
+        ):
             import signal
 
             with contextlib.suppress(ProcessLookupError):

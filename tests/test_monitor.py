@@ -10,7 +10,7 @@ import psutil
 import pytest
 from helpers import child_env, cli, cli_json, states_of, task_counts, wait_until
 
-from hog.backends import SbatchBackend, hog_command
+from hog.backends import PrefixBackend, SbatchBackend, hog_command
 
 HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
 
@@ -196,6 +196,21 @@ def test_monitor_gives_up_when_hogs_cannot_start(db: Path) -> None:
     assert 3 <= len(rows) <= 4 and all(hog["state"] == "lost" for hog in rows)
     log_text = "".join(p.read_text() for p in Path(db).parent.glob("*.monitor-*.out"))
     assert "giving up: hogs fail to start" in log_text
+
+
+def test_a_prefix_hog_that_ended_before_it_was_followed_is_not_taken_for_alive(tmp_path: Path) -> None:
+    backend = PrefixBackend(["sh", "-c", "exit 1", "hog"])
+    backend_id = backend.start(1, ["hog"], str(tmp_path / "hog.log"))
+    pid, ticks, _ = backend_id.split("@")
+    # The start time is read before the child is reaped, so even a child already gone has one.
+    assert ticks, backend_id
+    wait_until(lambda: backend.child_ended(), message="the hog command ended")
+    assert backend.alive([backend_id]) == {backend_id: False}
+    # An id whose start time could not be read is never taken for a live process.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    unknown_start = f"{gone.pid}@@{backend.host}"
+    assert backend.alive([unknown_start]) == {unknown_start: False}
 
 
 def test_monitor_gives_up_on_tasks_no_hog_can_run(db: Path) -> None:
