@@ -56,7 +56,7 @@ def make_private_dirs(path: str, mode: int) -> None:
 class Database:
     """One connection to the queue database plus the lock file that serialises its writers."""
 
-    def __init__(self, path: str, connection: apsw.Connection, timeout_s: float) -> None:
+    def __init__(self, path: str, connection: apsw.Connection, timeout_s: float | None) -> None:
         self.path = path
         self.connection = connection
         self.timeout_s = timeout_s
@@ -138,7 +138,7 @@ class Database:
         while True:
             if self._lock_fd is None:
                 self._lock_fd = self._open_lock_file()
-            remaining = self.timeout_s - (time.monotonic() - started)
+            remaining = None if self.timeout_s is None else self.timeout_s - (time.monotonic() - started)
             _flock_with_timeout(self._lock_fd, remaining, self.lock_path)
             # Someone may have deleted or replaced the lock file while we waited: then our lock
             # is on an orphan inode that other processes no longer see. Take the new one.
@@ -191,12 +191,16 @@ def _raise_lock_alarm(signum: int, frame: object) -> None:
     raise _LockAlarm
 
 
-def _flock_with_timeout(fd: int, timeout_s: float, lock_path: str) -> None:
+def _flock_with_timeout(fd: int, timeout_s: float | None, lock_path: str) -> None:
+    """Take the lock, waiting in line at most `timeout_s` (None: as long as it takes)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return
     except BlockingIOError:
         pass
+    if timeout_s is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return
     message = (
         f"timed out after waiting for the lock {lock_path}: another process held it too long; "
         "try again or raise --timeout"

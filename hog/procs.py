@@ -4,13 +4,12 @@ import contextlib
 import errno
 import os
 import signal
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .db import make_private_dirs
 
 
-@dataclass(frozen=True)
-class Exited:
+class Exited(NamedTuple):  # a tuple: one is made for every task, on the hog's hot path
     pid: int
     exit_code: int | None
     signal: int | None
@@ -117,6 +116,8 @@ class OutputFiles:
         import threading
 
         self.folder_mode = folder_mode
+        # One fd serves every task whose output is thrown away (-o /dev/null): no thread, no open.
+        self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self._requests: queues.SimpleQueue = queues.SimpleQueue()
         self._ready: dict[tuple[int, int], tuple[int, int] | OSError] = {}
         self._cond = threading.Condition()
@@ -125,10 +126,15 @@ class OutputFiles:
         self._thread.start()
 
     def request(self, key: tuple[int, int], stdout_path: str, stderr_path: str, mode: int) -> None:
+        if stdout_path == stderr_path == os.devnull:
+            with self._cond:
+                self._ready[key] = (self.devnull, self.devnull)
+            return
         self._requests.put((key, stdout_path, stderr_path, mode))
 
     def take(self, key: tuple[int, int]) -> tuple[int, int]:
-        """The (stdout, stderr) fds of a requested task; raises the OSError that creating them met."""
+        """The (stdout, stderr) fds of a requested task, to `release` after use; raises the OSError
+        that creating them met."""
         with self._cond:
             while key not in self._ready:
                 self._cond.wait()
@@ -143,14 +149,21 @@ class OutputFiles:
             fds = self.take(key)
         except OSError:
             return
-        for fd, path in zip(fds, paths, strict=True):
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+        self.release(fds)
+        for path in paths:
+            if path != os.devnull:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def release(self, fds: tuple[int, int]) -> None:
+        for fd in fds:
+            if fd != self.devnull:
+                os.close(fd)
 
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(timeout=10)
+        os.close(self.devnull)
 
     def _work(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
@@ -159,14 +172,14 @@ class OutputFiles:
             try:
                 for path in (stdout_path, stderr_path):
                     folder = os.path.dirname(path)
-                    if folder not in self._folders:
+                    if path != os.devnull and folder not in self._folders:
                         make_private_dirs(folder, self.folder_mode)
                         self._folders.add(folder)
-                stdout = os.open(stdout_path, flags, mode)
+                stdout = self._open(stdout_path, flags, mode)
                 try:
-                    stderr = os.open(stderr_path, flags, mode)
+                    stderr = self._open(stderr_path, flags, mode)
                 except OSError:
-                    os.close(stdout)
+                    self.release((stdout, self.devnull))
                     raise
                 result: tuple[int, int] | OSError = (stdout, stderr)
             except OSError as error:
@@ -174,6 +187,9 @@ class OutputFiles:
             with self._cond:
                 self._ready[key] = result
                 self._cond.notify_all()
+
+    def _open(self, path: str, flags: int, mode: int) -> int:
+        return self.devnull if path == os.devnull else os.open(path, flags, mode)
 
 
 def open_for_writing(path: str, mode: int, append: bool = False):
@@ -213,23 +229,24 @@ def read_tail(path: str, size: int) -> str:
         return ""
 
 
-def process_start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks since boot, or "" if it is gone or a zombie."""
+def process_start_ticks(pid: int, zombie_too: bool = False) -> str:
+    """The process's start time in clock ticks since boot, or "" if it is gone or (unless
+    `zombie_too`) a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             fields = handle.read().rsplit(b")", 1)[1].split()
     except OSError:
         return ""
     # After the command: state is field 3, start time field 22 (1-based in proc(5)).
-    if fields[0] in (b"Z", b"X"):
+    if fields[0] in (b"Z", b"X") and not zombie_too:
         return ""
     return fields[19].decode()
 
 
-def record_task_process(fd: int, pid: int) -> None:
+def record_task_process(fd: int, pid: int) -> int:
     """Note a task's process group in the hog's pid file, so a reaper on this host can kill it
-    if the hog dies without cleaning up (kill -9, the OOM killer)."""
-    os.write(fd, b"%d\n" % pid)
+    if the hog dies without cleaning up (kill -9, the OOM killer). Returns the bytes written."""
+    return os.write(fd, b"%d\n" % pid)
 
 
 def kill_recorded_processes(pids_path: str, hog_id: int) -> int:

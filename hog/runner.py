@@ -1,10 +1,13 @@
 """The hog: claims tasks that fit its node, runs them, reports, and leaves in time.
 
-One event loop, no threads: signal handlers only note the signal (through the wakeup fd), and the
-loop reaps children, enforces limits, and talks to the database in short batched transactions.
+One event loop: signal handlers only note the signal (through the wakeup fd), and the loop starts
+and reaps children and enforces limits. Two helper threads keep slow work off it: one talks to the
+database in short batched transactions (background.py), one creates output files ahead
+(procs.OutputFiles).
 """
 
 import contextlib
+import functools
 import logging
 import os
 import select
@@ -13,6 +16,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from . import hogs, slurm, states
+from .background import DatabaseThread, Outcome
 from .db import Database, make_private_dirs, open_database, private_modes
 from .errors import DatabaseError, HogError
 from .healing import heal, task_pids_path
@@ -34,8 +38,17 @@ PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very
 # Signals with which SLURM (scancel, time limit, node teardown) kills a job's processes.
 TEARDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
 SUSPECT_GRACE_S = 1.0  # how long such a death waits for the hog's own stop signal
-PREFETCH_MAX_FACTOR = 8  # never hold more than this many node-fulls of unstarted tasks
+# Never hold more than this many node-fulls of unstarted tasks while other hogs wait for the
+# lock: under contention each wait grows with the others' rounds, so rounds stay small...
+PREFETCH_MAX_FACTOR = 8
+# ... but hold up to this many tasks when the lock is free: a round costs a few fsyncs however
+# many tasks it carries, so tiny tasks go through in fewer, bigger rounds.
+PREFETCH_MAX_TASKS = 256
+CONTENDED_LOCK_WAIT_S = 0.05  # a round that waited longer than this for the lock met others
 DB_RETRY_S = 2.0
+FINAL_WRITE_TRIES = 5
+# A hog's pid file is emptied when nothing runs, once it is longer than this.
+PIDS_FILE_TRIM_BYTES = 16384
 
 
 def lease_for(heartbeat_s: float) -> float:
@@ -92,6 +105,30 @@ class RunningTask:
 
 
 @dataclass
+class Round:
+    """One job of the database thread: what it writes and asks, and when it was given."""
+
+    results: list[hogs.TaskResult]
+    oldest_result_mono: float | None
+    claim: hogs.ClaimRequest | None
+    exchange: bool  # write results and the heartbeat (and claim, if `claim`)
+    poll_cancels: bool  # only look for cancels (when there is no exchange)
+    heal: bool
+    given_mono: float
+    warn_after_s: float
+
+
+@dataclass
+class RoundOutcome:
+    given_up: bool = False
+    claimed: list[hogs.ClaimedTask] = field(default_factory=list)
+    queue_has_work: bool = False
+    cancel_requested: set[tuple[int, int]] = field(default_factory=set)
+    reaped: list[int] = field(default_factory=list)
+    lock_wait_s: float = 0.0
+
+
+@dataclass
 class Hog:
     config: HogConfig
     db: Database
@@ -108,6 +145,7 @@ class Hog:
     free_gpus: list[str] = field(default_factory=list)
     free_mem: int = 0
     mean_duration_s: float | None = None
+    lock_wait_s: float = 0.0  # how long the last round waited for the lock
     draining: bool = False
     stopping: str | None = None  # why the hog stops now
     given_up: bool = False
@@ -122,10 +160,13 @@ class Hog:
     db_retry_after_mono: float = 0.0
     finish_reason: str = "idle"
     pids_fd: int = -1
+    pids_bytes: int = 0
     suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
     spawner: Spawner = field(default_factory=Spawner)
     outputs: OutputFiles | None = None  # type: ignore[assignment]
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
+    db_thread: DatabaseThread = None  # type: ignore[assignment]  # set by run_hog
+    round: Round | None = None  # the job the database thread has in hand
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -140,6 +181,9 @@ class Hog:
             for key, value in os.environ.items()
             if key.startswith(("SLURM_", "SLURMD_")) and not key.startswith("SLURM_HOG_")
         }
+        self.base_environment["SLURM_HOG_DB"] = self.config.db_path
+        self.cpu_labels = [str(self._cpu_of(slot)) for slot in range(self.node.cores)]
+        self.debug = log.isEnabledFor(logging.DEBUG)
 
     @property
     def total(self) -> Resources:
@@ -185,6 +229,8 @@ class Hog:
         if self.running or self.buffered or self.suspects:
             self.idle_since_mono = None
             return False
+        if self.db_thread.busy:
+            return False  # a claim may be on its way
         if self.draining:
             self.finish_reason = "drained"
             return True
@@ -200,12 +246,22 @@ class Hog:
 
     def _finish(self) -> int:
         """Give back what did not run, record the rest, and mark the hog finished."""
+        wait_s = FINAL_WRITE_TRIES * self.config.timeout_s
+        if self.db_thread.busy:
+            finished = self.db_thread.wait(wait_s)
+            if finished is None:
+                log.error("%s: the database stayed locked: its last results are not written", self.name())
+                return 1
+            self._apply_round(finished, time.monotonic())
+            if self.given_up:
+                return 3
         self._unclaim_all()
         self._settle_suspects(float("inf"))
         reason = self.stopping or self.finish_reason
-        for attempt in range(5):
-            try:
-                outcome = hogs.exchange(
+        for attempt in range(FINAL_WRITE_TRIES):
+            self.db_thread.give(
+                functools.partial(
+                    hogs.exchange,
                     self.db,
                     self.hog_id,
                     self.host,
@@ -214,19 +270,23 @@ class Hog:
                     self.environments,
                     finish_reason=reason,
                 )
-                if outcome.given_up:
-                    log.warning("%s: declared lost meanwhile; its results were not written", self.name())
-                    return 3
-                log.info("%s: finished (%s)", self.name(), reason)
-                return 0
-            except DatabaseError as error:
-                log.error(
-                    "%s: cannot write its last results (try %d): %s",
-                    self.name(),
-                    attempt + 1,
-                    error,
-                )
+            )
+            finished = self.db_thread.wait(wait_s)
+            if finished is None:
+                log.error("%s: the database stayed locked: its last results are not written", self.name())
+                return 1
+            outcome, error = finished
+            if error is not None:
+                if not isinstance(error, DatabaseError):
+                    raise error
+                log.error("%s: cannot write its last results (try %d): %s", self.name(), attempt + 1, error)
                 time.sleep(1.0)
+                continue
+            if outcome.given_up:
+                log.warning("%s: declared lost meanwhile; its results were not written", self.name())
+                return 3
+            log.info("%s: finished (%s)", self.name(), reason)
+            return 0
         return 1
 
     # -- signals -----------------------------------------------------------------------------
@@ -301,13 +361,14 @@ class Hog:
         tail = None
         if not succeeded and reason != states.REASON_RELEASED:
             tail = read_tail(running.stderr_path, hogs.STDERR_TAIL_BYTES) or None
-        log.debug(
-            "%s: task %d exited %s after %.3f s",
-            self.name(),
-            task.task_id,
-            exited.exit_code if exited.signal is None else f"signal {exited.signal}",
-            duration,
-        )
+        if self.debug:
+            log.debug(
+                "%s: task %d exited %s after %.3f s",
+                self.name(),
+                task.task_id,
+                exited.exit_code if exited.signal is None else f"signal {exited.signal}",
+                duration,
+            )
         return hogs.TaskResult(
             task.task_id,
             task.attempt,
@@ -320,12 +381,17 @@ class Hog:
             cpu_user_s=exited.cpu_user_s,
             cpu_system_s=exited.cpu_system_s,
             stderr_tail=tail,
-            cores=",".join(str(self._cpu_of(slot)) for slot in running.cpu_slots),
+            cores=self._cpu_list(running.cpu_slots),
             gpus=",".join(running.gpu_ids) or None,
         )
 
     def _cpu_of(self, slot: int) -> int:
         return self.node.cpu_ids[slot] if self.node.cpu_ids is not None else slot
+
+    def _cpu_list(self, slots: list[int]) -> str:
+        if len(slots) == 1:
+            return self.cpu_labels[slots[0]]
+        return ",".join(self.cpu_labels[slot] for slot in slots)
 
     def _free(self, running: RunningTask) -> None:
         self.free_slots.extend(running.cpu_slots)
@@ -472,8 +538,7 @@ class Hog:
                 cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
                 pid = self.spawner.spawn(argv, task.cwd, env, stdout, stderr, cpu_ids)
             finally:
-                os.close(stdout)
-                os.close(stderr)
+                self.outputs.release((stdout, stderr))
         except OSError as error:
             self.free_slots = sorted(self.free_slots + slots)
             self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
@@ -495,9 +560,10 @@ class Hog:
             )
             return
         if self.pids_fd >= 0:
-            if not self.running:
-                os.ftruncate(self.pids_fd, 0)  # keep the file as short as the running set
-            record_task_process(self.pids_fd, pid)
+            if not self.running and self.pids_bytes > PIDS_FILE_TRIM_BYTES:
+                os.ftruncate(self.pids_fd, 0)  # keep the file short for a reaper that reads it
+                self.pids_bytes = 0
+            self.pids_bytes += record_task_process(self.pids_fd, pid)
         deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
         self.running[pid] = RunningTask(
             task, pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
@@ -528,9 +594,8 @@ class Hog:
         env["HOG_ATTEMPT"] = str(task.attempt)
         env["HOG_HOG_ID"] = str(self.hog_id)
         env["HOG_CORES"] = str(task.cores)
-        env["HOG_CPUS"] = ",".join(str(self._cpu_of(slot)) for slot in slots)
+        env["HOG_CPUS"] = self._cpu_list(slots)
         env["OMP_NUM_THREADS"] = str(task.cores)
-        env["SLURM_HOG_DB"] = os.path.abspath(self.config.db_path)
         if self.node.gpus:
             for variable in GPU_VARIABLES:
                 env[variable] = ",".join(gpu_ids)
@@ -540,9 +605,13 @@ class Hog:
     # -- the database ------------------------------------------------------------------------
 
     def _prefetch_factor(self) -> int:
+        """How many node-fulls of tasks to hold ahead of the free cores."""
         if self.mean_duration_s is None or self.draining:
             return 0
-        return min(PREFETCH_MAX_FACTOR, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
+        cap = PREFETCH_MAX_FACTOR
+        if self.lock_wait_s < CONTENDED_LOCK_WAIT_S:
+            cap = max(cap, PREFETCH_MAX_TASKS // self.node.cores)
+        return min(cap, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
 
     def _claim_request(self, now: float) -> hogs.ClaimRequest | None:
         if self.draining or self.stopping:
@@ -554,10 +623,12 @@ class Hog:
         factor = self._prefetch_factor()
         if factor == 0 and self.buffered:
             return None
-        # Cheap checks first: this runs on every turn of the loop.
-        held_cores = sum(task.cores for task in self.buffered)
+        # Cheap checks first: this runs on every turn of the loop. Top up a prefetch buffer only
+        # once it is half empty: one transaction per many tasks. Each task holds a core at least.
         allowance_cores = self.node.cores * factor
-        # Top up a prefetch buffer only once it is half empty: one transaction per many tasks.
+        if factor and len(self.buffered) > allowance_cores // 2:
+            return None
+        held_cores = sum(task.cores for task in self.buffered)
         if factor and held_cores > allowance_cores // 2:
             return None
         if len(self.free_slots) + allowance_cores - held_cores <= 0:
@@ -584,6 +655,15 @@ class Hog:
         )
 
     def _talk_to_database(self, now: float) -> None:
+        """Hand the database thread its next round once the last one has ended."""
+        if self.round is not None:
+            finished = self.db_thread.collect()
+            if finished is None:
+                self._warn_if_slow(now)
+                return
+            self._apply_round(finished, now)
+            if self.given_up:
+                return
         if now < self.db_retry_after_mono:
             return
         claim = self._claim_request(now)
@@ -593,62 +673,106 @@ class Hog:
             or claim is not None
         )
         beat_due = now - self.last_exchange_mono >= self.config.heartbeat_s
-        try:
-            if claim is not None or flush_due or beat_due:
-                self._exchange(claim, now)
-            elif (
-                self.running
-                and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= CANCEL_POLL_S
-            ):
-                self._poll_cancels(now)
-            if now - self.last_reap_mono >= self.config.heartbeat_s:
-                self.last_reap_mono = now
-                reaped = heal(self.db, self.host)
-                if reaped:
-                    log.warning(
-                        "%s: declared hogs %s lost; their tasks went back to the queue",
-                        self.name(),
-                        reaped,
-                    )
-        except DatabaseError as error:
+        exchange = claim is not None or flush_due or beat_due
+        poll_cancels = (
+            not exchange
+            and bool(self.running)
+            and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= CANCEL_POLL_S
+        )
+        heal_due = now - self.last_reap_mono >= self.config.heartbeat_s
+        if not (exchange or poll_cancels or heal_due):
+            return
+        if heal_due:
+            self.last_reap_mono = now
+        self.round = Round(
+            results=self.results if exchange else [],
+            oldest_result_mono=self.oldest_result_mono if exchange else None,
+            claim=claim,
+            exchange=exchange,
+            poll_cancels=poll_cancels,
+            heal=heal_due,
+            given_mono=now,
+            warn_after_s=self.config.timeout_s,
+        )
+        if exchange:
+            self.results = []
+            self.oldest_result_mono = None
+        self.db_thread.give(functools.partial(self._run_round, self.round))
+
+    def _run_round(self, job: Round) -> RoundOutcome:
+        """On the database thread: touches only the database and the environment cache."""
+        outcome = RoundOutcome()
+        if job.exchange:
+            done = hogs.exchange(self.db, self.hog_id, self.host, job.results, job.claim, self.environments)
+            outcome.given_up = done.given_up
+            outcome.claimed = done.claimed
+            outcome.queue_has_work = done.queue_has_work
+            outcome.cancel_requested = done.cancel_requested
+            outcome.lock_wait_s = self.db.last_lock_wait_s
+        elif job.poll_cancels:
+            state = self.db.query_one("SELECT state FROM hogs WHERE id = ?", (self.hog_id,))
+            if state is None or state[0] != states.HOG_RUNNING:
+                outcome.given_up = True
+                return outcome
+            rows = self.db.query(
+                "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1",
+                (self.hog_id,),
+            )
+            outcome.cancel_requested = {(row[0], row[1]) for row in rows}
+        if job.heal and not outcome.given_up:
+            try:
+                outcome.reaped = heal(self.db, self.host)
+            except DatabaseError as error:
+                log.warning("%s: could not look for lost hogs: %s", self.name(), error)
+        return outcome
+
+    def _apply_round(self, finished: Outcome, now: float) -> None:
+        job, self.round = self.round, None
+        assert job is not None
+        outcome, error = finished
+        if error is not None:
+            if not isinstance(error, DatabaseError):
+                raise error
             # Ride it out: tasks keep running and results wait for the next try.
             log.warning(
-                "%s: database unavailable, trying again in %.0f s: %s",
-                self.name(),
-                DB_RETRY_S,
-                error,
+                "%s: database unavailable, trying again in %.0f s: %s", self.name(), DB_RETRY_S, error
             )
+            if job.results:
+                self.results = job.results + self.results
+                self.oldest_result_mono = job.oldest_result_mono
             self.db_retry_after_mono = now + DB_RETRY_S
-
-    def _exchange(self, claim: hogs.ClaimRequest | None, now: float) -> None:
-        outcome = hogs.exchange(self.db, self.hog_id, self.host, self.results, claim, self.environments)
-        self.last_exchange_mono = now
-        self.last_cancel_poll_mono = now
+            return
         if outcome.given_up:
             log.error("%s: was declared lost or cancelled: killing its tasks and leaving", self.name())
             self.given_up = True
             return
-        self.results = []
-        self.oldest_result_mono = None
-        if claim is not None:
-            self.last_claim_mono = now
+        self.last_cancel_poll_mono = job.given_mono
+        if job.exchange:
+            self.last_exchange_mono = job.given_mono
+            self.lock_wait_s = outcome.lock_wait_s
+        if job.claim is not None:
+            self.last_claim_mono = job.given_mono
             self._claimed(outcome.claimed)
+            if self.draining or self.stopping:
+                self._unclaim_all()  # claimed while the hog began to leave
             self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
-            self.claim_blocked = len(outcome.claimed) < claim.limit and outcome.queue_has_work
+            self.claim_blocked = len(outcome.claimed) < job.claim.limit and outcome.queue_has_work
+        if outcome.reaped:
+            log.warning(
+                "%s: declared hogs %s lost; their tasks went back to the queue", self.name(), outcome.reaped
+            )
         self._apply_cancels(outcome.cancel_requested, now)
 
-    def _poll_cancels(self, now: float) -> None:
-        self.last_cancel_poll_mono = now
-        state = self.db.query_one("SELECT state FROM hogs WHERE id = ?", (self.hog_id,))
-        if state is None or state[0] != states.HOG_RUNNING:
-            log.error("%s: was declared lost or cancelled: killing its tasks and leaving", self.name())
-            self.given_up = True
-            return
-        rows = self.db.query(
-            "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1",
-            (self.hog_id,),
-        )
-        self._apply_cancels({(row[0], row[1]) for row in rows}, now)
+    def _warn_if_slow(self, now: float) -> None:
+        assert self.round is not None
+        waited = now - self.round.given_mono
+        if waited >= self.round.warn_after_s:
+            self.round.warn_after_s += self.config.timeout_s
+            log.warning(
+                "%s: database unavailable: waiting %.0f s so far for its lock; tasks keep running",
+                self.name(),
+                waited,
+            )
 
     def _apply_cancels(self, cancelled: set[tuple[int, int]], now: float) -> None:
         if not cancelled:
@@ -688,9 +812,10 @@ class Hog:
             deadlines.append(self.idle_since_mono + self.config.idle_timeout_s)
         if self.db_retry_after_mono > now:
             deadlines.append(self.db_retry_after_mono)
+        if self.round is not None:
+            deadlines.append(self.round.given_mono + self.round.warn_after_s)
+        # Tasks still buffered here do not fit yet: only an exit, a signal or a round wakes us.
         timeout = max(0.0, min(deadlines) - time.monotonic())
-        if self.buffered and self.free.cores > 0 and not self.draining:
-            timeout = 0.0
         with contextlib.suppress(InterruptedError):
             select.select([wakeup_fd], [], [], timeout)
 
@@ -747,6 +872,10 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         f"leaves by {time.strftime('%H:%M:%S', time.localtime(end_by))}" if end_by else "no walltime",
     )
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    # The database thread waits in line for the lock as long as it takes: flock keeps the line
+    # fair and no alarm can reach a thread; the loop warns when a wait grows long.
+    db.timeout_s = None
+    hog.db_thread = DatabaseThread(write_fd)
     previous = {}
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
         previous[number] = signal.signal(number, _note_signal)
@@ -762,8 +891,10 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         signal.set_wakeup_fd(old_wakeup)
         for number, handler in previous.items():
             signal.signal(number, handler)
+        stuck = not hog.db_thread.close()  # still waiting for the lock: it dies with the process
+        if not stuck:
+            os.close(write_fd)
         os.close(read_fd)
-        os.close(write_fd)
         hog.spawner.close()
         hog.outputs.close()
         if hog.pids_fd >= 0:
@@ -771,7 +902,8 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
             if not hog.running:
                 with contextlib.suppress(OSError):
                     os.unlink(pids_path)
-        db.close()
+        if not stuck:
+            db.close()
 
 
 def _end_time(config: HogConfig, slurm_job_id: str | None) -> float | None:

@@ -12,7 +12,9 @@
   default per-task output files, tasks run `true` without a shell), installed into
   bench-results/hq-venv on first use; skipped with the reason if that fails.
 
-Goal (issue 3): slurm-hog at least 0.8x the rate of xargs -P 2 in the same run.
+Goal (issue 3): slurm-hog at least 0.8x the rate of xargs -P 2 in the same run, like for like:
+xargs keeps no output of its tasks, so neither does the hog (`submit -o /dev/null -e /dev/null`).
+The hog with its default two files per task is compared with xargs writing two files per task.
 
     .venv/bin/python scripts/bench_throughput.py [--quick] [--skip parallel,hyperqueue]
 """
@@ -128,22 +130,40 @@ def main() -> None:
         f"task run time p50 {bc.median([r['task_p50_ms'] for r in hog_runs]):.1f} ms, "
         f"hog CPU {bc.median([r['hog_cpu_s'] for r in hog_runs]):.2f} s"
     )
-    ratio = rates["slurm-hog"] / xargs_rate
+    # Like for like: xargs keeps no output of its tasks, so the goal compares the hog keeping none
+    # either; with two files per task on both sides, and the hog's default against bare xargs,
+    # are reported beside it.
+    no_files = rates["slurm-hog, no output files"] / xargs_rate
     summary = [
         bc.goal_line(
-            f"hog throughput, {tasks:,} x `true`, 2 cores ({rates['slurm-hog']:,.0f}/s vs xargs "
-            f"{xargs_rate:,.0f}/s)",
-            ratio,
+            f"hog throughput, {tasks:,} x `true`, 2 cores, no output kept "
+            f"({rates['slurm-hog, no output files']:,.0f}/s vs xargs {xargs_rate:,.0f}/s)",
+            no_files,
             "x xargs",
             f">= {GOAL}x",
-            ratio >= GOAL if not args.quick else None,
-        )
+            no_files >= GOAL if not args.quick else None,
+        ),
+        bc.goal_line(
+            f"both writing 2 files per task ({rates['slurm-hog']:,.0f}/s vs "
+            f"{rates['xargs -P 2, 2 files per task']:,.0f}/s)",
+            rates["slurm-hog"] / rates["xargs -P 2, 2 files per task"],
+            "x xargs",
+            "report",
+            None,
+        ),
+        bc.goal_line(
+            "hog with its default output files vs bare xargs",
+            rates["slurm-hog"] / xargs_rate,
+            "x xargs",
+            "report",
+            None,
+        ),
     ]
     for name in ("GNU parallel", "HyperQueue"):
         if name in rates:
             summary.append(
                 bc.goal_line(
-                    f"hog throughput vs {name} ({rates[name]:,.0f}/s)",
+                    f"hog throughput (default output files) vs {name} ({rates[name]:,.0f}/s)",
                     rates["slurm-hog"] / rates[name],
                     "x",
                     "report",
