@@ -157,6 +157,7 @@ class Exchange:
         self.cancel_requested: set[tuple[int, int]] = set()
         self.queue_has_work = True  # some waiting task this hog could run (not yet claimed)
         self.recorded = 0  # results that were still current and were written
+        self.hogs_running = 1  # hogs sharing the queue (counted when claiming)
 
 
 def exchange(
@@ -185,6 +186,10 @@ def exchange(
         outcome.recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
+        if claim is not None:
+            outcome.hogs_running = connection.execute(
+                "SELECT count(*) FROM hogs WHERE state = 'running'"
+            ).fetchall()[0][0]
         if claim is not None and claim.limit > 0:
             outcome.claimed = _claim(connection, hog_id, host, claim, environments, now)
             if not outcome.claimed:

@@ -3,6 +3,7 @@
 import contextlib
 import errno
 import os
+import re
 import signal
 from typing import NamedTuple
 
@@ -18,13 +19,37 @@ class Exited(NamedTuple):  # a tuple: one is made for every task, on the hog's h
     cpu_system_s: float
 
 
+# A command made of plain words runs without a shell: one exec instead of two (dash forks even
+# for a single command), unless its first word is something only the shell knows.
+_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_@%+=:,./-]+(?:[ \t]+[A-Za-z0-9_@%+=:,./-]+)*")
+_SHELL_WORDS = frozenset(
+    (  # noqa: SIM905 (a list of 58 words, one per line, would hide the code around it)
+        "! { } case do done elif else esac fi for if in then until while . : [ alias bg break cd "
+        "command continue echo eval exec exit export false fc fg getopts hash jobs kill local printf "
+        "pwd read readonly return set shift test times trap true type ulimit umask unalias unset wait"
+    ).split()
+)
+
+
+def direct_argv(command: str) -> list[str] | None:
+    """The words of `command` to run without a shell, or None when it needs one (expansions,
+    quotes, redirections, operators, an assignment, a builtin or keyword first)."""
+    text = command.strip(" \t")
+    if not _PLAIN_WORDS.fullmatch(text):
+        return None
+    words = text.split()
+    if words[0] in _SHELL_WORDS or "=" in words[0]:
+        return None
+    return words
+
+
 class Spawner:
     """Starts tasks with posix_spawn: each in a new session, with its files, pinned to its CPUs.
 
     posix_spawn (vfork underneath) converts the environment in C and needs no helper objects,
     which makes it the cheapest way to start a process from Python. It has no working-folder
-    action, so the hog changes its own folder around the spawn (it has no threads), and only when
-    the folder differs from the last task's.
+    action, so the hog changes its own folder around the spawn (its helper threads use absolute
+    paths only), and only when the folder differs from the last task's.
     """
 
     # The hog ignores SIGHUP and Python ignores SIGPIPE; ignored signals survive exec, so reset
@@ -41,15 +66,18 @@ class Spawner:
 
     def spawn(
         self,
-        argv: list[str],
+        task: list[str] | str,
         cwd: str,
         env: dict[str, str],
         stdout: int,
         stderr: int,
         cpu_ids: list[int] | None,
     ) -> int:
-        """Start `argv` with these fds as its stdout and stderr; return its pid (= its process
-        group). Raises OSError if it cannot start.
+        """Start `task` (an argv, or a shell command) with these fds as its stdout and stderr;
+        return its pid (= its process group). Raises OSError if it cannot start.
+
+        A shell command of plain words starts directly; if that fails (not found, not
+        executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
 
         The child inherits its CPUs from the hog's main thread, which moves onto them just
         before the spawn (and stays there until the next one needs others): pinning the child
@@ -60,12 +88,20 @@ class Spawner:
         if wanted != self.cpus:
             os.sched_setaffinity(0, wanted)
             self.cpus = wanted
-        program = self._resolve(argv[0], env.get("PATH"))
         if cwd != self.cwd:
             os.chdir(cwd)
             self.cwd = cwd
-        pid = os.posix_spawn(
-            program,
+        if not isinstance(task, str):
+            return self._posix_spawn(task, env, stdout, stderr)
+        words = direct_argv(task)
+        if words is not None:
+            with contextlib.suppress(OSError):
+                return self._posix_spawn(words, env, stdout, stderr)
+        return self._posix_spawn(["/bin/sh", "-c", task], env, stdout, stderr)
+
+    def _posix_spawn(self, argv: list[str], env: dict[str, str], stdout: int, stderr: int) -> int:
+        return os.posix_spawn(
+            self._resolve(argv[0], env.get("PATH")),
             argv,
             env,
             file_actions=[
@@ -76,7 +112,6 @@ class Spawner:
             setsid=True,
             setsigdef=self.RESET_SIGNALS,
         )
-        return pid
 
     def _resolve(self, name: str, path: str | None) -> str:
         """The program's file, searched in the task's PATH as execvpe would."""

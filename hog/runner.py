@@ -38,13 +38,11 @@ PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very
 # Signals with which SLURM (scancel, time limit, node teardown) kills a job's processes.
 TEARDOWN_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
 SUSPECT_GRACE_S = 1.0  # how long such a death waits for the hog's own stop signal
-# Never hold more than this many node-fulls of unstarted tasks while other hogs wait for the
-# lock: under contention each wait grows with the others' rounds, so rounds stay small...
-PREFETCH_MAX_FACTOR = 8
-# ... but hold up to this many tasks when the lock is free: a round costs a few fsyncs however
-# many tasks it carries, so tiny tasks go through in fewer, bigger rounds.
+# Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
+# however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
+# each one's wait for the lock grows with the others' rounds, so those stay short...
 PREFETCH_MAX_TASKS = 256
-CONTENDED_LOCK_WAIT_S = 0.05  # a round that waited longer than this for the lock met others
+PREFETCH_MIN_FACTOR = 8  # ... but a hog may always hold this many node-fulls
 DB_RETRY_S = 2.0
 FINAL_WRITE_TRIES = 5
 # A hog's pid file is emptied when nothing runs, once it is longer than this.
@@ -125,7 +123,7 @@ class RoundOutcome:
     queue_has_work: bool = False
     cancel_requested: set[tuple[int, int]] = field(default_factory=set)
     reaped: list[int] = field(default_factory=list)
-    lock_wait_s: float = 0.0
+    hogs_running: int = 1
 
 
 @dataclass
@@ -145,7 +143,7 @@ class Hog:
     free_gpus: list[str] = field(default_factory=list)
     free_mem: int = 0
     mean_duration_s: float | None = None
-    lock_wait_s: float = 0.0  # how long the last round waited for the lock
+    hogs_running: int = 1  # on the queue, as the last claim found
     draining: bool = False
     stopping: str | None = None  # why the hog stops now
     given_up: bool = False
@@ -528,7 +526,6 @@ class Hog:
         key = (task.task_id, task.attempt)
         stderr_path = self.output_paths.pop(key)[1]
         env = self._environment_for(task, slots, gpu_ids)
-        argv = task.argv if task.argv is not None else ["/bin/sh", "-c", task.command]
         # Both clocks read at the spawn itself: the loop's `now` may be a transaction old.
         started_at, started_mono = time.time(), time.monotonic()
         try:
@@ -536,7 +533,8 @@ class Hog:
             try:
                 pinned = self.node.cpu_ids is not None
                 cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
-                pid = self.spawner.spawn(argv, task.cwd, env, stdout, stderr, cpu_ids)
+                what = task.argv if task.argv is not None else task.command
+                pid = self.spawner.spawn(what, task.cwd, env, stdout, stderr, cpu_ids)
             finally:
                 self.outputs.release((stdout, stderr))
         except OSError as error:
@@ -608,9 +606,8 @@ class Hog:
         """How many node-fulls of tasks to hold ahead of the free cores."""
         if self.mean_duration_s is None or self.draining:
             return 0
-        cap = PREFETCH_MAX_FACTOR
-        if self.lock_wait_s < CONTENDED_LOCK_WAIT_S:
-            cap = max(cap, PREFETCH_MAX_TASKS // self.node.cores)
+        share = PREFETCH_MAX_TASKS // (max(1, self.hogs_running) * self.node.cores)
+        cap = max(PREFETCH_MIN_FACTOR, share)
         return min(cap, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
 
     def _claim_request(self, now: float) -> hogs.ClaimRequest | None:
@@ -708,7 +705,7 @@ class Hog:
             outcome.claimed = done.claimed
             outcome.queue_has_work = done.queue_has_work
             outcome.cancel_requested = done.cancel_requested
-            outcome.lock_wait_s = self.db.last_lock_wait_s
+            outcome.hogs_running = done.hogs_running
         elif job.poll_cancels:
             state = self.db.query_one("SELECT state FROM hogs WHERE id = ?", (self.hog_id,))
             if state is None or state[0] != states.HOG_RUNNING:
@@ -749,9 +746,9 @@ class Hog:
         self.last_cancel_poll_mono = job.given_mono
         if job.exchange:
             self.last_exchange_mono = job.given_mono
-            self.lock_wait_s = outcome.lock_wait_s
         if job.claim is not None:
             self.last_claim_mono = job.given_mono
+            self.hogs_running = outcome.hogs_running
             self._claimed(outcome.claimed)
             if self.draining or self.stopping:
                 self._unclaim_all()  # claimed while the hog began to leave

@@ -330,3 +330,52 @@ def test_a_task_killed_from_outside_while_the_hog_runs_on_fails(db: Path, tmp_pa
     assert finish(hog, timeout=30) == 0
     result = check(db, task_id)
     assert result["state"] == "failed" and result["signal"] == signal.SIGTERM
+
+
+def test_plain_commands_run_without_a_shell_and_the_rest_with_one(db: Path, tmp_path: Path) -> None:
+    # The script reports what started it: the hog itself, or a shell in between.
+    script = tmp_path / "parent.sh"
+    script.write_text('#!/bin/sh\ncat /proc/$PPID/comm > "$1"\n')
+    script.chmod(0o755)
+    no_shebang = tmp_path / "plain-script"
+    no_shebang.write_text(f"echo ran > {tmp_path}/no-shebang.txt\n")
+    no_shebang.chmod(0o755)
+    direct, shelled, missing, bare = (
+        submit(db, f"{script} {tmp_path}/direct.txt")[0],
+        submit(db, f"{script} {tmp_path}/shelled.txt; true")[0],
+        submit(db, "no-such-program-here --flag")[0],
+        submit(db, str(no_shebang))[0],
+    )
+    assert finish(start_hog(db, *FAST)) == 0
+    assert (tmp_path / "direct.txt").read_text().strip() != "sh"
+    assert (tmp_path / "shelled.txt").read_text().strip() == "sh"
+    assert check(db, direct)["state"] == check(db, shelled)["state"] == "done"
+    # What cannot be run directly goes to the shell, which runs it or says why, as before.
+    assert (tmp_path / "no-shebang.txt").read_text() == "ran\n"
+    assert check(db, bare)["state"] == "done"
+    failed = check(db, missing)
+    assert failed["state"] == "failed" and failed["exit_code"] == 127
+    assert "not found" in attempts(db, missing)[-1]["stderr_tail"]
+
+
+def test_direct_argv_keeps_to_plain_words() -> None:
+    from hog.procs import direct_argv
+
+    assert direct_argv("python3 run.py --n=3 a,b") == ["python3", "run.py", "--n=3", "a,b"]
+    assert direct_argv("  ./sim\t7 ") == ["./sim", "7"]
+    for needs_shell in (
+        "true",
+        "cd /tmp",
+        "FOO=1 env",
+        "echo $HOME",
+        "ls *.txt",
+        "a | b",
+        "a; b",
+        "x 'y'",
+        "a > out",
+        "ls ~",
+        "a\nb",
+        "a && b",
+        "exec prog",
+    ):
+        assert direct_argv(needs_shell) is None, needs_shell

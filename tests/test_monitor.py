@@ -201,7 +201,7 @@ def test_monitor_gives_up_when_hogs_cannot_start(db: Path) -> None:
 def test_a_prefix_hog_that_ended_before_it_was_followed_is_not_taken_for_alive(tmp_path: Path) -> None:
     backend = PrefixBackend(["sh", "-c", "exit 1", "hog"])
     backend_id = backend.start(1, ["hog"], str(tmp_path / "hog.log"))
-    pid, ticks, _ = backend_id.split("@")
+    _, ticks, _ = backend_id.split("@")
     # The start time is read before the child is reaped, so even a child already gone has one.
     assert ticks, backend_id
     wait_until(lambda: backend.child_ended(), message="the hog command ended")
