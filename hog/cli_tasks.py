@@ -110,7 +110,7 @@ def _submit_command() -> click.Command:
         """Add tasks to the queue.
 
         \b
-        submit "shell command"          one string, run through /bin/sh -c
+        submit "shell command"          one string, a command for /bin/sh
         submit -- PROGRAM [ARG...]      exactly this program and these arguments
         submit --file FILE              one shell command per line ('-': stdin);
                                         blank lines and # comments are skipped;
