@@ -57,7 +57,7 @@ class Spawner:
     RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP)
 
     def __init__(self) -> None:
-        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.all_cpus = frozenset(os.sched_getaffinity(0))
         self.cpus = self.all_cpus
         self.home = os.getcwd()
@@ -69,12 +69,13 @@ class Spawner:
         task: list[str] | str,
         cwd: str,
         env: dict[str, str],
-        stdout: int,
-        stderr: int,
+        outputs: tuple[str, str],
         cpu_ids: list[int] | None,
     ) -> int:
-        """Start `task` (an argv, or a shell command) with these fds as its stdout and stderr;
-        return its pid (= its process group). Raises OSError if it cannot start.
+        """Start `task` (an argv, or a shell command) with these files, made empty ahead by
+        OutputFiles, as its stdout and stderr; return its pid (= its process group). Raises
+        OSError if it cannot start. (Opening without O_CREAT spares the child the folder's lock,
+        which the thread making other tasks' files holds often.)
 
         A shell command of plain words starts directly; if that fails (not found, not
         executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
@@ -91,24 +92,26 @@ class Spawner:
         if cwd != self.cwd:
             os.chdir(cwd)
             self.cwd = cwd
+        file_actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)] + [
+            (os.POSIX_SPAWN_DUP2, self.devnull, fd)
+            if path == os.devnull
+            else (os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0)
+            for fd, path in ((1, outputs[0]), (2, outputs[1]))
+        ]
         if not isinstance(task, str):
-            return self._posix_spawn(task, env, stdout, stderr)
+            return self._posix_spawn(task, env, file_actions)
         words = direct_argv(task)
         if words is not None:
             with contextlib.suppress(OSError):
-                return self._posix_spawn(words, env, stdout, stderr)
-        return self._posix_spawn(["/bin/sh", "-c", task], env, stdout, stderr)
+                return self._posix_spawn(words, env, file_actions)
+        return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
 
-    def _posix_spawn(self, argv: list[str], env: dict[str, str], stdout: int, stderr: int) -> int:
+    def _posix_spawn(self, argv: list[str], env: dict[str, str], file_actions: list[tuple]) -> int:
         return os.posix_spawn(
             self._resolve(argv[0], env.get("PATH")),
             argv,
             env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, self.devnull, 0),
-                (os.POSIX_SPAWN_DUP2, stdout, 1),
-                (os.POSIX_SPAWN_DUP2, stderr, 2),
-            ],
+            file_actions=file_actions,
             setsid=True,
             setsigdef=self.RESET_SIGNALS,
         )
@@ -140,10 +143,12 @@ class Spawner:
 class OutputFiles:
     """Creates tasks' output files on a helper thread, ahead of their start.
 
-    Creating two files per task costs as much as starting it (on a parallel filesystem each is a
-    round trip to the metadata server). The hog asks for a task's files when it claims the task,
-    and this thread creates them while the hog's loop starts and reaps others; os.open releases
-    the GIL. The fds are close-on-exec until posix_spawn dups them to 1 and 2.
+    Creating a file costs as much as starting a task (on a parallel filesystem each is a round
+    trip to the metadata server). The hog asks for a task's files when it claims the task; this
+    thread creates them, and their folders, while the loop starts and reaps others (os.open
+    releases the GIL), and closes them at once: the child opens them again by path as it starts,
+    which costs little once they exist. Kept open, the files of hundreds of tasks claimed ahead
+    would be copied into the fd table of every child.
     """
 
     def __init__(self, folder_mode: int) -> None:
@@ -151,80 +156,60 @@ class OutputFiles:
         import threading
 
         self.folder_mode = folder_mode
-        # One fd serves every task whose output is thrown away (-o /dev/null): no thread, no open.
-        self.devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         self._requests: queues.SimpleQueue = queues.SimpleQueue()
-        self._ready: dict[tuple[int, int], tuple[int, int] | OSError] = {}
+        self._ready: dict[tuple[int, int], OSError | None] = {}
         self._cond = threading.Condition()
         self._folders: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="output-files", daemon=True)
         self._thread.start()
 
-    def request(self, key: tuple[int, int], stdout_path: str, stderr_path: str, mode: int) -> None:
-        if stdout_path == stderr_path == os.devnull:
+    def request(self, key: tuple[int, int], paths: tuple[str, str], mode: int) -> None:
+        if paths[0] == paths[1] == os.devnull:
             with self._cond:
-                self._ready[key] = (self.devnull, self.devnull)
+                self._ready[key] = None
             return
-        self._requests.put((key, stdout_path, stderr_path, mode))
+        self._requests.put((key, paths, mode))
 
-    def take(self, key: tuple[int, int]) -> tuple[int, int]:
-        """The (stdout, stderr) fds of a requested task, to `release` after use; raises the OSError
-        that creating them met."""
+    def wait(self, key: tuple[int, int]) -> None:
+        """Until a requested task's files exist; raises the OSError that creating them met."""
         with self._cond:
             while key not in self._ready:
                 self._cond.wait()
-            result = self._ready.pop(key)
-        if isinstance(result, OSError):
-            raise result
-        return result
+            error = self._ready.pop(key)
+        if error is not None:
+            raise error
 
     def discard(self, key: tuple[int, int], paths: tuple[str, str]) -> None:
-        """A requested task that will not start here: close its files and remove them."""
-        try:
-            fds = self.take(key)
-        except OSError:
-            return
-        self.release(fds)
+        """A requested task that will not start here: remove its files."""
+        with contextlib.suppress(OSError):
+            self.wait(key)
         for path in paths:
             if path != os.devnull:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
 
-    def release(self, fds: tuple[int, int]) -> None:
-        for fd in fds:
-            if fd != self.devnull:
-                os.close(fd)
-
     def close(self) -> None:
         self._requests.put(None)
         self._thread.join(timeout=10)
-        os.close(self.devnull)
 
     def _work(self) -> None:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         while (request := self._requests.get()) is not None:
-            key, stdout_path, stderr_path, mode = request
+            key, paths, mode = request
+            error = None
             try:
-                for path in (stdout_path, stderr_path):
+                for path in paths:
+                    if path == os.devnull:
+                        continue
                     folder = os.path.dirname(path)
-                    if path != os.devnull and folder not in self._folders:
+                    if folder not in self._folders:
                         make_private_dirs(folder, self.folder_mode)
                         self._folders.add(folder)
-                stdout = self._open(stdout_path, flags, mode)
-                try:
-                    stderr = self._open(stderr_path, flags, mode)
-                except OSError:
-                    self.release((stdout, self.devnull))
-                    raise
-                result: tuple[int, int] | OSError = (stdout, stderr)
-            except OSError as error:
-                result = error
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode))
+            except OSError as failed:
+                error = failed
             with self._cond:
-                self._ready[key] = result
+                self._ready[key] = error
                 self._cond.notify_all()
-
-    def _open(self, path: str, flags: int, mode: int) -> int:
-        return self.devnull if path == os.devnull else os.open(path, flags, mode)
 
 
 def open_for_writing(path: str, mode: int, append: bool = False):

@@ -402,19 +402,22 @@ class Hog:
     def _claimed(self, tasks: list[hogs.ClaimedTask]) -> None:
         """Take newly claimed tasks; their output files are made ahead, off the loop."""
         for task in tasks:
-            paths = tuple(
-                output_path(
-                    self.config.db_path, pattern, task.cwd, task.task_id, task.attempt, task.name, stream
-                )
-                for pattern, stream in ((task.stdout_pattern, "out"), (task.stderr_pattern, "err"))
+            paths = (
+                self._output_path(task, task.stdout_pattern, "out"),
+                self._output_path(task, task.stderr_pattern, "err"),
             )
             # Logs beside the queue are private like it; files the user named follow the umask.
             private = not task.stdout_pattern and not task.stderr_pattern
             mode = self.log_modes[1] if private else 0o666
             key = (task.task_id, task.attempt)
-            self.output_paths[key] = paths  # type: ignore[assignment]
-            self.outputs.request(key, paths[0], paths[1], mode)
+            self.output_paths[key] = paths
+            self.outputs.request(key, paths, mode)
             self.buffered.append(task)
+
+    def _output_path(self, task: hogs.ClaimedTask, pattern: str | None, stream: str) -> str:
+        return output_path(
+            self.config.db_path, pattern, task.cwd, task.task_id, task.attempt, task.name, stream
+        )
 
     def _unclaim(self, task: hogs.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
         """A buffered task that will not start here goes back (or is cancelled)."""
@@ -524,19 +527,16 @@ class Hog:
         del self.free_gpus[: task.gpus]
         self.free_mem -= task.mem_bytes
         key = (task.task_id, task.attempt)
-        stderr_path = self.output_paths.pop(key)[1]
+        outputs = self.output_paths.pop(key)
         env = self._environment_for(task, slots, gpu_ids)
         # Both clocks read at the spawn itself: the loop's `now` may be a transaction old.
         started_at, started_mono = time.time(), time.monotonic()
         try:
-            stdout, stderr = self.outputs.take(key)
-            try:
-                pinned = self.node.cpu_ids is not None
-                cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
-                what = task.argv if task.argv is not None else task.command
-                pid = self.spawner.spawn(what, task.cwd, env, stdout, stderr, cpu_ids)
-            finally:
-                self.outputs.release((stdout, stderr))
+            self.outputs.wait(key)
+            pinned = self.node.cpu_ids is not None
+            cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
+            what = task.argv if task.argv is not None else task.command
+            pid = self.spawner.spawn(what, task.cwd, env, outputs, cpu_ids)
         except OSError as error:
             self.free_slots = sorted(self.free_slots + slots)
             self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
@@ -564,7 +564,7 @@ class Hog:
             self.pids_bytes += record_task_process(self.pids_fd, pid)
         deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
         self.running[pid] = RunningTask(
-            task, pid, slots, gpu_ids, started_at, started_mono, stderr_path, deadline
+            task, pid, slots, gpu_ids, started_at, started_mono, outputs[1], deadline
         )
 
     def _take_slots(self, count: int) -> list[int]:

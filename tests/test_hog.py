@@ -379,3 +379,29 @@ def test_direct_argv_keeps_to_plain_words() -> None:
         "exec prog",
     ):
         assert direct_argv(needs_shell) is None, needs_shell
+
+
+def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -> None:
+    from hog.procs import OutputFiles
+
+    outputs = OutputFiles(0o700)
+    try:
+        (tmp_path / "old.out").write_text("left from an earlier attempt")
+        before = len(os.listdir("/proc/self/fd"))
+        keys = [(n, 1) for n in range(300)]
+        for task_id, attempt in keys:
+            paths = (str(tmp_path / "logs" / f"{task_id}.out"), str(tmp_path / "logs" / f"{task_id}.err"))
+            outputs.request((task_id, attempt), paths, 0o600)
+        outputs.request((999, 1), (str(tmp_path / "old.out"), os.devnull), 0o600)
+        for key in [*keys, (999, 1)]:
+            outputs.wait(key)
+        # Hundreds of tasks claimed ahead must not cost hundreds of fds (the limit is often 1024).
+        assert len(os.listdir("/proc/self/fd")) <= before + 2
+        assert len(os.listdir(tmp_path / "logs")) == 600
+        assert (tmp_path / "old.out").read_text() == ""
+        unstarted = (str(tmp_path / "logs" / "u.out"), str(tmp_path / "logs" / "u.err"))
+        outputs.request((1000, 1), unstarted, 0o600)
+        outputs.discard((1000, 1), unstarted)
+        assert not any(os.path.exists(path) for path in unstarted)
+    finally:
+        outputs.close()
