@@ -177,8 +177,7 @@ def exchange(
     now = time.time() if now is None else now
     outcome = Exchange()
     with db.transaction() as connection:
-        row = connection.execute("SELECT state FROM hogs WHERE id = ?", (hog_id,)).fetchall()
-        if not row or row[0][0] != states.HOG_RUNNING:
+        if not _is_running(connection, hog_id):
             outcome.given_up = True
             outcome.queue_has_work = False
             return outcome
@@ -194,10 +193,7 @@ def exchange(
             outcome.claimed = _claim(connection, hog_id, host, claim, environments, now)
             if not outcome.claimed:
                 outcome.queue_has_work = _has_fitting_work(connection, claim)
-        for task_id, attempt in connection.execute(
-            "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1", (hog_id,)
-        ):
-            outcome.cancel_requested.add((task_id, attempt))
+        outcome.cancel_requested = _cancel_requests(connection, hog_id)
         if finish_reason is None:
             connection.execute(
                 "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ? WHERE id = ?",
@@ -210,6 +206,27 @@ def exchange(
                 (now, outcome.recorded, now, finish_reason, hog_id),
             )
     return outcome
+
+
+def poll_cancels(db: Database, hog_id: int) -> set[tuple[int, int]] | None:
+    """The (task, attempt) pairs of this hog's tasks whose cancel was asked for, without a write;
+    None when the hog is no longer running (declared lost or cancelled)."""
+    with db.snapshot() as connection:
+        if not _is_running(connection, hog_id):
+            return None
+        return _cancel_requests(connection, hog_id)
+
+
+def _is_running(connection: apsw.Connection, hog_id: int) -> bool:
+    row = connection.execute("SELECT state FROM hogs WHERE id = ?", (hog_id,)).fetchall()
+    return bool(row) and row[0][0] == states.HOG_RUNNING
+
+
+def _cancel_requests(connection: apsw.Connection, hog_id: int) -> set[tuple[int, int]]:
+    rows = connection.execute(
+        "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1", (hog_id,)
+    )
+    return {(task_id, attempt) for task_id, attempt in rows}
 
 
 def _record_result(

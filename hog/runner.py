@@ -49,6 +49,14 @@ FINAL_WRITE_TRIES = 5
 PIDS_FILE_TRIM_BYTES = 16384
 
 
+def prefetch_factor(mean_duration_s: float, hogs_running: int, cores: int) -> int:
+    """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
+    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR."""
+    share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
+    cap = max(PREFETCH_MIN_FACTOR, share)
+    return min(cap, int(PREFETCH_HORIZON_S / max(mean_duration_s, 1e-4)))
+
+
 def lease_for(heartbeat_s: float) -> float:
     """How long a hog may stay silent before others may declare it lost."""
     return 3 * heartbeat_s + 2.0
@@ -161,7 +169,7 @@ class Hog:
     pids_bytes: int = 0
     suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
     spawner: Spawner = field(default_factory=Spawner)
-    outputs: OutputFiles | None = None  # type: ignore[assignment]
+    outputs: OutputFiles = None  # type: ignore[assignment]  # set in __post_init__
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
     db_thread: DatabaseThread = None  # type: ignore[assignment]  # set by run_hog
     round: Round | None = None  # the job the database thread has in hand
@@ -244,11 +252,9 @@ class Hog:
 
     def _finish(self) -> int:
         """Give back what did not run, record the rest, and mark the hog finished."""
-        wait_s = FINAL_WRITE_TRIES * self.config.timeout_s
         if self.db_thread.busy:
-            finished = self.db_thread.wait(wait_s)
+            finished = self._wait_for_round()
             if finished is None:
-                log.error("%s: the database stayed locked: its last results are not written", self.name())
                 return 1
             self._apply_round(finished, time.monotonic())
             if self.given_up:
@@ -269,9 +275,8 @@ class Hog:
                     finish_reason=reason,
                 )
             )
-            finished = self.db_thread.wait(wait_s)
+            finished = self._wait_for_round()
             if finished is None:
-                log.error("%s: the database stayed locked: its last results are not written", self.name())
                 return 1
             outcome, error = finished
             if error is not None:
@@ -286,6 +291,14 @@ class Hog:
             log.info("%s: finished (%s)", self.name(), reason)
             return 0
         return 1
+
+    def _wait_for_round(self) -> Outcome | None:
+        """The database thread's job, waited for at the end; None (said in the log) if the lock
+        stayed taken for FINAL_WRITE_TRIES x --timeout."""
+        finished = self.db_thread.wait(FINAL_WRITE_TRIES * self.config.timeout_s)
+        if finished is None:
+            log.error("%s: the database stayed locked: its last results are not written", self.name())
+        return finished
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -603,12 +616,9 @@ class Hog:
     # -- the database ------------------------------------------------------------------------
 
     def _prefetch_factor(self) -> int:
-        """How many node-fulls of tasks to hold ahead of the free cores."""
         if self.mean_duration_s is None or self.draining:
             return 0
-        share = PREFETCH_MAX_TASKS // (max(1, self.hogs_running) * self.node.cores)
-        cap = max(PREFETCH_MIN_FACTOR, share)
-        return min(cap, int(PREFETCH_HORIZON_S / max(self.mean_duration_s, 1e-4)))
+        return prefetch_factor(self.mean_duration_s, self.hogs_running, self.node.cores)
 
     def _claim_request(self, now: float) -> hogs.ClaimRequest | None:
         if self.draining or self.stopping:
@@ -707,15 +717,11 @@ class Hog:
             outcome.cancel_requested = done.cancel_requested
             outcome.hogs_running = done.hogs_running
         elif job.poll_cancels:
-            state = self.db.query_one("SELECT state FROM hogs WHERE id = ?", (self.hog_id,))
-            if state is None or state[0] != states.HOG_RUNNING:
+            cancels = hogs.poll_cancels(self.db, self.hog_id)
+            if cancels is None:
                 outcome.given_up = True
                 return outcome
-            rows = self.db.query(
-                "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1",
-                (self.hog_id,),
-            )
-            outcome.cancel_requested = {(row[0], row[1]) for row in rows}
+            outcome.cancel_requested = cancels
         if job.heal and not outcome.given_up:
             try:
                 outcome.reaped = heal(self.db, self.host)

@@ -589,3 +589,32 @@ def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path
         assert dict(db.query("SELECT state, tasks FROM state_counts WHERE tasks != 0")) == {"waiting": 1}
     finally:
         db.close()
+
+
+def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
+    from hog.runner import prefetch_factor
+
+    # Alone on 2 cores: a quarter second of 2 ms tasks (125 node-fulls); tinier ones stop at 256
+    # tasks (128 node-fulls).
+    assert prefetch_factor(0.002, 1, 2) == 125
+    assert prefetch_factor(0.0001, 1, 2) == 128
+    # Four hogs share the 256: 32 tasks each; 64 hogs get the floor of 8 node-fulls.
+    assert prefetch_factor(0.0001, 4, 2) == 32
+    assert prefetch_factor(0.0001, 64, 1) == 8
+    # Tasks of a second or more: nothing ahead.
+    assert prefetch_factor(1.0, 1, 2) == 0
+
+
+def test_a_claim_counts_the_running_hogs_and_a_cancel_poll_sees_a_lost_hog(tmp_path):
+    db = new_db(tmp_path)
+    queue.submit(db, commands(3), options())
+    first, second = register_hog(db), register_hog(db)
+    outcome = hogs.exchange(db, first, "node1", [], claim_request(1), {})
+    assert outcome.hogs_running == 2 and len(outcome.claimed) == 1
+    assert hogs.poll_cancels(db, first) == set()
+    queue.cancel(db, [outcome.claimed[0].task_id])
+    assert hogs.poll_cancels(db, first) == {(outcome.claimed[0].task_id, 1)}
+    assert hogs.set_hog_state(db, second, states.HOG_LOST, "test")
+    assert hogs.exchange(db, first, "node1", [], claim_request(1), {}).hogs_running == 1
+    assert hogs.set_hog_state(db, first, states.HOG_LOST, "test")
+    assert hogs.poll_cancels(db, first) is None

@@ -307,13 +307,19 @@ def test_each_task_runs_in_its_own_folder_with_a_relative_db_path(db: Path, tmp_
     assert not (folders[1] / db.name).exists(), "the hog lost track of its database"
 
 
-def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_path: Path) -> None:
-    # scancel and SLURM's time limit signal every process of the job, often the tasks first.
+def start_a_task_and_kill_it_from_outside(db: Path, tmp_path: Path) -> tuple[int, subprocess.Popen]:
+    """A hog running one task whose process group got SIGTERM from someone else."""
     pid_file = tmp_path / "pid"
     (task_id,) = submit(db, f"echo $$ > {pid_file}; sleep 30")
     hog = start_hog(db, *FAST)
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
     os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    return task_id, hog
+
+
+def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_path: Path) -> None:
+    # scancel and SLURM's time limit signal every process of the job, often the tasks first.
+    task_id, hog = start_a_task_and_kill_it_from_outside(db, tmp_path)
     time.sleep(0.2)
     hog.send_signal(signal.SIGTERM)
     assert finish(hog, timeout=20) == 0
@@ -322,11 +328,7 @@ def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_pat
 
 
 def test_a_task_killed_from_outside_while_the_hog_runs_on_fails(db: Path, tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    (task_id,) = submit(db, f"echo $$ > {pid_file}; sleep 30")
-    hog = start_hog(db, *FAST)
-    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
-    os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    task_id, hog = start_a_task_and_kill_it_from_outside(db, tmp_path)
     assert finish(hog, timeout=30) == 0
     result = check(db, task_id)
     assert result["state"] == "failed" and result["signal"] == signal.SIGTERM
