@@ -16,12 +16,13 @@ from collections.abc import Iterator
 import apsw
 
 from . import schema
-from .errors import DatabaseError, InsecureDatabaseError, LockTimeoutError
+from .errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
 
 DEFAULT_DB = "jobs.sqlite"
 DEFAULT_TIMEOUT_S = 300.0
 _OWNER_ONLY = 0o600
 _OWNER_AND_GROUP = 0o660
+_SQLITE_READONLY_DBMOVED = 1032  # the file open here was unlinked or renamed
 
 
 def lock_path_for(path: str) -> str:
@@ -123,7 +124,10 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _open_lock_file(self) -> int:
-        mode = stat.S_IMODE(os.stat(self.path).st_mode) & _OWNER_AND_GROUP
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode) & _OWNER_AND_GROUP
+        except FileNotFoundError:
+            raise _gone(self.path) from None
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
         except OSError as error:
@@ -242,7 +246,9 @@ def _translated_errors(path: str) -> Iterator[None]:
         raise DatabaseError(
             f"the disk holding {path} is full: nothing was written; free some space and try again"
         ) from None
-    except apsw.ReadOnlyError:
+    except apsw.ReadOnlyError as error:
+        if getattr(error, "extendedresult", 0) == _SQLITE_READONLY_DBMOVED:
+            raise _gone(path) from None
         raise DatabaseError(
             f"{path} is read-only for you: nothing was written; check the permissions of the file "
             "and of its folder"
@@ -266,6 +272,13 @@ def _translated_errors(path: str) -> Iterator[None]:
                 f"input/output error on {path} (is the disk full or gone?): nothing was written"
             ) from None
         raise
+
+
+def _gone(path: str) -> DatabaseGoneError:
+    return DatabaseGoneError(
+        f"{path} was deleted or replaced while this process had it open: nothing more can be "
+        "written to the file it opened; start again on the database now at that path, if any"
+    )
 
 
 def open_database(path: str, timeout_s: float = DEFAULT_TIMEOUT_S, migrate: bool = True) -> Database:

@@ -21,6 +21,10 @@ class DatabaseError(HogError):
     """The queue database cannot be used: missing, foreign, newer, read-only, disk full."""
 
 
+class DatabaseGoneError(DatabaseError):
+    """The database file was deleted or replaced while open: this process can never write it again."""
+
+
 class LockTimeoutError(DatabaseError):
     """The write lock was not obtained within the timeout."""
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from . import hogs, slurm, states
 from .background import DatabaseThread, Outcome
 from .db import Database, make_private_dirs, open_database, private_modes
-from .errors import DatabaseError, HogError
+from .errors import DatabaseError, DatabaseGoneError, HogError
 from .healing import heal, task_pids_path
 from .outputs import output_path
 from .packing import Busy, Resources
@@ -283,6 +283,8 @@ class Hog:
                 if not isinstance(error, DatabaseError):
                     raise error
                 log.error("%s: cannot write its last results (try %d): %s", self.name(), attempt + 1, error)
+                if isinstance(error, DatabaseGoneError):
+                    return 3
                 time.sleep(1.0)
                 continue
             if outcome.given_up:
@@ -458,11 +460,16 @@ class Hog:
                         running.task.task_id,
                     )
                     self._terminate(running, states.REASON_TIMEOUT, now)
-            elif running.term_sent_mono is not None and not running.kill_sent:
-                grace = STOP_GRACE_S if self.stopping else KILL_GRACE_S
-                if now - running.term_sent_mono >= grace:
-                    kill_group(running.process_group, signal.SIGKILL)
-                    running.kill_sent = True
+            elif (
+                running.term_sent_mono is not None
+                and not running.kill_sent
+                and now - running.term_sent_mono >= self._kill_grace()
+            ):
+                kill_group(running.process_group, signal.SIGKILL)
+                running.kill_sent = True
+
+    def _kill_grace(self) -> float:
+        return STOP_GRACE_S if self.stopping else KILL_GRACE_S
 
     def _terminate(self, running: RunningTask, reason: str, now: float) -> None:
         running.kill_reason = reason
@@ -725,6 +732,8 @@ class Hog:
         if job.heal and not outcome.given_up:
             try:
                 outcome.reaped = heal(self.db, self.host)
+            except DatabaseGoneError:
+                raise
             except DatabaseError as error:
                 log.warning("%s: could not look for lost hogs: %s", self.name(), error)
         return outcome
@@ -736,6 +745,12 @@ class Hog:
         if error is not None:
             if not isinstance(error, DatabaseError):
                 raise error
+            if isinstance(error, DatabaseGoneError):
+                # Its results can never be written: the tasks' next attempts belong to whatever
+                # queue is at that path now, if any.
+                log.error("%s: %s: killing its tasks and leaving", self.name(), error)
+                self.given_up = True
+                return
             # Ride it out: tasks keep running and results wait for the next try.
             log.warning(
                 "%s: database unavailable, trying again in %.0f s: %s", self.name(), DB_RETRY_S, error
@@ -796,27 +811,30 @@ class Hog:
     # -- sleeping ----------------------------------------------------------------------------
 
     def _sleep(self, wakeup_fd: int, now: float) -> None:
-        deadlines = [now + IDLE_POLL_S, self.last_exchange_mono + self.config.heartbeat_s]
-        if self.results:
-            deadlines.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+        deadlines = [now + IDLE_POLL_S]
+        if self.round is not None:
+            # Only a warning is due meanwhile: the round's end wakes the loop.
+            deadlines.append(self.round.given_mono + self.round.warn_after_s)
+        elif self.stopping is None:
+            database_due = [self.last_exchange_mono + self.config.heartbeat_s]
+            if self.results:
+                database_due.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+            if self.running:
+                database_due.append(now + CANCEL_POLL_S)
+            if self.idle_since_mono is not None:
+                deadlines.append(self.idle_since_mono + self.config.idle_timeout_s)
+            # Past due while the database is unreachable: wait for the retry, do not spin.
+            deadlines.append(max(min(database_due), self.db_retry_after_mono))
         if self.suspects:
             deadlines.append(self.suspects[0][0] + SUSPECT_GRACE_S)
-        if self.running:
-            deadlines.append(now + CANCEL_POLL_S)
         for running in self.running.values():
             if running.deadline_mono is not None and running.kill_reason is None:
                 deadlines.append(running.deadline_mono)
             if running.term_sent_mono is not None and not running.kill_sent:
-                deadlines.append(running.term_sent_mono + min(KILL_GRACE_S, STOP_GRACE_S))
+                deadlines.append(running.term_sent_mono + self._kill_grace())
         left = self._seconds_left()
-        if left is not None:
+        if left is not None and self.stopping is None:
             deadlines.append(now + max(0.0, left))
-        if self.idle_since_mono is not None:
-            deadlines.append(self.idle_since_mono + self.config.idle_timeout_s)
-        if self.db_retry_after_mono > now:
-            deadlines.append(self.db_retry_after_mono)
-        if self.round is not None:
-            deadlines.append(self.round.given_mono + self.round.warn_after_s)
         # Tasks still buffered here do not fit yet: only an exit, a signal or a round wakes us.
         timeout = max(0.0, min(deadlines) - time.monotonic())
         with contextlib.suppress(InterruptedError):

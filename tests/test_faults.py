@@ -190,12 +190,42 @@ def test_hog_rides_out_a_lock_timeout_without_losing_its_tasks(db: Path, tmp_pat
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         wait_until(lambda: "database unavailable" in log.read_text(), timeout=20, message="a lock timeout")
-        time.sleep(1.5)
+        # Its tasks have ended and their results wait: the hog must wait for the lock asleep.
+        process = psutil.Process(hog.pid)
+        cpu_before, wall_before = sum(process.cpu_times()[:2]), time.monotonic()
+        time.sleep(2.0)
+        cpu_used = sum(process.cpu_times()[:2]) - cpu_before
+        wall = time.monotonic() - wall_before
     finally:
         os.close(holder)
+    assert cpu_used < 0.25 * wall, f"the hog used {cpu_used:.2f} s of CPU in {wall:.2f} s waiting"
     assert hog.wait(timeout=60) == 0
     assert consistent(db) == {"done": 2}
     assert sorted(done.read_text().split()) == ["1", "2"]
+
+
+@pytest.mark.parametrize("how", ["moved away", "removed with its lock file", "replaced by a new queue"])
+def test_hog_whose_database_disappears_kills_its_tasks_and_leaves(db: Path, tmp_path: Path, how: str) -> None:
+    """Nothing it does can be written any more: it must not run on, or spin, for ever."""
+    pid_file = tmp_path / "pid"
+    assert cli(db, "submit", f"echo $$ > {pid_file}; exec sleep 60").returncode == 0
+    log = tmp_path / "hog.log"
+    hog = start_hog(db, "--cores", "1", "--heartbeat", "1s", log_path=log)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
+    task_pid = int(pid_file.read_text())
+    if how == "moved away":
+        os.rename(db, tmp_path / "elsewhere.sqlite")
+    else:
+        os.unlink(db)
+        os.unlink(f"{db}.lock")
+        if how == "replaced by a new queue":
+            assert cli(db, "init").returncode == 0
+    assert hog.wait(timeout=30) == 3, log.read_text()
+    assert "was deleted or replaced while this process had it open" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    assert not psutil.pid_exists(task_pid) or psutil.Process(task_pid).status() == psutil.STATUS_ZOMBIE
+    if how == "replaced by a new queue":
+        assert not any(cli_json(db, "status")["tasks"].values())  # nothing written to the new queue
 
 
 # -- security ----------------------------------------------------------------------------------

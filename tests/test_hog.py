@@ -118,6 +118,25 @@ def test_task_past_its_time_limit_is_killed(db: Path) -> None:
     assert time.monotonic() - started < 25
 
 
+def test_task_that_ignores_sigterm_gets_sigkill_and_the_hog_waits_asleep(db: Path, tmp_path: Path) -> None:
+    (task_id,) = submit(db, "-t", "1s", "trap '' TERM; sleep 30")
+    log = tmp_path / "hog.log"
+    hog = start_hog(db, *FAST, log_path=log)
+    wait_until(lambda: "passed its time limit" in log.read_text(), message="the time limit")
+    # Five seconds from TERM to KILL: the hog must spend them asleep, not polling.
+    process = psutil.Process(hog.pid)
+    time.sleep(1.0)
+    cpu_before, wall_before = sum(process.cpu_times()[:2]), time.monotonic()
+    time.sleep(2.5)
+    cpu_used = sum(process.cpu_times()[:2]) - cpu_before
+    wall = time.monotonic() - wall_before
+    assert finish(hog) == 0
+    result = check(db, task_id)
+    assert result["state"] == "timeout"
+    assert result["signal"] == signal.SIGKILL
+    assert cpu_used < 0.25 * wall, f"the hog used {cpu_used:.2f} s of CPU in {wall:.2f} s"
+
+
 def test_cancel_kills_a_running_task_within_seconds(db: Path, tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     (task_id,) = submit(db, f"echo $$ > {pid_file}; exec sleep 60")
