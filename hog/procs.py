@@ -44,12 +44,13 @@ def direct_argv(command: str) -> list[str] | None:
 
 
 class Spawner:
-    """Starts tasks with posix_spawn: each in a new session, with its files, pinned to its CPUs.
+    """Starts tasks with posix_spawn: each in a new session, with its files.
 
     posix_spawn (vfork underneath) converts the environment in C and needs no helper objects,
-    which makes it the cheapest way to start a process from Python. It has no working-folder
-    action, so the hog changes its own folder around the spawn (its helper threads use absolute
-    paths only), and only when the folder differs from the last task's.
+    which makes it the cheapest way to start a process from Python. The child inherits the CPUs
+    of the calling thread. There is no working-folder action, so the folder of the process is
+    changed around the spawn (the hog's other threads use absolute paths only), under a lock as
+    threads spawn at once, and only when it differs from the last task's.
     """
 
     # The hog ignores SIGHUP and Python ignores SIGPIPE; ignored signals survive exec, so reset
@@ -57,21 +58,15 @@ class Spawner:
     RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP)
 
     def __init__(self) -> None:
+        import threading
+
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self.all_cpus = frozenset(os.sched_getaffinity(0))
-        self.cpus = self.all_cpus
         self.home = os.getcwd()
         self.cwd = self.home
+        self._folder_lock = threading.Lock()
         self._programs: dict[tuple[str, str | None], str] = {}
 
-    def spawn(
-        self,
-        task: list[str] | str,
-        cwd: str,
-        env: dict[str, str],
-        outputs: tuple[str, str],
-        cpu_ids: list[int] | None,
-    ) -> int:
+    def spawn(self, task: list[str] | str, cwd: str, env: dict[str, str], outputs: tuple[str, str]) -> int:
         """Start `task` (an argv, or a shell command) with these files, made empty ahead by
         OutputFiles, as its stdout and stderr; return its pid (= its process group). Raises
         OSError if it cannot start. (Opening without O_CREAT spares the child the folder's lock,
@@ -79,32 +74,24 @@ class Spawner:
 
         A shell command of plain words starts directly; if that fails (not found, not
         executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
-
-        The child inherits its CPUs from the hog's main thread, which moves onto them just
-        before the spawn (and stays there until the next one needs others): pinning the child
-        afterwards would race with the processes it starts at once, and a preexec_fn forbids
-        vfork and costs two thirds of the spawn rate.
         """
-        wanted = self.all_cpus if cpu_ids is None else frozenset(cpu_ids)
-        if wanted != self.cpus:
-            os.sched_setaffinity(0, wanted)
-            self.cpus = wanted
-        if cwd != self.cwd:
-            os.chdir(cwd)
-            self.cwd = cwd
         file_actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)] + [
             (os.POSIX_SPAWN_DUP2, self.devnull, fd)
             if path == os.devnull
             else (os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0)
             for fd, path in ((1, outputs[0]), (2, outputs[1]))
         ]
-        if not isinstance(task, str):
-            return self._posix_spawn(task, env, file_actions)
-        words = direct_argv(task)
-        if words is not None:
-            with contextlib.suppress(OSError):
-                return self._posix_spawn(words, env, file_actions)
-        return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
+        with self._folder_lock:
+            if cwd != self.cwd:
+                os.chdir(cwd)
+                self.cwd = cwd
+            if not isinstance(task, str):
+                return self._posix_spawn(task, env, file_actions)
+            words = direct_argv(task)
+            if words is not None:
+                with contextlib.suppress(OSError):
+                    return self._posix_spawn(words, env, file_actions)
+            return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
 
     def _posix_spawn(self, argv: list[str], env: dict[str, str], file_actions: list[tuple]) -> int:
         return os.posix_spawn(
@@ -133,8 +120,6 @@ class Spawner:
 
     def close(self) -> None:
         os.close(self.devnull)
-        if self.cpus != self.all_cpus:
-            os.sched_setaffinity(0, self.all_cpus)
         if self.cwd != self.home:
             with contextlib.suppress(OSError):
                 os.chdir(self.home)
@@ -157,24 +142,30 @@ class OutputFiles:
 
         self.folder_mode = folder_mode
         self._requests: queues.SimpleQueue = queues.SimpleQueue()
+        self._asked: set[tuple[int, int]] = set()
         self._ready: dict[tuple[int, int], OSError | None] = {}
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # threads in wait(): made files wake them only then
         self._folders: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="output-files", daemon=True)
         self._thread.start()
 
     def request(self, key: tuple[int, int], paths: tuple[str, str], mode: int) -> None:
         if paths[0] == paths[1] == os.devnull:
-            with self._cond:
-                self._ready[key] = None
-            return
+            return  # nothing to make
+        self._asked.add(key)
         self._requests.put((key, paths, mode))
 
     def wait(self, key: tuple[int, int]) -> None:
         """Until a requested task's files exist; raises the OSError that creating them met."""
+        if key not in self._asked:
+            return
+        self._asked.discard(key)
         with self._cond:
             while key not in self._ready:
+                self._waiting += 1
                 self._cond.wait()
+                self._waiting -= 1
             error = self._ready.pop(key)
         if error is not None:
             raise error
@@ -209,7 +200,8 @@ class OutputFiles:
                 error = failed
             with self._cond:
                 self._ready[key] = error
-                self._cond.notify_all()
+                if self._waiting:
+                    self._cond.notify_all()
 
 
 def open_for_writing(path: str, mode: int, append: bool = False):
@@ -218,14 +210,8 @@ def open_for_writing(path: str, mode: int, append: bool = False):
     return os.fdopen(os.open(path, flags, mode), "ab" if append else "wb")
 
 
-def reap_any() -> Exited | None:
-    """One exited child, if any, with its resource use; None when none has exited."""
-    try:
-        pid, status, usage = os.wait4(-1, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if pid == 0:
-        return None
+def exited_from(pid: int, status: int, usage) -> Exited:
+    """A wait4 result as an Exited."""
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
     return Exited(pid, exit_code, signal_number, usage.ru_maxrss, usage.ru_utime, usage.ru_stime)

@@ -81,6 +81,4 @@ def detect_memory(environ: dict[str, str]) -> int:
     per_node = environ.get("SLURM_MEM_PER_NODE", "")
     if per_node.isdigit() and int(per_node) > 0:
         return int(per_node) << 20
-    import psutil
-
-    return psutil.virtual_memory().total
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

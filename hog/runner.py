@@ -1,9 +1,9 @@
 """The hog: claims tasks that fit its node, runs them, reports, and leaves in time.
 
-One event loop: signal handlers only note the signal (through the wakeup fd), and the loop starts
-and reaps children and enforces limits. Two helper threads keep slow work off it: one talks to the
-database in short batched transactions (background.py), one creates output files ahead
-(procs.OutputFiles).
+One event loop: signal handlers only note the signal (through the wakeup fd), and the loop decides
+what starts, records what ended and enforces limits. Helper threads keep slow work off it: one
+per core slot starts tasks and waits for them (launcher.py), one talks to the database in short
+batched transactions (background.py), one creates output files ahead (procs.OutputFiles).
 """
 
 import contextlib
@@ -20,9 +20,10 @@ from .background import DatabaseThread, Outcome
 from .db import Database, make_private_dirs, open_database, private_modes
 from .errors import DatabaseError, DatabaseGoneError, HogError
 from .healing import heal, task_pids_path
+from .launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
 from .outputs import output_path
 from .packing import Busy, Resources
-from .procs import Exited, OutputFiles, Spawner, kill_group, read_tail, reap_any, record_task_process
+from .procs import Exited, OutputFiles, Spawner, kill_group, read_tail
 from .resources import GPU_VARIABLES, NodeResources, detect
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,12 @@ SUSPECT_GRACE_S = 1.0  # how long such a death waits for the hog's own stop sign
 # each one's wait for the lock grows with the others' rounds, so those stay short...
 PREFETCH_MAX_TASKS = 256
 PREFETCH_MIN_FACTOR = 8  # ... but a hog may always hold this many node-fulls
+# One-core tasks that may wait for a slot in the launcher's queue, per core: while it holds more
+# than one per core, the slots start them without waking the loop.
+QUEUE_AHEAD_PER_CORE = 4
 DB_RETRY_S = 2.0
 FINAL_WRITE_TRIES = 5
+DISCARDED = (os.devnull, os.devnull)  # a task's output paths with -o /dev/null -e /dev/null
 # A hog's pid file is emptied when nothing runs, once it is longer than this.
 PIDS_FILE_TRIM_BYTES = 16384
 
@@ -97,14 +102,12 @@ class HogConfig:
 
 @dataclass
 class RunningTask:
+    """A task handed to the launcher: queued for a slot, or started."""
+
     task: hogs.ClaimedTask
-    process_group: int
-    cpu_slots: list[int]
     gpu_ids: list[str]
-    started_at: float
-    started_mono: float
-    stderr_path: str
-    deadline_mono: float | None
+    launch: Launch  # its pid, slots and start times once a slot has started it
+    deadline_mono: float | None = None
     kill_reason: str | None = None
     term_sent_mono: float | None = None
     kill_sent: bool = False
@@ -142,12 +145,12 @@ class Hog:
     host: str
     end_by: float | None  # epoch when the allocation ends
     hog_id: int = 0
-    running: dict[int, RunningTask] = field(default_factory=dict)  # by pid
+    running: dict[tuple[int, int], RunningTask] = field(default_factory=dict)  # by (task, attempt)
     buffered: list[hogs.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
     results: list[hogs.TaskResult] = field(default_factory=list)
     oldest_result_mono: float | None = None
     environments: dict[int, dict[str, str]] = field(default_factory=dict)
-    free_slots: list[int] = field(default_factory=list)
+    free_cores: int = 0  # below 0 while one-core tasks wait in the launcher's queue
     free_gpus: list[str] = field(default_factory=list)
     free_mem: int = 0
     mean_duration_s: float | None = None
@@ -166,12 +169,12 @@ class Hog:
     db_retry_after_mono: float = 0.0
     finish_reason: str = "idle"
     pids_fd: int = -1
-    pids_bytes: int = 0
     suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
     spawner: Spawner = field(default_factory=Spawner)
     outputs: OutputFiles = None  # type: ignore[assignment]  # set in __post_init__
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
     db_thread: DatabaseThread = None  # type: ignore[assignment]  # set by run_hog
+    launcher: Launcher = None  # type: ignore[assignment]  # set by run_hog
     round: Round | None = None  # the job the database thread has in hand
 
     # -- set-up ------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ class Hog:
     def __post_init__(self) -> None:
         self.log_modes = private_modes(self.config.db_path)
         self.outputs = OutputFiles(self.log_modes[0])
-        self.free_slots = list(range(self.node.cores))
+        self.free_cores = self.node.cores
         self.free_gpus = list(self.node.gpus)
         self.free_mem = self.node.mem_bytes
         self.base_environment = {
@@ -195,10 +198,6 @@ class Hog:
     def total(self) -> Resources:
         return Resources(self.node.cores, len(self.node.gpus), self.node.mem_bytes)
 
-    @property
-    def free(self) -> Resources:
-        return Resources(len(self.free_slots), len(self.free_gpus), self.free_mem)
-
     def name(self) -> str:
         return f"hog {self.hog_id} on {self.host}"
 
@@ -208,7 +207,7 @@ class Hog:
         while True:
             now = time.monotonic()
             self._drain_signals(wakeup_fd)
-            self._reap_children()
+            self._take_events()
             self._settle_suspects(now)
             self._enforce_limits(now)
             if self.given_up:
@@ -221,11 +220,11 @@ class Hog:
                 if not self.running:
                     break
             else:
-                self._start_buffered(now)
+                self._start_buffered()
                 self._talk_to_database(now)
                 if self.given_up:
                     continue
-                self._start_buffered(now)
+                self._start_buffered()
                 if self._should_leave(now):
                     break
             self._sleep(wakeup_fd, now)
@@ -332,23 +331,67 @@ class Hog:
 
     # -- children ----------------------------------------------------------------------------
 
-    def _reap_children(self) -> None:
-        while (exited := reap_any()) is not None:
-            running = self.running.pop(exited.pid, None)
-            if running is None:
-                continue
-            self._free(running)
-            result = self._result_of(running, exited, time.monotonic())
-            if (
-                result.reason == states.REASON_EXITED
-                and result.signal in TEARDOWN_SIGNALS
-                and self.stopping is None
-            ):
-                # Killed by someone else: SLURM's scancel or time limit signals every process of
-                # the job, the tasks often before the hog. Wait a moment for the hog's own signal.
-                self.suspects.append((time.monotonic(), result))
-            else:
-                self._add_result(result)
+    def _take_events(self) -> None:
+        for event in self.launcher.events():
+            if type(event) is Ended:
+                self._ended(event)
+            elif type(event) is Started:
+                self._started(event)
+            elif type(event) is NotStarted:
+                self._not_started(event)
+            elif type(event) is Crashed:
+                raise event.error
+
+    def _started(self, event: Started) -> None:
+        running = self.running.get(event.key)
+        if running is None:
+            return  # ended already
+        if running.task.time_limit_s is not None:
+            running.deadline_mono = running.launch.started_mono + running.task.time_limit_s
+        if running.kill_reason is not None and running.term_sent_mono is None:
+            self._signal_term(running, time.monotonic())  # cancelled or stopped as it started
+
+    def _ended(self, event: Ended) -> None:
+        running = self.running.pop(event.key)
+        self._free(running)
+        result = self._result_of(running, event.exited, event.ended_mono)
+        if (
+            result.reason == states.REASON_EXITED
+            and result.signal in TEARDOWN_SIGNALS
+            and self.stopping is None
+        ):
+            # Killed by someone else: SLURM's scancel or time limit signals every process of
+            # the job, the tasks often before the hog. Wait a moment for the hog's own signal.
+            self.suspects.append((time.monotonic(), result))
+        else:
+            self._add_result(result)
+        if not self.running and self.pids_fd >= 0 and os.fstat(self.pids_fd).st_size > PIDS_FILE_TRIM_BYTES:
+            os.ftruncate(self.pids_fd, 0)  # keep the file short for a reaper; no slot writes now
+
+    def _not_started(self, event: NotStarted) -> None:
+        running = self.running.pop(event.key)
+        self._free(running)
+        task = running.task
+        if event.error is None:  # waited in the launcher's queue until too late for the walltime
+            self._give_back(running)
+            return
+        error = event.error
+        message = f"could not start: {error.strerror or error}" + (
+            f": {error.filename}" if error.filename else ""
+        )
+        log.warning("%s: task %d %s", self.name(), task.task_id, message)
+        now = time.time()
+        self._add_result(
+            hogs.TaskResult(
+                task.task_id,
+                task.attempt,
+                states.REASON_START_FAILED,
+                started_at=now,
+                ended_at=now,
+                exit_code=127,
+                stderr_tail=message,
+            )
+        )
 
     def _settle_suspects(self, now: float) -> None:
         """Tasks killed from outside: given back if the hog is stopping too, else failed."""
@@ -358,11 +401,12 @@ class Hog:
                 result = result._replace(reason=states.REASON_RELEASED, stderr_tail=None)
             self._add_result(result)
 
-    def _result_of(self, running: RunningTask, exited: Exited, now: float) -> hogs.TaskResult:
+    def _result_of(self, running: RunningTask, exited: Exited, ended_mono: float) -> hogs.TaskResult:
         task = running.task
         # Leftovers the task put in the background die with it, as in a SLURM step.
-        kill_group(running.process_group)
-        duration = now - running.started_mono
+        kill_group(exited.pid)
+        launch = running.launch
+        duration = ended_mono - launch.started_mono
         self.mean_duration_s = (
             duration if self.mean_duration_s is None else 0.8 * self.mean_duration_s + 0.2 * duration
         )
@@ -373,7 +417,7 @@ class Hog:
             reason = states.REASON_RELEASED
         tail = None
         if not succeeded and reason != states.REASON_RELEASED:
-            tail = read_tail(running.stderr_path, hogs.STDERR_TAIL_BYTES) or None
+            tail = read_tail(running.launch.outputs[1], hogs.STDERR_TAIL_BYTES) or None
         if self.debug:
             log.debug(
                 "%s: task %d exited %s after %.3f s",
@@ -386,29 +430,28 @@ class Hog:
             task.task_id,
             task.attempt,
             reason,
-            started_at=running.started_at,
-            ended_at=running.started_at + duration,
+            started_at=launch.started_at,
+            ended_at=launch.started_at + duration,
             exit_code=exited.exit_code,
             signal=exited.signal,
             max_rss_kib=exited.max_rss_kib,
             cpu_user_s=exited.cpu_user_s,
             cpu_system_s=exited.cpu_system_s,
             stderr_tail=tail,
-            cores=self._cpu_list(running.cpu_slots),
+            cores=self._cpu_list(launch.slots),
             gpus=",".join(running.gpu_ids) or None,
         )
 
     def _cpu_of(self, slot: int) -> int:
         return self.node.cpu_ids[slot] if self.node.cpu_ids is not None else slot
 
-    def _cpu_list(self, slots: list[int]) -> str:
+    def _cpu_list(self, slots: tuple[int, ...]) -> str:
         if len(slots) == 1:
             return self.cpu_labels[slots[0]]
         return ",".join(self.cpu_labels[slot] for slot in slots)
 
     def _free(self, running: RunningTask) -> None:
-        self.free_slots.extend(running.cpu_slots)
-        self.free_slots.sort()
+        self.free_cores += running.task.cores
         self.free_gpus.extend(running.gpu_ids)
         self.free_gpus.sort(key=self.node.gpus.index)
         self.free_mem += running.task.mem_bytes
@@ -417,10 +460,13 @@ class Hog:
     def _claimed(self, tasks: list[hogs.ClaimedTask]) -> None:
         """Take newly claimed tasks; their output files are made ahead, off the loop."""
         for task in tasks:
-            paths = (
-                self._output_path(task, task.stdout_pattern, "out"),
-                self._output_path(task, task.stderr_pattern, "err"),
-            )
+            if task.stdout_pattern == task.stderr_pattern == os.devnull:
+                paths = DISCARDED  # nothing to compute or to make
+            else:
+                paths = (
+                    self._output_path(task, task.stdout_pattern, "out"),
+                    self._output_path(task, task.stderr_pattern, "err"),
+                )
             # Logs beside the queue are private like it; files the user named follow the umask.
             private = not task.stdout_pattern and not task.stderr_pattern
             mode = self.log_modes[1] if private else 0o666
@@ -440,10 +486,22 @@ class Hog:
         self.outputs.discard(key, self.output_paths.pop(key))
         self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
 
+    def _give_back(self, running: RunningTask, reason: str = states.REASON_RELEASED) -> None:
+        """A task taken back from the launcher's queue (already freed): as _unclaim."""
+        task = running.task
+        self.outputs.discard((task.task_id, task.attempt), running.launch.outputs)
+        self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
+
     def _unclaim_all(self) -> None:
+        """Give back every task that has not started: buffered, or queued for a slot."""
         for task in self.buffered:
             self._unclaim(task)
         self.buffered.clear()
+        if self.launcher is not None:
+            for launch in self.launcher.withdraw_all():
+                running = self.running.pop(launch.key)
+                self._free(running)
+                self._give_back(running)
 
     def _add_result(self, result: hogs.TaskResult) -> None:
         if not self.results:
@@ -465,21 +523,35 @@ class Hog:
                 and not running.kill_sent
                 and now - running.term_sent_mono >= self._kill_grace()
             ):
-                kill_group(running.process_group, signal.SIGKILL)
+                kill_group(running.launch.pid, signal.SIGKILL)  # type: ignore[arg-type]
                 running.kill_sent = True
 
     def _kill_grace(self) -> float:
         return STOP_GRACE_S if self.stopping else KILL_GRACE_S
 
     def _terminate(self, running: RunningTask, reason: str, now: float) -> None:
+        """TERM to a started task; one still queued for a slot is taken back (or, if a slot has
+        just taken it, signalled when it has started)."""
         running.kill_reason = reason
+        launch = running.launch
+        if launch.pid is not None:
+            self._signal_term(running, now)
+        elif self.launcher.withdraw(launch.key):
+            del self.running[launch.key]
+            self._free(running)
+            self._give_back(running, reason)
+        # else a slot has just taken it: TERM on its Started event
+
+    def _signal_term(self, running: RunningTask, now: float) -> None:
+        pid = running.launch.pid
+        assert pid is not None
         running.term_sent_mono = now
-        kill_group(running.process_group, signal.SIGCONT)
-        kill_group(running.process_group, signal.SIGTERM)
+        kill_group(pid, signal.SIGCONT)
+        kill_group(pid, signal.SIGTERM)
 
     def _stop_tasks(self, now: float) -> None:
         self._unclaim_all()
-        for running in self.running.values():
+        for running in list(self.running.values()):
             if running.kill_reason is None:
                 self._terminate(running, states.REASON_RELEASED, now)
             elif (
@@ -487,19 +559,23 @@ class Hog:
                 and now - running.term_sent_mono >= STOP_GRACE_S
                 and not running.kill_sent
             ):
-                kill_group(running.process_group, signal.SIGKILL)
+                kill_group(running.launch.pid, signal.SIGKILL)  # type: ignore[arg-type]
                 running.kill_sent = True
 
     def _kill_everything(self) -> None:
-        for running in self.running.values():
-            kill_group(running.process_group, signal.SIGKILL)
+        if self.launcher is None:
+            return
+        for launch in self.launcher.withdraw_all():
+            self.running.pop(launch.key, None)
         deadline = time.monotonic() + 10
         while self.running and time.monotonic() < deadline:
-            exited = reap_any()
-            if exited is None:
-                time.sleep(0.01)
-                continue
-            self.running.pop(exited.pid, None)
+            for running in self.running.values():
+                if running.launch.pid is not None:
+                    kill_group(running.launch.pid, signal.SIGKILL)
+            for event in self.launcher.events():
+                if isinstance(event, (Ended, NotStarted)):
+                    self.running.pop(event.key, None)
+            time.sleep(0.01)
 
     # -- walltime ----------------------------------------------------------------------------
 
@@ -522,97 +598,69 @@ class Hog:
 
     # -- starting tasks ----------------------------------------------------------------------
 
-    def _start_buffered(self, now: float) -> None:
+    def _start_buffered(self) -> None:
         while self.buffered and not self.draining:
             task = self.buffered[0]
-            if (
-                task.cores > len(self.free_slots)
-                or task.gpus > len(self.free_gpus)
-                or task.mem_bytes > self.free_mem
-            ):
+            # A one-core task without GPUs may wait in the launcher's queue (a few per core), so
+            # that a slot starts it the moment its task ends; others start on idle slots only.
+            queue_ahead = task.cores == 1 and not task.gpus
+            room = self.free_cores + (QUEUE_AHEAD_PER_CORE * self.node.cores if queue_ahead else 0)
+            if task.cores > room or task.gpus > len(self.free_gpus) or task.mem_bytes > self.free_mem:
                 return  # first come, first served within what this hog already holds
-            self.buffered.pop(0)
+            if not queue_ahead and self.launcher.queued:
+                return  # its slots free up once the queue is taken
             left = self._seconds_left()
             too_late = (task.time_limit_s is None and not self._unlimited_allowed()) or (
                 task.time_limit_s is not None and left is not None and task.time_limit_s > left
             )
             if too_late:
+                self.buffered.pop(0)
                 self._unclaim(task)
                 continue
-            self._start(task, now)
+            if not self._start(task, queue_ahead):
+                return  # its slots are still finishing: an event will wake the loop
+            self.buffered.pop(0)
 
-    def _start(self, task: hogs.ClaimedTask, now: float) -> None:
-        slots = self._take_slots(task.cores)
-        gpu_ids = self.free_gpus[: task.gpus]
-        del self.free_gpus[: task.gpus]
-        self.free_mem -= task.mem_bytes
+    def _start(self, task: hogs.ClaimedTask, queue_ahead: bool) -> bool:
+        """Hand a task to the launcher; False if it needs idle slots that are not idle yet."""
         key = (task.task_id, task.attempt)
-        outputs = self.output_paths.pop(key)
-        env = self._environment_for(task, slots, gpu_ids)
-        # Both clocks read at the spawn itself: the loop's `now` may be a transaction old.
-        started_at, started_mono = time.time(), time.monotonic()
-        try:
-            self.outputs.wait(key)
-            pinned = self.node.cpu_ids is not None
-            cpu_ids = [self._cpu_of(slot) for slot in slots] if pinned else None
-            what = task.argv if task.argv is not None else task.command
-            pid = self.spawner.spawn(what, task.cwd, env, outputs, cpu_ids)
-        except OSError as error:
-            self.free_slots = sorted(self.free_slots + slots)
-            self.free_gpus = sorted(self.free_gpus + gpu_ids, key=self.node.gpus.index)
-            self.free_mem += task.mem_bytes
-            message = f"could not start: {error.strerror or error}" + (
-                f": {error.filename}" if error.filename else ""
-            )
-            log.warning("%s: task %d %s", self.name(), task.task_id, message)
-            self._add_result(
-                hogs.TaskResult(
-                    task.task_id,
-                    task.attempt,
-                    states.REASON_START_FAILED,
-                    started_at=started_at,
-                    ended_at=started_at,
-                    exit_code=127,
-                    stderr_tail=message,
-                )
-            )
-            return
-        if self.pids_fd >= 0:
-            if not self.running and self.pids_bytes > PIDS_FILE_TRIM_BYTES:
-                os.ftruncate(self.pids_fd, 0)  # keep the file short for a reaper that reads it
-                self.pids_bytes = 0
-            self.pids_bytes += record_task_process(self.pids_fd, pid)
-        deadline = started_mono + task.time_limit_s if task.time_limit_s is not None else None
-        self.running[pid] = RunningTask(
-            task, pid, slots, gpu_ids, started_at, started_mono, outputs[1], deadline
+        gpu_ids = self.free_gpus[: task.gpus]
+        launch = Launch(
+            key,
+            task.argv if task.argv is not None else task.command,
+            task.cwd,
+            self._environment_for(task, gpu_ids),
+            self.output_paths.pop(key),
+            task.cores,
+            self._latest_start(task),
         )
+        if queue_ahead:
+            self.launcher.queue(launch)
+        elif not self.launcher.start_on_idle(launch):
+            self.output_paths[key] = launch.outputs
+            return False
+        del self.free_gpus[: task.gpus]
+        self.free_cores -= task.cores
+        self.free_mem -= task.mem_bytes
+        self.running[key] = RunningTask(task, gpu_ids, launch)
+        return True
 
-    def _take_slots(self, count: int) -> list[int]:
-        """Free core slots for a task; a one-core task gets the CPU the hog is on, when free.
+    def _latest_start(self, task: hogs.ClaimedTask) -> float | None:
+        """The epoch after which a task queued for a slot must no longer start (walltime)."""
+        if self.end_by is None:
+            return None
+        if task.time_limit_s is None:
+            return self.end_by - max(self.config.margin_s, STOP_LEAD_S)
+        return self.end_by - STOP_LEAD_S - task.time_limit_s
 
-        The hog moves onto a task's CPUs before starting it; staying put saves a migration.
-        """
-        if count == 1 and self.node.cpu_ids is not None and len(self.spawner.cpus) == 1:
-            (cpu,) = self.spawner.cpus
-            if cpu in self.node.cpu_ids:
-                slot = self.node.cpu_ids.index(cpu)
-                if slot in self.free_slots:
-                    self.free_slots.remove(slot)
-                    return [slot]
-        slots = self.free_slots[:count]
-        del self.free_slots[:count]
-        return slots
-
-    def _environment_for(
-        self, task: hogs.ClaimedTask, slots: list[int], gpu_ids: list[str]
-    ) -> dict[str, str]:
+    def _environment_for(self, task: hogs.ClaimedTask, gpu_ids: list[str]) -> dict[str, str]:
+        """The task's environment; its slot's thread adds HOG_CPUS."""
         env = dict(task.environment)
         env.update(self.base_environment)
         env["HOG_TASK_ID"] = str(task.task_id)
         env["HOG_ATTEMPT"] = str(task.attempt)
         env["HOG_HOG_ID"] = str(self.hog_id)
         env["HOG_CORES"] = str(task.cores)
-        env["HOG_CPUS"] = self._cpu_list(slots)
         env["OMP_NUM_THREADS"] = str(task.cores)
         if self.node.gpus:
             for variable in GPU_VARIABLES:
@@ -645,17 +693,19 @@ class Hog:
         held_cores = sum(task.cores for task in self.buffered)
         if factor and held_cores > allowance_cores // 2:
             return None
-        if len(self.free_slots) + allowance_cores - held_cores <= 0:
+        if self.free_cores + allowance_cores - held_cores <= 0:
             return None
         held = Resources(
             held_cores, sum(t.gpus for t in self.buffered), sum(t.mem_bytes for t in self.buffered)
         )
         allowance = Resources(allowance_cores, self.total.gpus * factor, self.total.mem_bytes * factor)
-        free = self.free + allowance - held
+        # Tasks queued for a slot count as held (free_cores is below 0 by as many).
+        free = Resources(self.free_cores, len(self.free_gpus), self.free_mem) + allowance - held
+        epoch = time.time()
         busy = [
             Busy(
                 r.task.needs,
-                None if r.task.time_limit_s is None else r.started_at + r.task.time_limit_s,
+                None if r.task.time_limit_s is None else (r.launch.started_at or epoch) + r.task.time_limit_s,
             )
             for r in self.running.values()
         ] + [Busy(task.needs, None) for task in self.buffered]
@@ -795,8 +845,7 @@ class Hog:
     def _apply_cancels(self, cancelled: set[tuple[int, int]], now: float) -> None:
         if not cancelled:
             return
-        for running in self.running.values():
-            key = (running.task.task_id, running.task.attempt)
+        for key, running in list(self.running.items()):
             if key in cancelled and running.kill_reason is None:
                 log.info("%s: task %d was cancelled: killing it", self.name(), running.task.task_id)
                 self._terminate(running, states.REASON_CANCELLED, now)
@@ -897,8 +946,9 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     # fair and no alarm can reach a thread; the loop warns when a wait grows long.
     db.timeout_s = None
     hog.db_thread = DatabaseThread(write_fd)
+    hog.launcher = Launcher(node.cpu_ids, hog.cpu_labels, hog.spawner, hog.outputs, hog.pids_fd, write_fd)
     previous = {}
-    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGCHLD):
+    for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         previous[number] = signal.signal(number, _note_signal)
     # SIGHUP must not kill a hog whose terminal or ssh session went away.
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -912,8 +962,10 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         signal.set_wakeup_fd(old_wakeup)
         for number, handler in previous.items():
             signal.signal(number, handler)
-        stuck = not hog.db_thread.close()  # still waiting for the lock: it dies with the process
-        if not stuck:
+        # A thread still waiting for the lock, or for a task, dies with the process; the fd it
+        # would wake the loop through stays open until then.
+        stuck = not hog.db_thread.close()
+        if hog.launcher.close() and not stuck:
             os.close(write_fd)
         os.close(read_fd)
         hog.spawner.close()

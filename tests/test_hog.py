@@ -189,6 +189,34 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     assert len(done.read_text().split()) == 2
 
 
+def test_draining_among_short_tasks_gives_back_those_claimed_or_queued_ahead(
+    db: Path, tmp_path: Path
+) -> None:
+    """Tiny tasks are claimed ahead and queued for the slots: a drain runs none of those."""
+    done = tmp_path / "done.txt"
+    ids = submit(
+        db,
+        "-o",
+        "/dev/null",
+        "-e",
+        "/dev/null",
+        "--file",
+        "-",
+        stdin=input_lines(f"echo $HOG_TASK_ID >> {done}", 3000),
+    )
+    hog = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: done.exists() and len(done.read_text().split()) >= 300, message="300 tasks done")
+    hog.send_signal(signal.SIGINT)
+    assert finish(hog, timeout=30) == 0
+    states = states_of(db)
+    ran = [int(line) for line in done.read_text().split()]
+    assert len(ran) == len(set(ran)) < len(ids)
+    assert sorted(ran) == sorted(i for i in ids if states[i] == "done")
+    assert all(states[i] == "waiting" for i in ids if i not in set(ran))
+    assert finish(start_hog(db, *FAST, "--cores", "2"), timeout=120) == 0
+    assert sorted(int(line) for line in done.read_text().split()) == ids
+
+
 def test_killed_hog_is_healed_by_another_and_each_task_runs_once(db: Path, tmp_path: Path) -> None:
     done, pids = tmp_path / "done.txt", tmp_path / "pids.txt"
     ids = submit(

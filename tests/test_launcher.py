@@ -1,0 +1,169 @@
+"""The slot threads that start tasks and wait for them, with real processes (launcher.py)."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from helpers import wait_until
+
+from hog.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
+from hog.procs import OutputFiles, Spawner
+
+pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin slots to")
+
+
+class Slots:
+    """A launcher on the first two CPUs, collecting its events."""
+
+    def __init__(self, tmp_path: Path, spawner: Spawner | None = None, unpinned: int = 0) -> None:
+        self.tmp_path = tmp_path
+        self.cpus = sorted(os.sched_getaffinity(0))[:2]
+        if unpinned:
+            self.cpus = list(range(unpinned))  # slot numbers, as a hog without affinity uses
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.outputs = OutputFiles(0o700)
+        self.spawner = spawner or Spawner()
+        self.pids = tmp_path / "pids"
+        self.pids_fd = os.open(self.pids, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        labels = [str(cpu) for cpu in self.cpus]
+        cpu_ids = None if unpinned else self.cpus
+        self.launcher = Launcher(cpu_ids, labels, self.spawner, self.outputs, self.pids_fd, self.wake_write)
+        self.seen: list = []
+        self.launches: dict[int, Launch] = {}
+
+    def launch(self, number: int, command: str, cores: int = 1, latest_start: float | None = None) -> Launch:
+        key = (number, 1)
+        paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
+        self.outputs.request(key, paths, 0o600)
+        launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)
+        self.launches[number] = launch
+        return launch
+
+    def events(self, kind: type, count: int) -> list:
+        def enough() -> bool:
+            self.seen.extend(self.launcher.events())
+            return sum(type(event) is kind for event in self.seen) >= count
+
+        wait_until(enough, timeout=30, message=f"{count} {kind.__name__} events")
+        return [event for event in self.seen if type(event) is kind]
+
+    def output(self, number: int) -> str:
+        return (self.tmp_path / f"{number}.out").read_text()
+
+    def close(self) -> None:
+        self.launcher.close()
+        self.outputs.close()
+        self.spawner.close()
+        for fd in (self.wake_read, self.wake_write, self.pids_fd):
+            os.close(fd)
+
+
+@pytest.fixture
+def slots(tmp_path: Path):
+    launcher = Slots(tmp_path)
+    yield launcher
+    launcher.close()
+
+
+def test_queued_tasks_start_on_the_slot_that_frees_first_pinned_to_it(slots: Slots) -> None:
+    report = "grep Cpus_allowed_list /proc/self/status | cut -f2; echo $HOG_CPUS"
+    slots.launcher.queue(slots.launch(1, f"{report}; sleep 1"))
+    slots.launcher.queue(slots.launch(2, report))
+    slots.launcher.queue(slots.launch(3, report))
+    ended = slots.events(Ended, 3)
+    assert [event.key[0] for event in ended][-1] == 1, "the short ones must not wait for the long one"
+    assert len(slots.events(Started, 3)) == 3
+    started = slots.launches
+    for number in (1, 2, 3):
+        allowed, label = slots.output(number).split()
+        (slot,) = started[number].slots
+        assert allowed == label == str(slots.cpus[slot])
+    assert started[2].slots == started[3].slots != started[1].slots
+    assert all(event.exited.exit_code == 0 for event in ended)
+    assert sorted(event.exited.pid for event in ended) == sorted(launch.pid for launch in started.values())
+    recorded = slots.pids.read_text().split()
+    assert sorted(recorded) == sorted(str(launch.pid) for launch in started.values())
+
+
+def test_a_queued_task_can_be_taken_back_before_it_starts(slots: Slots) -> None:
+    for number in (1, 2):
+        slots.launcher.queue(slots.launch(number, "sleep 2"))
+    slots.events(Started, 2)
+    marker = slots.tmp_path / "ran"
+    slots.launcher.queue(slots.launch(3, f"touch {marker}"))
+    assert slots.launcher.queued == 1
+    assert slots.launcher.withdraw((3, 1))
+    assert not slots.launcher.withdraw((3, 1))
+    slots.events(Ended, 2)
+    time.sleep(0.3)
+    assert not marker.exists()
+    assert all(event.key[0] != 3 for event in slots.seen)
+
+
+def test_a_task_of_two_cores_waits_for_two_idle_slots(slots: Slots) -> None:
+    slots.launcher.queue(slots.launch(1, "sleep 1"))
+    slots.events(Started, 1)
+    two = slots.launch(2, "grep Cpus_allowed_list /proc/self/status | cut -f2; echo $HOG_CPUS", cores=2)
+    assert not slots.launcher.start_on_idle(two), "one slot is busy"
+    slots.events(Ended, 1)
+    assert slots.launcher.start_on_idle(two)
+    (ended,) = [event for event in slots.events(Ended, 2) if event.key[0] == 2]
+    assert ended.exited.exit_code == 0
+    allowed, label = slots.output(2).split()
+    both = ",".join(str(cpu) for cpu in slots.cpus)
+    assert label == both
+    assert allowed in (both, f"{slots.cpus[0]}-{slots.cpus[1]}")
+    # Its second slot was lent to it and is free again: one-core tasks run on both.
+    for number in (3, 4):
+        slots.launcher.queue(slots.launch(number, "sleep 0.5"))
+    slots.events(Started, 4)
+    assert {slots.launches[3].slots, slots.launches[4].slots} == {(0,), (1,)}
+
+
+def test_a_task_past_its_latest_start_is_not_started(slots: Slots) -> None:
+    marker = slots.tmp_path / "ran"
+    slots.launcher.queue(slots.launch(1, f"touch {marker}", latest_start=time.time() - 1))
+    (event,) = slots.events(NotStarted, 1)
+    assert event.key == (1, 1) and event.error is None
+    assert not marker.exists()
+
+
+def test_a_task_that_cannot_start_says_why(slots: Slots) -> None:
+    launch = slots.launch(1, ["/nonexistent/program"])
+    slots.launcher.queue(launch)
+    (event,) = slots.events(NotStarted, 1)
+    assert isinstance(event.error, FileNotFoundError)
+    # The slot is free for the next one.
+    slots.launcher.queue(slots.launch(2, "true"))
+    assert slots.events(Ended, 1)[0].key == (2, 1)
+
+
+def test_a_bug_on_a_slot_thread_reaches_the_loop(tmp_path: Path) -> None:
+    class Broken(Spawner):
+        def spawn(self, *args, **kwargs) -> int:
+            raise ZeroDivisionError("a bug")
+
+    slots = Slots(tmp_path, Broken())
+    try:
+        slots.launcher.queue(slots.launch(1, "true"))
+        (event,) = slots.events(Crashed, 1)
+        assert isinstance(event.error, ZeroDivisionError)
+        assert os.read(slots.wake_read, 16), "the loop must be woken"
+    finally:
+        slots.close()
+
+
+def test_a_slot_lent_to_a_bigger_task_does_not_swallow_the_wake_for_a_queued_one(tmp_path: Path) -> None:
+    slots = Slots(tmp_path, unpinned=3)
+    try:
+        assert slots.launcher.start_on_idle(slots.launch(1, "sleep 3", cores=2))
+        slots.events(Started, 1)
+        for number in range(2, 6):  # each wakes one waiting slot: never only the lent one
+            slots.launcher.queue(slots.launch(number, "true"))
+            slots.events(Ended, number - 1)
+        assert not any(type(event) is Ended and event.key == (1, 1) for event in slots.seen)
+        assert {slots.launches[number].slots for number in range(2, 6)} == {(2,)}
+        assert slots.launches[1].slots == (0, 1)
+    finally:
+        slots.close()
