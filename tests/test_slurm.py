@@ -153,7 +153,9 @@ def test_hog_reads_its_end_from_slurm_and_drains_before_the_kill(db: Path, slurm
 
 def test_scancel_of_a_hog_gives_its_tasks_to_another(db: Path, slurm_env: dict, tmp_path: Path) -> None:
     done = tmp_path / "done.txt"
-    submit_lines(db, f"sleep 2; echo $HOG_TASK_ID >> {done}", 24, env=slurm_env)
+    # `&&`: SLURM signals the job's processes one by one, so the shell may outlive its sleep
+    # long enough to run what follows; a task must not record work it was stopped in.
+    submit_lines(db, f"sleep 2 && echo $HOG_TASK_ID >> {done}", 24, env=slurm_env)
     process = monitor(db, slurm_env, "--backend", "sbatch", "--walltime", "5m", "--hogs", "2", "--once")
     try:
         victim = wait_until(
@@ -198,7 +200,7 @@ def test_node_failure_loses_the_hog_and_a_replacement_finishes_its_tasks(
     db: Path, slurm_env: dict, tmp_path: Path
 ) -> None:
     done = tmp_path / "done.txt"
-    submit_lines(db, f"sleep 3; echo $HOG_TASK_ID >> {done}", 12, env=slurm_env)
+    submit_lines(db, f"sleep 3 && echo $HOG_TASK_ID >> {done}", 12, env=slurm_env)
     process = monitor(db, slurm_env, "--command-prefix", "srun -N1 --exclusive -t 5", "--hogs", "1", "--once")
     cluster_dir = Path(slurm_env.get("SLURM_HOG_CLUSTER_DIR", "/tmp/slurm-hog-cluster"))
     try:
