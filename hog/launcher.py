@@ -206,7 +206,6 @@ class Launcher:
                 if taken is None:
                     return
                 launch, slots = taken
-                ending = None
                 ending = self._run(launch, slots)
         except BaseException as error:
             with self._cond:
@@ -231,9 +230,9 @@ class Launcher:
         if launch.latest_start is not None and time.time() > launch.latest_start:
             return NotStarted(launch.key, None)
         launch.env["HOG_CPUS"] = ",".join(self._labels[slot] for slot in slots)
-        several = self._cpu_ids is not None and len(slots) > 1
-        if several:
-            os.sched_setaffinity(0, {self._cpu_ids[slot] for slot in slots})  # type: ignore[index]
+        cpu_ids = self._cpu_ids if len(slots) > 1 else None  # a task of several cores: widen
+        if cpu_ids is not None:
+            os.sched_setaffinity(0, {cpu_ids[slot] for slot in slots})
         try:
             self._outputs.wait(launch.key)
             launch.started_at, launch.started_mono = time.time(), time.monotonic()
@@ -241,8 +240,8 @@ class Launcher:
         except OSError as error:
             return NotStarted(launch.key, error)
         finally:
-            if several:
-                os.sched_setaffinity(0, {self._cpu_ids[slots[0]]})  # type: ignore[index]
+            if cpu_ids is not None:
+                os.sched_setaffinity(0, {cpu_ids[slots[0]]})
         if self._pids_fd >= 0:
             # Before anything else: a reaper must find it if the hog is killed from here on.
             record_task_process(self._pids_fd, pid)

@@ -518,16 +518,20 @@ class Hog:
                         running.task.task_id,
                     )
                     self._terminate(running, states.REASON_TIMEOUT, now)
-            elif (
-                running.term_sent_mono is not None
-                and not running.kill_sent
-                and now - running.term_sent_mono >= self._kill_grace()
-            ):
-                kill_group(running.launch.pid, signal.SIGKILL)  # type: ignore[arg-type]
-                running.kill_sent = True
+            else:
+                self._kill_if_past_grace(running, now)
 
     def _kill_grace(self) -> float:
         return STOP_GRACE_S if self.stopping else KILL_GRACE_S
+
+    def _kill_if_past_grace(self, running: RunningTask, now: float) -> None:
+        """SIGKILL to a task that outlived its SIGTERM by the grace."""
+        pid = running.launch.pid
+        if running.term_sent_mono is None or running.kill_sent or pid is None:
+            return
+        if now - running.term_sent_mono >= self._kill_grace():
+            kill_group(pid, signal.SIGKILL)
+            running.kill_sent = True
 
     def _terminate(self, running: RunningTask, reason: str, now: float) -> None:
         """TERM to a started task; one still queued for a slot is taken back (or, if a slot has
@@ -554,13 +558,8 @@ class Hog:
         for running in list(self.running.values()):
             if running.kill_reason is None:
                 self._terminate(running, states.REASON_RELEASED, now)
-            elif (
-                running.term_sent_mono is not None
-                and now - running.term_sent_mono >= STOP_GRACE_S
-                and not running.kill_sent
-            ):
-                kill_group(running.launch.pid, signal.SIGKILL)  # type: ignore[arg-type]
-                running.kill_sent = True
+            else:
+                self._kill_if_past_grace(running, now)
 
     def _kill_everything(self) -> None:
         if self.launcher is None:
