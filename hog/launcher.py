@@ -88,6 +88,7 @@ class Launcher:
         self._mail: list[tuple[Launch, tuple[int, ...]] | None] = [None] * slots
         self._busy = [False] * slots  # running a task, or about to
         self._held = [False] * slots  # lent to a task of several cores on another slot
+        self._lent = 0  # how many are held
         self._events: list[Event] = []
         # The loop was woken and has not taken the events since. (Waking it for every event
         # measured faster than batching: its turns stay short, and so do the slots' waits for
@@ -107,7 +108,7 @@ class Launcher:
         """Start a one-core task on the first slot that is (or becomes) free."""
         with self._cond:
             self._queued.append(launch)
-            if any(self._held):
+            if self._lent:
                 self._cond.notify_all()  # one woken at random might be a lent slot, which waits on
             else:
                 self._cond.notify()
@@ -129,6 +130,7 @@ class Launcher:
             slots = tuple(idle[: launch.cores])
             for slot in slots[1:]:
                 self._held[slot] = True
+            self._lent += len(slots) - 1
             self._mail[slots[0]] = (launch, slots)
             self._busy[slots[0]] = True
             self._cond.notify_all()
@@ -178,6 +180,12 @@ class Launcher:
         self._woken = True
         return True
 
+    def _tell(self, event: Event) -> None:
+        with self._cond:
+            wake = self._post(event)
+        if wake:
+            self._wake()
+
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # a full pipe wakes the loop too
             os.write(self._wake_fd, b"\0")
@@ -194,9 +202,10 @@ class Launcher:
                     # Free first, then tell: the loop may at once want these slots.
                     if slots:
                         self._busy[slot] = False
-                        for other in slots[1:]:
-                            self._held[other] = False
                         if len(slots) > 1:
+                            for other in slots[1:]:
+                                self._held[other] = False
+                            self._lent -= len(slots) - 1
                             self._cond.notify_all()
                     if ending is not None:
                         wake = self._post(ending)
@@ -208,9 +217,7 @@ class Launcher:
                 launch, slots = taken
                 ending = self._run(launch, slots)
         except BaseException as error:
-            with self._cond:
-                self._post(Crashed(error))
-            self._wake()
+            self._tell(Crashed(error))
 
     def _take(self, slot: int) -> tuple[Launch, tuple[int, ...]] | None:
         """The slot's next task, waiting for one; None once closed. Holding the lock."""
@@ -247,9 +254,6 @@ class Launcher:
             record_task_process(self._pids_fd, pid)
         launch.slots = slots
         launch.pid = pid
-        with self._cond:
-            wake = self._post(Started(launch.key))
-        if wake:
-            self._wake()
+        self._tell(Started(launch.key))
         _, status, usage = os.wait4(pid, 0)
         return Ended(launch.key, exited_from(pid, status, usage), time.monotonic())

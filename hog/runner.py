@@ -369,12 +369,13 @@ class Hog:
             os.ftruncate(self.pids_fd, 0)  # keep the file short for a reaper; no slot writes now
 
     def _not_started(self, event: NotStarted) -> None:
-        running = self.running.pop(event.key)
+        running = self.running[event.key]
+        if event.error is None:  # waited in the launcher's queue until too late for the walltime
+            self._take_back(running)
+            return
+        del self.running[event.key]
         self._free(running)
         task = running.task
-        if event.error is None:  # waited in the launcher's queue until too late for the walltime
-            self._give_back(running)
-            return
         error = event.error
         message = f"could not start: {error.strerror or error}" + (
             f": {error.filename}" if error.filename else ""
@@ -482,14 +483,16 @@ class Hog:
 
     def _unclaim(self, task: hogs.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
         """A buffered task that will not start here goes back (or is cancelled)."""
-        key = (task.task_id, task.attempt)
-        self.outputs.discard(key, self.output_paths.pop(key))
-        self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
+        self._hand_back(task, self.output_paths.pop((task.task_id, task.attempt)), reason)
 
-    def _give_back(self, running: RunningTask, reason: str = states.REASON_RELEASED) -> None:
-        """A task taken back from the launcher's queue (already freed): as _unclaim."""
-        task = running.task
-        self.outputs.discard((task.task_id, task.attempt), running.launch.outputs)
+    def _take_back(self, running: RunningTask, reason: str = states.REASON_RELEASED) -> None:
+        """A task handed to the launcher that no slot started: freed, and handed back."""
+        del self.running[running.launch.key]
+        self._free(running)
+        self._hand_back(running.task, running.launch.outputs, reason)
+
+    def _hand_back(self, task: hogs.ClaimedTask, outputs: tuple[str, str], reason: str) -> None:
+        self.outputs.discard((task.task_id, task.attempt), outputs)
         self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
 
     def _unclaim_all(self) -> None:
@@ -499,9 +502,7 @@ class Hog:
         self.buffered.clear()
         if self.launcher is not None:
             for launch in self.launcher.withdraw_all():
-                running = self.running.pop(launch.key)
-                self._free(running)
-                self._give_back(running)
+                self._take_back(self.running[launch.key])
 
     def _add_result(self, result: hogs.TaskResult) -> None:
         if not self.results:
@@ -541,9 +542,7 @@ class Hog:
         if launch.pid is not None:
             self._signal_term(running, now)
         elif self.launcher.withdraw(launch.key):
-            del self.running[launch.key]
-            self._free(running)
-            self._give_back(running, reason)
+            self._take_back(running, reason)
         # else a slot has just taken it: TERM on its Started event
 
     def _signal_term(self, running: RunningTask, now: float) -> None:
@@ -608,19 +607,16 @@ class Hog:
                 return  # first come, first served within what this hog already holds
             if not queue_ahead and self.launcher.queued:
                 return  # its slots free up once the queue is taken
-            left = self._seconds_left()
-            too_late = (task.time_limit_s is None and not self._unlimited_allowed()) or (
-                task.time_limit_s is not None and left is not None and task.time_limit_s > left
-            )
-            if too_late:
+            latest_start = self._latest_start(task)
+            if latest_start is not None and time.time() > latest_start:
                 self.buffered.pop(0)
                 self._unclaim(task)
                 continue
-            if not self._start(task, queue_ahead):
+            if not self._start(task, queue_ahead, latest_start):
                 return  # its slots are still finishing: an event will wake the loop
             self.buffered.pop(0)
 
-    def _start(self, task: hogs.ClaimedTask, queue_ahead: bool) -> bool:
+    def _start(self, task: hogs.ClaimedTask, queue_ahead: bool, latest_start: float | None) -> bool:
         """Hand a task to the launcher; False if it needs idle slots that are not idle yet."""
         key = (task.task_id, task.attempt)
         gpu_ids = self.free_gpus[: task.gpus]
@@ -631,7 +627,7 @@ class Hog:
             self._environment_for(task, gpu_ids),
             self.output_paths.pop(key),
             task.cores,
-            self._latest_start(task),
+            latest_start,
         )
         if queue_ahead:
             self.launcher.queue(launch)
@@ -645,7 +641,9 @@ class Hog:
         return True
 
     def _latest_start(self, task: hogs.ClaimedTask) -> float | None:
-        """The epoch after which a task queued for a slot must no longer start (walltime)."""
+        """The epoch after which a task must no longer start: with --time, it could not end
+        before the hog must stop; without, less than --margin would remain. The loop checks it
+        before handing the task over, the slot again as it starts it."""
         if self.end_by is None:
             return None
         if task.time_limit_s is None:

@@ -189,30 +189,32 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     assert len(done.read_text().split()) == 2
 
 
+def submit_tiny(db: Path, command: str, count: int) -> list[int]:
+    """`count` copies of a tiny task that keeps no output: claimed and queued ahead."""
+    return submit(db, "-o", "/dev/null", "-e", "/dev/null", "--file", "-", stdin=input_lines(command, count))
+
+
+def ran_once_the_rest_waiting(db: Path, ids: list[int], done: Path) -> list[int]:
+    """The ids the tasks wrote to `done`: some but not all, each once, each done; the rest wait."""
+    states = states_of(db)
+    ran = [int(line) for line in done.read_text().split()]
+    assert 0 < len(ran) == len(set(ran)) < len(ids)
+    assert sorted(ran) == sorted(i for i in ids if states[i] == "done")
+    assert all(states[i] == "waiting" for i in ids if i not in set(ran))
+    return ran
+
+
 def test_draining_among_short_tasks_gives_back_those_claimed_or_queued_ahead(
     db: Path, tmp_path: Path
 ) -> None:
     """Tiny tasks are claimed ahead and queued for the slots: a drain runs none of those."""
     done = tmp_path / "done.txt"
-    ids = submit(
-        db,
-        "-o",
-        "/dev/null",
-        "-e",
-        "/dev/null",
-        "--file",
-        "-",
-        stdin=input_lines(f"echo $HOG_TASK_ID >> {done}", 3000),
-    )
+    ids = submit_tiny(db, f"echo $HOG_TASK_ID >> {done}", 3000)
     hog = start_hog(db, *FAST, "--cores", "2")
     wait_until(lambda: done.exists() and len(done.read_text().split()) >= 300, message="300 tasks done")
     hog.send_signal(signal.SIGINT)
     assert finish(hog, timeout=30) == 0
-    states = states_of(db)
-    ran = [int(line) for line in done.read_text().split()]
-    assert len(ran) == len(set(ran)) < len(ids)
-    assert sorted(ran) == sorted(i for i in ids if states[i] == "done")
-    assert all(states[i] == "waiting" for i in ids if i not in set(ran))
+    ran_once_the_rest_waiting(db, ids, done)
     assert finish(start_hog(db, *FAST, "--cores", "2"), timeout=120) == 0
     assert sorted(int(line) for line in done.read_text().split()) == ids
 
@@ -272,6 +274,32 @@ def test_walltime_drain_gives_back_unfinished_work(db: Path) -> None:
     assert attempts(db, too_long) == [], "a task longer than the time left must not start"
     (hog_row,) = cli_json(db, "show", "-H")
     assert hog_row["end_reason"] == "walltime"
+
+
+def test_short_tasks_queued_for_the_slots_stop_starting_in_time(db: Path, tmp_path: Path) -> None:
+    """Tasks queued ahead when the margin is reached are handed back unrun, not started late."""
+    done = tmp_path / "done.txt"
+    ids = submit_tiny(db, f"sleep 0.05 && echo $HOG_TASK_ID >> {done}", 2000)
+    hog = start_hog(
+        db,
+        "--heartbeat",
+        "1s",
+        "--idle-timeout",
+        "30s",
+        "--walltime",
+        "10s",
+        "--margin",
+        "6s",
+        "--cores",
+        "2",
+    )
+    assert finish(hog, timeout=60) == 0
+    ran = ran_once_the_rest_waiting(db, ids, done)
+    # None started with less than the margin left: neither those the loop still held nor those
+    # already queued for a slot (the hog itself stops only 5 s before the end).
+    (hog_row,) = cli_json(db, "show", "-H")
+    last_start = max(a["started_at"] for i in ran[-20:] for a in attempts(db, i))
+    assert last_start <= hog_row["end_by"] - 6 + 0.01
 
 
 def test_failed_task_is_retried_until_it_succeeds(db: Path, tmp_path: Path) -> None:
