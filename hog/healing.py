@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def task_pids_path(db_path: str, hog_id: int) -> str:
-    """Where a hog notes its tasks' process groups (see procs.record_task_process)."""
+    """Where a hog notes its tasks' process groups (written by each slot process, slot.py)."""
     return os.path.join(logs_dir_for(os.path.abspath(db_path)), "hogs", f"hog-{hog_id}.pids")
 
 

@@ -1,27 +1,38 @@
-"""Starting tasks and waiting for them: one thread per core slot, pinned to that slot's CPU.
+"""Starting tasks and waiting for them: one slot process per core slot (slot.py).
 
-A slot's thread starts a task (the child inherits the thread's CPUs: nothing moves), waits for
-it with wait4 on its pid, and as soon as it ends starts the next task the loop queued ahead, if
-any. So a short task's successor does not wait for the hog's loop to wake, decide and spawn; the
-loop learns of starts and ends through events and keeps all the bookkeeping (results, limits,
-cancels, the database). wait4, posix_spawn and the condition waits release the GIL.
+Each slot process is pinned once to its CPU, starts the tasks sent to it with posix_spawn (the
+child inherits its CPU: nothing moves) and waits for them. The hog sends each a task ahead of
+the one it runs, so a short task's successor starts the moment it ends: in another interpreter,
+it does not wait for the hog's loop or database thread, nor they for it. The loop keeps all the
+bookkeeping (results, limits, cancels, the database) and learns of starts and ends through
+events read from the slots' pipes (`fds`, for its select).
 """
 
 import contextlib
 import os
-import threading
+import subprocess
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .procs import Exited, OutputFiles, Spawner, exited_from, record_task_process
+from .procs import Exited, OutputFiles, exited_from
+from .slot import pack, unpack, write_all
+
+# Tasks a slot process may hold: the one it runs and those it starts next, refilled when down
+# to half, several per write (measured: depth 2, 4 and 6 gave 0.83x, 0.87x and 0.95x xargs -P 2
+# on 5,000 x `true`). A long task does not hold up those behind it: see _rebalance.
+SLOT_DEPTH = 6
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from hog.slot import main; main(sys.argv[1:])"
 
 
 @dataclass(slots=True)
 class Launch:
     """A task ready to start: everything its spawn needs, made by the loop, and how it started,
-    filled in by the slot's thread (the pid last: once set, the rest is)."""
+    filled in from its slot's reports (the pid last: once set, the rest is)."""
 
     key: tuple[int, int]  # (task id, attempt)
     what: list[str] | str  # an argv, or a shell command
@@ -48,212 +59,299 @@ class Ended(NamedTuple):
 
 class NotStarted(NamedTuple):
     key: tuple[int, int]
-    error: OSError | None  # None: too late to start before the walltime
+    error: OSError | None  # None: withdrawn, or too late to start before the walltime
 
 
 class Crashed(NamedTuple):
-    error: BaseException  # a bug on a slot thread: the loop re-raises it
+    error: BaseException  # a bug in a slot process, or one that died: the loop raises it
 
 
 Event = Started | Ended | NotStarted | Crashed
 
 
-class Launcher:
-    """The slot threads, the tasks queued for any slot, and the events for the loop.
+class _Slot:
+    """The hog's side of one slot process."""
 
-    A task of one core may be queued ahead (`queue`): the first slot whose task ends starts it.
-    A task of several cores starts only on slots that are all idle now (`start_on_idle`).
-    Events go to `events()`; a NUL byte on `wake_fd` (the loop's signal wakeup pipe, where 0 is
-    no signal's number) says there are some.
+    __slots__ = ("process", "commands_fd", "events_fd", "buffer", "sent", "running", "held_by", "crashed")
+
+    def __init__(self, process: subprocess.Popen, commands_fd: int, events_fd: int) -> None:
+        self.process = process
+        self.commands_fd = commands_fd
+        self.events_fd = events_fd
+        self.buffer = bytearray()
+        self.sent: deque[tuple[int, int]] = deque()  # sent to it, not started yet
+        self.running: tuple[int, int] | None = None
+        self.held_by: tuple[int, int] | None = None  # lent to a task of several cores
+        self.crashed = False  # said so: its exit needs no second report
+
+    @property
+    def load(self) -> int:
+        return len(self.sent) + (self.running is not None)
+
+    @property
+    def refillable(self) -> bool:
+        return self.load <= SLOT_DEPTH // 2 and self.held_by is None and self.events_fd >= 0
+
+    @property
+    def idle(self) -> bool:
+        """Alive, with nothing to run, and not lent."""
+        return not self.load and self.held_by is None and self.events_fd >= 0
+
+    def send(self, message: tuple) -> None:
+        write_all(self.commands_fd, pack(message))
+
+
+class Launcher:
+    """The slot processes, the tasks queued for any slot, and the events for the loop.
+
+    A task of one core may be queued ahead (`queue`): it goes to the slot with the least to do,
+    or waits here until a slot has room; a slot left with nothing to do takes one sent ahead to
+    a slot whose task runs on. A task of several cores starts only on slots that are all idle
+    now (`start_on_idle`). Taking back a task (`withdraw`) is immediate while it waits here;
+    once sent to a slot, the slot says whether it started it (Started) or not (NotStarted).
     """
 
     def __init__(
-        self,
-        cpu_ids: list[int] | None,
-        labels: list[str],
-        spawner: Spawner,
-        outputs: OutputFiles,
-        pids_fd: int,
-        wake_fd: int,
+        self, cpu_ids: list[int] | None, labels: list[str], outputs: OutputFiles, pids_fd: int, wake_fd: int
     ) -> None:
         self._cpu_ids = cpu_ids
         self._labels = labels
-        self._spawner = spawner
         self._outputs = outputs
-        self._pids_fd = pids_fd
-        self._wake_fd = wake_fd
-        self._cond = threading.Condition(threading.Lock())
+        self._wake_fd = wake_fd  # woken (a NUL byte) when an event arises here, not in a slot
         self._queued: deque[Launch] = deque()
-        slots = len(labels)
-        self._mail: list[tuple[Launch, tuple[int, ...]] | None] = [None] * slots
-        self._busy = [False] * slots  # running a task, or about to
-        self._held = [False] * slots  # lent to a task of several cores on another slot
-        self._lent = 0  # how many are held
+        self._launches: dict[tuple[int, int], Launch] = {}  # sent to a slot, not ended
+        self._withdrawn: set[tuple[int, int]] = set()  # asked back from a slot for the loop
+        self._moving: set[tuple[int, int]] = set()  # asked back from a slot to give to another
         self._events: list[Event] = []
-        # The loop was woken and has not taken the events since. (Waking it for every event
-        # measured faster than batching: its turns stay short, and so do the slots' waits for
-        # the GIL it holds.)
-        self._woken = False
-        self._closed = False
-        self._threads = [
-            threading.Thread(target=self._serve, args=(slot,), name=f"slot-{slot}", daemon=True)
-            for slot in range(slots)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._slots = [self._start_slot(slot, pids_fd) for slot in range(len(labels))]
+
+    def _start_slot(self, slot: int, pids_fd: int) -> _Slot:
+        commands_read, commands_write = os.pipe2(os.O_CLOEXEC)
+        events_read, events_write = os.pipe2(os.O_CLOEXEC)
+        cpu = self._cpu_ids[slot] if self._cpu_ids is not None else -1
+        inherited = (commands_read, events_write) + ((pids_fd,) if pids_fd >= 0 else ())
+        try:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    "-c",
+                    _BOOT,
+                    *map(str, (commands_read, events_write, pids_fd, cpu)),
+                ],
+                stdin=subprocess.DEVNULL,
+                pass_fds=inherited,
+            )
+        finally:
+            os.close(commands_read)
+            os.close(events_write)
+        os.set_blocking(events_read, False)
+        return _Slot(process, commands_write, events_read)
+
+    @property
+    def fds(self) -> list[int]:
+        """The pipes the slots report on: the loop wakes when one is readable."""
+        return [slot.events_fd for slot in self._slots if slot.events_fd >= 0]
 
     # -- the loop's side ---------------------------------------------------------------------
 
     def queue(self, launch: Launch) -> None:
         """Start a one-core task on the first slot that is (or becomes) free."""
-        with self._cond:
-            self._queued.append(launch)
-            if self._lent:
-                self._cond.notify_all()  # one woken at random might be a lent slot, which waits on
-            else:
-                self._cond.notify()
+        self._queued.append(launch)
+        self._dispatch()
 
     @property
     def queued(self) -> int:
-        return len(self._queued)
+        """Tasks queued ahead that have not started (here, or sent to a slot)."""
+        return len(self._queued) + sum(len(slot.sent) for slot in self._slots)
 
     def start_on_idle(self, launch: Launch) -> bool:
         """Start a task on `launch.cores` slots that are idle now; False if there are not enough."""
-        with self._cond:
-            idle = [
-                slot
-                for slot in range(len(self._busy))
-                if not (self._busy[slot] or self._held[slot] or self._mail[slot])
-            ]
-            if len(idle) - len(self._queued) < launch.cores:
-                return False
-            slots = tuple(idle[: launch.cores])
-            for slot in slots[1:]:
-                self._held[slot] = True
-            self._lent += len(slots) - 1
-            self._mail[slots[0]] = (launch, slots)
-            self._busy[slots[0]] = True
-            self._cond.notify_all()
-            return True
-
-    def withdraw(self, key: tuple[int, int]) -> bool:
-        """Take back a task queued ahead; False if a slot has taken it already."""
-        with self._cond:
-            for launch in self._queued:
-                if launch.key == key:
-                    self._queued.remove(launch)
-                    return True
+        idle = [number for number, slot in enumerate(self._slots) if slot.idle]
+        if len(idle) - len(self._queued) < launch.cores:
             return False
-
-    def withdraw_all(self) -> list[Launch]:
-        """Take back every task queued ahead."""
-        with self._cond:
-            taken = list(self._queued)
-            self._queued.clear()
-            return taken
-
-    def events(self) -> list[Event]:
-        with self._cond:
-            events, self._events = self._events, []
-            self._woken = False
-            return events
-
-    def close(self) -> bool:
-        """Stop the threads; True once all have ended. One still waiting for a task is left
-        behind, as a daemon, to die with the process."""
-        with self._cond:
-            self._closed = True
-            self._queued.clear()
-            self._cond.notify_all()
-        deadline = time.monotonic() + 1.0
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
-
-    # -- a slot's thread ---------------------------------------------------------------------
-
-    def _post(self, event: Event) -> bool:
-        """Called holding the condition's lock; True: wake the loop (once the lock is let go)."""
-        self._events.append(event)
-        if self._woken:
-            return False
-        self._woken = True
+        slots = tuple(idle[: launch.cores])
+        for number in slots[1:]:
+            self._slots[number].held_by = launch.key
+        self._send(slots, launch)
         return True
 
-    def _tell(self, event: Event) -> None:
-        with self._cond:
-            wake = self._post(event)
-        if wake:
-            self._wake()
+    def withdraw(self, key: tuple[int, int]) -> bool:
+        """Take back a task queued ahead: True if done; False if it was sent to a slot, which
+        then reports it Started (too late) or NotStarted (taken back)."""
+        for launch in self._queued:
+            if launch.key == key:
+                self._queued.remove(launch)
+                return True
+        self._ask_back(key, self._withdrawn)
+        return False
 
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe wakes the loop too
-            os.write(self._wake_fd, b"\0")
+    def withdraw_all(self) -> list[Launch]:
+        """Take back every task queued ahead: those waiting here are returned; those sent to a
+        slot are asked back (reported as for `withdraw`)."""
+        taken = list(self._queued)
+        self._queued.clear()
+        for slot in self._slots:
+            for key in slot.sent:
+                self._ask_back(key, self._withdrawn)
+        return taken
 
-    def _serve(self, slot: int) -> None:
-        if self._cpu_ids is not None:
-            os.sched_setaffinity(0, {self._cpu_ids[slot]})
-        ending: Ended | NotStarted | None = None
-        slots: tuple[int, ...] = ()
-        try:
-            while True:
-                wake = False
-                with self._cond:
-                    # Free first, then tell: the loop may at once want these slots.
-                    if slots:
-                        self._busy[slot] = False
-                        if len(slots) > 1:
-                            for other in slots[1:]:
-                                self._held[other] = False
-                            self._lent -= len(slots) - 1
-                            self._cond.notify_all()
-                    if ending is not None:
-                        wake = self._post(ending)
-                    taken = self._take(slot)
-                if wake:
-                    self._wake()
-                if taken is None:
-                    return
-                launch, slots = taken
-                ending = self._run(launch, slots)
-        except BaseException as error:
-            self._tell(Crashed(error))
+    def events(self) -> list[Event]:
+        for number, slot in enumerate(self._slots):
+            if slot.events_fd >= 0:
+                self._read(number, slot)
+        self._dispatch()
+        self._rebalance()
+        events, self._events = self._events, []
+        return events
 
-    def _take(self, slot: int) -> tuple[Launch, tuple[int, ...]] | None:
-        """The slot's next task, waiting for one; None once closed. Holding the lock."""
-        while not self._closed:
-            mail = self._mail[slot]
-            if mail is not None:
-                self._mail[slot] = None
-                return mail
-            if self._queued and not self._held[slot]:
-                self._busy[slot] = True
-                return self._queued.popleft(), (slot,)
-            self._cond.wait()
-        return None
+    def close(self) -> bool:
+        """End the slot processes (closing their command pipes ends them, and any task one still
+        runs); True once all have exited."""
+        self._queued.clear()
+        for slot in self._slots:
+            with contextlib.suppress(OSError):
+                os.close(slot.commands_fd)
+        deadline = time.monotonic() + 5.0
+        ended = True
+        for slot in self._slots:
+            try:
+                slot.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                slot.process.kill()
+                ended = False
+            if slot.events_fd >= 0:
+                os.close(slot.events_fd)
+                slot.events_fd = -1
+        return ended
 
-    def _run(self, launch: Launch, slots: tuple[int, ...]) -> Ended | NotStarted:
-        """Start the task and wait for it; Started is posted at once, the end returned."""
-        if launch.latest_start is not None and time.time() > launch.latest_start:
-            return NotStarted(launch.key, None)
-        launch.env["HOG_CPUS"] = ",".join(self._labels[slot] for slot in slots)
-        cpu_ids = self._cpu_ids if len(slots) > 1 else None  # a task of several cores: widen
-        if cpu_ids is not None:
-            os.sched_setaffinity(0, {cpu_ids[slot] for slot in slots})
+    # -- sending and hearing -----------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Send queued tasks to slots with room, evenly; each slot's share in one write. A slot
+        is refilled once it is down to half its depth, so that it reads several at a time."""
+        if not self._queued:
+            return
+        refill = [number for number, slot in enumerate(self._slots) if slot.refillable]
+        batches: dict[int, list[bytes]] = {}
+        for level in range(SLOT_DEPTH):
+            for number in refill:
+                if self._queued and self._slots[number].load <= level:
+                    message = self._prepare((number,), self._queued.popleft())
+                    if message is not None:
+                        batches.setdefault(number, []).append(message)
+        for number, messages in batches.items():
+            write_all(self._slots[number].commands_fd, b"".join(messages))
+
+    def _send(self, slots: tuple[int, ...], launch: Launch) -> None:
+        message = self._prepare(slots, launch)
+        if message is not None:
+            write_all(self._slots[slots[0]].commands_fd, message)
+
+    def _prepare(self, slots: tuple[int, ...], launch: Launch) -> bytes | None:
+        """The message that sends a task to the first of its slots, now counted as sent there;
+        None if its output files could not be made (reported as NotStarted)."""
         try:
             self._outputs.wait(launch.key)
-            launch.started_at, launch.started_mono = time.time(), time.monotonic()
-            pid = self._spawner.spawn(launch.what, launch.cwd, launch.env, launch.outputs)
         except OSError as error:
-            return NotStarted(launch.key, error)
-        finally:
-            if cpu_ids is not None:
-                os.sched_setaffinity(0, {cpu_ids[slots[0]]})
-        if self._pids_fd >= 0:
-            # Before anything else: a reaper must find it if the hog is killed from here on.
-            record_task_process(self._pids_fd, pid)
+            for number in slots[1:]:
+                self._slots[number].held_by = None
+            self._post(NotStarted(launch.key, error))
+            return None
         launch.slots = slots
-        launch.pid = pid
-        self._tell(Started(launch.key))
-        _, status, usage = os.wait4(pid, 0)
-        return Ended(launch.key, exited_from(pid, status, usage), time.monotonic())
+        launch.env["HOG_CPUS"] = ",".join(self._labels[number] for number in slots)
+        cpus = None
+        if len(slots) > 1 and self._cpu_ids is not None:
+            cpus = tuple(self._cpu_ids[number] for number in slots)
+        self._slots[slots[0]].sent.append(launch.key)
+        self._launches[launch.key] = launch
+        run = ("run", launch.key, launch.what, launch.cwd, launch.env, launch.outputs, launch.latest_start)
+        return pack((*run, cpus))
+
+    def _ask_back(self, key: tuple[int, int], why: set[tuple[int, int]]) -> None:
+        for slot in self._slots:
+            if key in slot.sent:
+                if key not in self._withdrawn and key not in self._moving:
+                    slot.send(("withdraw", key))
+                why.add(key)
+                return
+
+    def _rebalance(self) -> None:
+        """A slot with nothing to do takes a task sent ahead to a slot whose task runs on (a
+        long task must not hold up the one queued behind it while a core idles)."""
+        if self._queued:
+            return
+        idle = sum(1 for slot in self._slots if slot.idle)
+        for slot in self._slots:
+            if idle <= len(self._moving):
+                return
+            if slot.running is not None:
+                for key in reversed(slot.sent):
+                    if key not in self._moving and key not in self._withdrawn:
+                        slot.send(("withdraw", key))
+                        self._moving.add(key)
+                        break
+
+    def _read(self, number: int, slot: _Slot) -> None:
+        while True:
+            try:
+                chunk = os.read(slot.events_fd, 1 << 16)
+            except BlockingIOError:
+                return
+            if not chunk:
+                break
+            slot.buffer += chunk
+            for message in unpack(slot.buffer):
+                self._heard(slot, message)
+        os.close(slot.events_fd)
+        slot.events_fd = -1
+        if not slot.crashed:
+            self._events.append(Crashed(RuntimeError(self._death(number, slot))))
+
+    def _heard(self, slot: _Slot, message: tuple) -> None:
+        kind = message[0]
+        if kind == "started":
+            _, key, pid, started_at, started_mono = message
+            slot.sent.remove(key)
+            slot.running = key
+            self._moving.discard(key)
+            self._withdrawn.discard(key)
+            launch = self._launches[key]
+            launch.started_at, launch.started_mono, launch.pid = started_at, started_mono, pid
+            self._events.append(Started(key))
+        elif kind == "ended":
+            _, key, pid, status, max_rss, user, system, ended_mono = message
+            slot.running = None
+            self._release(self._launches.pop(key))
+            self._events.append(Ended(key, exited_from(pid, status, max_rss, user, system), ended_mono))
+        elif kind == "not_started":
+            _, key, failure = message
+            slot.sent.remove(key)
+            launch = self._launches.pop(key)
+            self._release(launch)
+            if key in self._moving and key not in self._withdrawn and failure is None:
+                self._moving.discard(key)
+                self._queued.appendleft(launch)  # to a slot with room, at once
+                return
+            self._moving.discard(key)
+            self._withdrawn.discard(key)
+            error = None if failure is None else OSError(*failure)
+            self._events.append(NotStarted(key, error))
+        else:  # crashed
+            slot.crashed = True
+            self._events.append(Crashed(RuntimeError(f"a slot process failed:\n{message[1]}")))
+
+    def _release(self, launch: Launch) -> None:
+        for number in launch.slots[1:]:
+            self._slots[number].held_by = None
+
+    def _death(self, number: int, slot: _Slot) -> str:
+        code = slot.process.poll()
+        how = "is gone" if code is None else f"exited with status {code}"
+        return f"the slot process for CPU {self._labels[number]} (pid {slot.process.pid}) {how}"
+
+    def _post(self, event: Event) -> None:
+        self._events.append(event)
+        with contextlib.suppress(OSError):  # a full pipe wakes the loop too
+            os.write(self._wake_fd, b"\0")

@@ -1,9 +1,7 @@
 """Starting tasks in their own process groups and killing whole groups."""
 
 import contextlib
-import errno
 import os
-import re
 import signal
 from typing import NamedTuple
 
@@ -17,112 +15,6 @@ class Exited(NamedTuple):  # a tuple: one is made for every task, on the hog's h
     max_rss_kib: int
     cpu_user_s: float
     cpu_system_s: float
-
-
-# A command made of plain words runs without a shell: one exec instead of two (dash forks even
-# for a single command), unless its first word is something only the shell knows.
-_PLAIN_WORDS = re.compile(r"[A-Za-z0-9_@%+=:,./-]+(?:[ \t]+[A-Za-z0-9_@%+=:,./-]+)*")
-_SHELL_WORDS = frozenset(
-    (  # noqa: SIM905 (a list of 58 words, one per line, would hide the code around it)
-        "! { } case do done elif else esac fi for if in then until while . : [ alias bg break cd "
-        "command continue echo eval exec exit export false fc fg getopts hash jobs kill local printf "
-        "pwd read readonly return set shift test times trap true type ulimit umask unalias unset wait"
-    ).split()
-)
-
-
-def direct_argv(command: str) -> list[str] | None:
-    """The words of `command` to run without a shell, or None when it needs one (expansions,
-    quotes, redirections, operators, an assignment, a builtin or keyword first)."""
-    text = command.strip(" \t")
-    if not _PLAIN_WORDS.fullmatch(text):
-        return None
-    words = text.split()
-    if words[0] in _SHELL_WORDS or "=" in words[0]:
-        return None
-    return words
-
-
-class Spawner:
-    """Starts tasks with posix_spawn: each in a new session, with its files.
-
-    posix_spawn (vfork underneath) converts the environment in C and needs no helper objects,
-    which makes it the cheapest way to start a process from Python. The child inherits the CPUs
-    of the calling thread. There is no working-folder action, so the folder of the process is
-    changed around the spawn (the hog's other threads use absolute paths only), under a lock as
-    threads spawn at once, and only when it differs from the last task's.
-    """
-
-    # The hog ignores SIGHUP and Python ignores SIGPIPE; ignored signals survive exec, so reset
-    # them for the task as a shell would have them.
-    RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        import threading
-
-        self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self.home = os.getcwd()
-        self.cwd = self.home
-        self._folder_lock = threading.Lock()
-        self._programs: dict[tuple[str, str | None], str] = {}
-
-    def spawn(self, task: list[str] | str, cwd: str, env: dict[str, str], outputs: tuple[str, str]) -> int:
-        """Start `task` (an argv, or a shell command) with these files, made empty ahead by
-        OutputFiles, as its stdout and stderr; return its pid (= its process group). Raises
-        OSError if it cannot start. (Opening without O_CREAT spares the child the folder's lock,
-        which the thread making other tasks' files holds often.)
-
-        A shell command of plain words starts directly; if that fails (not found, not
-        executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
-        """
-        file_actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)] + [
-            (os.POSIX_SPAWN_DUP2, self.devnull, fd)
-            if path == os.devnull
-            else (os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0)
-            for fd, path in ((1, outputs[0]), (2, outputs[1]))
-        ]
-        with self._folder_lock:
-            if cwd != self.cwd:
-                os.chdir(cwd)
-                self.cwd = cwd
-            if not isinstance(task, str):
-                return self._posix_spawn(task, env, file_actions)
-            words = direct_argv(task)
-            if words is not None:
-                with contextlib.suppress(OSError):
-                    return self._posix_spawn(words, env, file_actions)
-            return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
-
-    def _posix_spawn(self, argv: list[str], env: dict[str, str], file_actions: list[tuple]) -> int:
-        return os.posix_spawn(
-            self._resolve(argv[0], env.get("PATH")),
-            argv,
-            env,
-            file_actions=file_actions,
-            setsid=True,
-            setsigdef=self.RESET_SIGNALS,
-        )
-
-    def _resolve(self, name: str, path: str | None) -> str:
-        """The program's file, searched in the task's PATH as execvpe would."""
-        if "/" in name:
-            return name
-        key = (name, path)
-        found = self._programs.get(key)
-        if found is None:
-            import shutil
-
-            found = shutil.which(name, path=path if path is not None else os.defpath)
-            if found is None:
-                raise FileNotFoundError(errno.ENOENT, "no such program on the task's PATH", name)
-            self._programs[key] = found
-        return found
-
-    def close(self) -> None:
-        os.close(self.devnull)
-        if self.cwd != self.home:
-            with contextlib.suppress(OSError):
-                os.chdir(self.home)
 
 
 class OutputFiles:
@@ -210,11 +102,11 @@ def open_for_writing(path: str, mode: int, append: bool = False):
     return os.fdopen(os.open(path, flags, mode), "ab" if append else "wb")
 
 
-def exited_from(pid: int, status: int, usage) -> Exited:
+def exited_from(pid: int, status: int, max_rss_kib: int, cpu_user_s: float, cpu_system_s: float) -> Exited:
     """A wait4 result as an Exited."""
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    return Exited(pid, exit_code, signal_number, usage.ru_maxrss, usage.ru_utime, usage.ru_stime)
+    return Exited(pid, exit_code, signal_number, max_rss_kib, cpu_user_s, cpu_system_s)
 
 
 def kill_group(process_group: int, signal_number: int = signal.SIGKILL) -> None:
@@ -247,12 +139,6 @@ def process_start_ticks(pid: int, zombie_too: bool = False) -> str:
     if fields[0] in (b"Z", b"X") and not zombie_too:
         return ""
     return fields[19].decode()
-
-
-def record_task_process(fd: int, pid: int) -> int:
-    """Note a task's process group in the hog's pid file, so a reaper on this host can kill it
-    if the hog dies without cleaning up (kill -9, the OOM killer). Returns the bytes written."""
-    return os.write(fd, b"%d\n" % pid)
 
 
 def kill_recorded_processes(pids_path: str, hog_id: int) -> int:

@@ -1,9 +1,9 @@
 """The hog: claims tasks that fit its node, runs them, reports, and leaves in time.
 
 One event loop: signal handlers only note the signal (through the wakeup fd), and the loop decides
-what starts, records what ended and enforces limits. Helper threads keep slow work off it: one
-per core slot starts tasks and waits for them (launcher.py), one talks to the database in short
-batched transactions (background.py), one creates output files ahead (procs.OutputFiles).
+what starts, records what ended and enforces limits. Slow work is kept off it: a process per
+core slot starts tasks and waits for them (launcher.py, slot.py), a thread talks to the database
+in short batched transactions (background.py), one creates output files ahead (procs.OutputFiles).
 """
 
 import contextlib
@@ -23,7 +23,7 @@ from .healing import heal, task_pids_path
 from .launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
 from .outputs import output_path
 from .packing import Busy, Resources
-from .procs import Exited, OutputFiles, Spawner, kill_group, read_tail
+from .procs import Exited, OutputFiles, kill_group, read_tail
 from .resources import GPU_VARIABLES, NodeResources, detect
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,6 @@ class Hog:
     finish_reason: str = "idle"
     pids_fd: int = -1
     suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
-    spawner: Spawner = field(default_factory=Spawner)
     outputs: OutputFiles = None  # type: ignore[assignment]  # set in __post_init__
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
     db_thread: DatabaseThread = None  # type: ignore[assignment]  # set by run_hog
@@ -370,8 +369,8 @@ class Hog:
 
     def _not_started(self, event: NotStarted) -> None:
         running = self.running[event.key]
-        if event.error is None:  # waited in the launcher's queue until too late for the walltime
-            self._take_back(running)
+        if event.error is None:  # taken back, or waited for a slot until too late for the walltime
+            self._take_back(running, running.kill_reason or states.REASON_RELEASED)
             return
         del self.running[event.key]
         self._free(running)
@@ -535,15 +534,16 @@ class Hog:
             running.kill_sent = True
 
     def _terminate(self, running: RunningTask, reason: str, now: float) -> None:
-        """TERM to a started task; one still queued for a slot is taken back (or, if a slot has
-        just taken it, signalled when it has started)."""
+        """TERM to a started task; one still queued for a slot is taken back: at once if it
+        waits in the launcher, else when its slot says so (NotStarted), or, if the slot has just
+        started it, signalled on its Started event."""
         running.kill_reason = reason
         launch = running.launch
         if launch.pid is not None:
             self._signal_term(running, now)
         elif self.launcher.withdraw(launch.key):
             self._take_back(running, reason)
-        # else a slot has just taken it: TERM on its Started event
+        # else its slot answers: NotStarted (taken back) or Started (TERM then)
 
     def _signal_term(self, running: RunningTask, now: float) -> None:
         pid = running.launch.pid
@@ -651,7 +651,7 @@ class Hog:
         return self.end_by - STOP_LEAD_S - task.time_limit_s
 
     def _environment_for(self, task: hogs.ClaimedTask, gpu_ids: list[str]) -> dict[str, str]:
-        """The task's environment; its slot's thread adds HOG_CPUS."""
+        """The task's environment; the launcher adds HOG_CPUS when it picks its slots."""
         env = dict(task.environment)
         env.update(self.base_environment)
         env["HOG_TASK_ID"] = str(task.task_id)
@@ -884,7 +884,7 @@ class Hog:
         # Tasks still buffered here do not fit yet: only an exit, a signal or a round wakes us.
         timeout = max(0.0, min(deadlines) - time.monotonic())
         with contextlib.suppress(InterruptedError):
-            select.select([wakeup_fd], [], [], timeout)
+            select.select([wakeup_fd, *self.launcher.fds], [], [], timeout)
 
 
 def _note_signal(signum: int, frame: object) -> None:
@@ -943,7 +943,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     # fair and no alarm can reach a thread; the loop warns when a wait grows long.
     db.timeout_s = None
     hog.db_thread = DatabaseThread(write_fd)
-    hog.launcher = Launcher(node.cpu_ids, hog.cpu_labels, hog.spawner, hog.outputs, hog.pids_fd, write_fd)
+    hog.launcher = Launcher(node.cpu_ids, hog.cpu_labels, hog.outputs, hog.pids_fd, write_fd)
     previous = {}
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         previous[number] = signal.signal(number, _note_signal)
@@ -965,7 +965,6 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         if hog.launcher.close() and not stuck:
             os.close(write_fd)
         os.close(read_fd)
-        hog.spawner.close()
         hog.outputs.close()
         if hog.pids_fd >= 0:
             os.close(hog.pids_fd)

@@ -219,7 +219,8 @@ def test_draining_among_short_tasks_gives_back_those_claimed_or_queued_ahead(
     assert sorted(int(line) for line in done.read_text().split()) == ids
 
 
-def test_killed_hog_is_healed_by_another_and_each_task_runs_once(db: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("victims", ["the hog", "the hog and its slot processes"])
+def test_killed_hog_is_healed_and_each_task_runs_once(db: Path, tmp_path: Path, victims: str) -> None:
     done, pids = tmp_path / "done.txt", tmp_path / "pids.txt"
     ids = submit(
         db, "--file", "-", stdin=input_lines(f"echo $$ >> {pids}; sleep 12; echo $HOG_TASK_ID >> {done}", 2)
@@ -227,9 +228,15 @@ def test_killed_hog_is_healed_by_another_and_each_task_runs_once(db: Path, tmp_p
     victim = start_hog(db, *FAST, "--cores", "2")
     wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, message="tasks started")
     orphans = [int(pid) for pid in pids.read_text().split()]
-    victim.kill()
-    victim.wait()
-    assert all(alive(pid) for pid in orphans), "tasks live on after their hog's kill -9"
+    if victims == "the hog":
+        victim.kill()
+        victim.wait()
+        # Its slot processes see it gone and kill their tasks at once.
+        wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=10, message="tasks killed")
+    else:  # as the OOM killer or a kill -9 of the whole process group might
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert all(alive(pid) for pid in orphans), "tasks live on when nothing is left to kill them"
     healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "10s", "--cores", "2")
     # The healer declares the victim lost after its lease and kills what it left behind first.
     wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=30, message="orphans killed")
@@ -436,7 +443,7 @@ def test_plain_commands_run_without_a_shell_and_the_rest_with_one(db: Path, tmp_
 
 
 def test_direct_argv_keeps_to_plain_words() -> None:
-    from hog.procs import direct_argv
+    from hog.slot import direct_argv
 
     assert direct_argv("python3 run.py --n=3 a,b") == ["python3", "run.py", "--n=3", "a,b"]
     assert direct_argv("  ./sim\t7 ") == ["./sim", "7"]

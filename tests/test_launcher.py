@@ -1,14 +1,15 @@
-"""The slot threads that start tasks and wait for them, with real processes (launcher.py)."""
+"""The slot processes that start tasks and wait for them, with real processes (launcher.py, slot.py)."""
 
 import os
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from helpers import wait_until
 
 from hog.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
-from hog.procs import OutputFiles, Spawner
+from hog.procs import OutputFiles
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin slots to")
 
@@ -16,27 +17,28 @@ pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 
 class Slots:
     """A launcher on the first two CPUs, collecting its events."""
 
-    def __init__(self, tmp_path: Path, spawner: Spawner | None = None, unpinned: int = 0) -> None:
+    def __init__(self, tmp_path: Path, unpinned: int = 0) -> None:
         self.tmp_path = tmp_path
         self.cpus = sorted(os.sched_getaffinity(0))[:2]
         if unpinned:
             self.cpus = list(range(unpinned))  # slot numbers, as a hog without affinity uses
         self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.outputs = OutputFiles(0o700)
-        self.spawner = spawner or Spawner()
         self.pids = tmp_path / "pids"
         self.pids_fd = os.open(self.pids, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         labels = [str(cpu) for cpu in self.cpus]
         cpu_ids = None if unpinned else self.cpus
-        self.launcher = Launcher(cpu_ids, labels, self.spawner, self.outputs, self.pids_fd, self.wake_write)
+        self.launcher = Launcher(cpu_ids, labels, self.outputs, self.pids_fd, self.wake_write)
         self.seen: list = []
         self.launches: dict[int, Launch] = {}
 
-    def launch(self, number: int, command: str, cores: int = 1, latest_start: float | None = None) -> Launch:
+    def launch(
+        self, number: int, command: object, cores: int = 1, latest_start: float | None = None
+    ) -> Launch:
         key = (number, 1)
         paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
         self.outputs.request(key, paths, 0o600)
-        launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)
+        launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)  # type: ignore[arg-type]
         self.launches[number] = launch
         return launch
 
@@ -54,7 +56,6 @@ class Slots:
     def close(self) -> None:
         self.launcher.close()
         self.outputs.close()
-        self.spawner.close()
         for fd in (self.wake_read, self.wake_write, self.pids_fd):
             os.close(fd)
 
@@ -86,19 +87,30 @@ def test_queued_tasks_start_on_the_slot_that_frees_first_pinned_to_it(slots: Slo
     assert sorted(recorded) == sorted(str(launch.pid) for launch in started.values())
 
 
-def test_a_queued_task_can_be_taken_back_before_it_starts(slots: Slots) -> None:
+def test_a_task_sent_ahead_to_a_slot_can_be_taken_back_before_it_starts(slots: Slots) -> None:
     for number in (1, 2):
         slots.launcher.queue(slots.launch(number, "sleep 2"))
     slots.events(Started, 2)
     marker = slots.tmp_path / "ran"
     slots.launcher.queue(slots.launch(3, f"touch {marker}"))
     assert slots.launcher.queued == 1
-    assert slots.launcher.withdraw((3, 1))
-    assert not slots.launcher.withdraw((3, 1))
+    assert not slots.launcher.withdraw((3, 1)), "sent to a slot: its answer comes as an event"
+    (event,) = slots.events(NotStarted, 1)
+    assert event == NotStarted((3, 1), None)
+    assert slots.launcher.queued == 0
     slots.events(Ended, 2)
     time.sleep(0.3)
     assert not marker.exists()
-    assert all(event.key[0] != 3 for event in slots.seen)
+    assert [event for event in slots.seen if event.key[0] == 3] == [NotStarted((3, 1), None)]
+
+
+def test_a_long_task_does_not_hold_up_the_one_sent_ahead_behind_it(slots: Slots) -> None:
+    slots.launcher.queue(slots.launch(1, "sleep 3"))
+    for number in (2, 3, 4):  # one-core tasks go to both slots evenly: one waits behind the sleep
+        slots.launcher.queue(slots.launch(number, "true"))
+    ended = slots.events(Ended, 4)
+    assert [event.key[0] for event in ended][-1] == 1, "a task waited for the long one to end"
+    assert {slots.launches[number].slots for number in (2, 3, 4)} == {slots.launches[2].slots}
 
 
 def test_a_task_of_two_cores_waits_for_two_idle_slots(slots: Slots) -> None:
@@ -139,27 +151,39 @@ def test_a_task_that_cannot_start_says_why(slots: Slots) -> None:
     assert slots.events(Ended, 1)[0].key == (2, 1)
 
 
-def test_a_bug_on_a_slot_thread_reaches_the_loop(tmp_path: Path) -> None:
-    class Broken(Spawner):
-        def spawn(self, *args, **kwargs) -> int:
-            raise ZeroDivisionError("a bug")
-
-    slots = Slots(tmp_path, Broken())
-    try:
-        slots.launcher.queue(slots.launch(1, "true"))
-        (event,) = slots.events(Crashed, 1)
-        assert isinstance(event.error, ZeroDivisionError)
-        assert os.read(slots.wake_read, 16), "the loop must be woken"
-    finally:
-        slots.close()
+def test_a_bug_in_a_slot_process_reaches_the_loop(slots: Slots) -> None:
+    slots.launcher.queue(slots.launch(1, 12345))  # neither an argv nor a command: a TypeError
+    (event,) = slots.events(Crashed, 1)
+    assert "TypeError" in str(event.error)
 
 
-def test_a_slot_lent_to_a_bigger_task_does_not_swallow_the_wake_for_a_queued_one(tmp_path: Path) -> None:
+def test_a_slot_process_that_dies_is_reported(slots: Slots) -> None:
+    slot_processes = [
+        child for child in psutil.Process().children() if "hog.slot" in " ".join(child.cmdline())
+    ]
+    assert len(slot_processes) == 2
+    slot_processes[0].kill()
+    (event,) = slots.events(Crashed, 1)
+    assert f"pid {slot_processes[0].pid}" in str(event.error)
+
+
+def test_a_slot_whose_hog_is_gone_kills_its_task_and_exits(slots: Slots) -> None:
+    slots.launcher.queue(slots.launch(1, "sleep 60"))
+    slots.events(Started, 1)
+    task = psutil.Process(slots.launches[1].pid)
+    slot_processes = task.parents()[:1]
+    for slot in slots.launcher._slots:  # as when the hog is killed: its pipe ends close
+        os.close(slot.commands_fd)
+    _, alive = psutil.wait_procs([task, *slot_processes], timeout=10)
+    assert not alive
+
+
+def test_a_slot_lent_to_a_bigger_task_gets_no_one_core_task(tmp_path: Path) -> None:
     slots = Slots(tmp_path, unpinned=3)
     try:
         assert slots.launcher.start_on_idle(slots.launch(1, "sleep 3", cores=2))
         slots.events(Started, 1)
-        for number in range(2, 6):  # each wakes one waiting slot: never only the lent one
+        for number in range(2, 6):  # never to a lent slot
             slots.launcher.queue(slots.launch(number, "true"))
             slots.events(Ended, number - 1)
         assert not any(type(event) is Ended and event.key == (1, 1) for event in slots.seen)
