@@ -98,7 +98,12 @@ class _Slot:
         return not self.load and self.held_by is None and self.events_fd >= 0
 
     def send(self, message: tuple) -> None:
-        write_all(self.commands_fd, pack(message))
+        self.write(pack(message))
+
+    def write(self, data: bytes) -> None:
+        # A slot that died is reported by the end of its events pipe, read by the loop next.
+        with contextlib.suppress(BrokenPipeError):
+            write_all(self.commands_fd, data)
 
 
 class Launcher:
@@ -242,12 +247,12 @@ class Launcher:
                     if message is not None:
                         batches.setdefault(number, []).append(message)
         for number, messages in batches.items():
-            write_all(self._slots[number].commands_fd, b"".join(messages))
+            self._slots[number].write(b"".join(messages))
 
     def _send(self, slots: tuple[int, ...], launch: Launch) -> None:
         message = self._prepare(slots, launch)
         if message is not None:
-            write_all(self._slots[slots[0]].commands_fd, message)
+            self._slots[slots[0]].write(message)
 
     def _prepare(self, slots: tuple[int, ...], launch: Launch) -> bytes | None:
         """The message that sends a task to the first of its slots, now counted as sent there;

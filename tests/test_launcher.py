@@ -163,6 +163,10 @@ def test_a_slot_process_that_dies_is_reported(slots: Slots) -> None:
     ]
     assert len(slot_processes) == 2
     slot_processes[0].kill()
+    slot_processes[0].wait(timeout=10)
+    for number in (1, 2, 3):  # sent to the dead slot too, before its end is read: no BrokenPipeError
+        slots.launcher.queue(slots.launch(number, "sleep 5"))
+    slots.launcher.withdraw_all()
     (event,) = slots.events(Crashed, 1)
     assert f"pid {slot_processes[0].pid}" in str(event.error)
 
