@@ -199,7 +199,7 @@ class Launcher:
         self._queued.clear()
         for slot in self._slots:
             for key in slot.sent:
-                self._ask_back(key, self._withdrawn)
+                self._recall(slot, key, self._withdrawn)
         return taken
 
     def events(self) -> list[Event]:
@@ -277,10 +277,14 @@ class Launcher:
     def _ask_back(self, key: tuple[int, int], why: set[tuple[int, int]]) -> None:
         for slot in self._slots:
             if key in slot.sent:
-                if key not in self._withdrawn and key not in self._moving:
-                    slot.send(("withdraw", key))
-                why.add(key)
+                self._recall(slot, key, why)
                 return
+
+    def _recall(self, slot: _Slot, key: tuple[int, int], why: set[tuple[int, int]]) -> None:
+        """Ask a slot for a task sent to it (once), noting why: for the loop, or to move it."""
+        if key not in self._withdrawn and key not in self._moving:
+            slot.send(("withdraw", key))
+        why.add(key)
 
     def _rebalance(self) -> None:
         """A slot with nothing to do takes a task sent ahead to a slot whose task runs on (a
@@ -294,8 +298,7 @@ class Launcher:
             if slot.running is not None:
                 for key in reversed(slot.sent):
                     if key not in self._moving and key not in self._withdrawn:
-                        slot.send(("withdraw", key))
-                        self._moving.add(key)
+                        self._recall(slot, key, self._moving)
                         break
 
     def _read(self, number: int, slot: _Slot) -> None:
