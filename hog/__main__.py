@@ -1,3 +1,3 @@
-from .cli import main
+from hog.cli.group import main
 
 main()

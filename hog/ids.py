@@ -1,6 +1,6 @@
 """Task id lists as users type them: `7`, `3-9`, `1,4,10-12`."""
 
-from .errors import UsageError
+from hog.errors import UsageError
 
 MAX_RANGE = 10_000_000
 

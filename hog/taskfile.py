@@ -3,7 +3,7 @@
 import sys
 from collections.abc import Iterator
 
-from .errors import UsageError
+from hog.errors import UsageError
 
 MAX_LINE_BYTES = 1 << 20
 

@@ -2,7 +2,7 @@
 
 import re
 
-from .errors import UsageError
+from hog.errors import UsageError
 
 _SUFFIX_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SUFFIXED = r"(\d+(?:\.\d+)?|\.\d+)([smhd])"

@@ -2,7 +2,7 @@
 """Does anything grow with the queue? 1,000 against 1,000,000 waiting tasks.
 
 (a) `status` and `show --limit 20` wall time (goal, issue 2: 1M within 1.5x of 1k);
-(b) the cost of one claim through the core API, `hogs.exchange` taking 1 task per transaction
+(b) the cost of one claim through the core API, `claims.exchange` taking 1 task per transaction
     (goal, issue 3: 1M within 1.3x of 1k);
 (c) a real hog's peak RSS while it works on a 1,000,000-task queue for ~10 s, then drains on
     SIGINT (goal, issue 3: under 60 MiB).
@@ -178,12 +178,12 @@ def copy_queue(source: str, target: str) -> None:
 
 def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: int) -> dict:
     """Per-claim ms of `exchange` taking 1 task, without and with the previous task's result."""
-    from hog import hogs, states
-    from hog.db import open_database
-    from hog.packing import Resources
+    from hog.store import claims, states
+    from hog.store.db import open_database
+    from hog.store.packing import Resources
 
     mem = 8 << 30
-    request = hogs.ClaimRequest(
+    request = claims.ClaimRequest(
         free=Resources(1, 0, mem),
         total=Resources(2, 0, mem),
         busy=[],
@@ -199,7 +199,7 @@ def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: in
         path = os.path.join(folder, "claim.sqlite")
         copy_queue(pristine[size], path)
         db = open_database(path)
-        info = hogs.HogInfo(
+        info = claims.HogInfo(
             host="bench",
             pid=os.getpid(),
             slurm_job_id=None,
@@ -209,7 +209,7 @@ def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: in
             end_by=None,
             lease_s=3600.0,
         )
-        hog_id = hogs.start_hog(db, info)
+        hog_id = claims.start_hog(db, info)
         environments: dict = {}
         previous = None
         times = []
@@ -218,10 +218,10 @@ def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: in
             if variant.endswith("result") and previous is not None:
                 now = time.time()
                 results = [
-                    hogs.TaskResult(previous.task_id, previous.attempt, states.REASON_EXITED, now, now, 0)
+                    claims.TaskResult(previous.task_id, previous.attempt, states.REASON_EXITED, now, now, 0)
                 ]
             started = time.perf_counter()
-            outcome = hogs.exchange(db, hog_id, "bench", results, request, environments)
+            outcome = claims.exchange(db, hog_id, "bench", results, request, environments)
             times.append(time.perf_counter() - started)
             if len(outcome.claimed) != 1:
                 raise SystemExit(f"bench: a claim returned {len(outcome.claimed)} tasks, not 1")

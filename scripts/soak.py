@@ -275,8 +275,8 @@ class Soak:
 
     def _wait_for_empty_queue(self, started: float, deadline: float) -> float | None:
         """Poll until every submitter is done and nothing waits or runs; the time, or None at the deadline."""
-        from hog import queue
-        from hog.db import open_database
+        from hog.store import queue
+        from hog.store.db import open_database
 
         db = open_database(self.db)
         try:
@@ -355,7 +355,7 @@ class Soak:
 
     def _settle(self, deadline: float) -> bool:
         """Wait for every hog row to end, then stop the monitor and wait for every hog process to go."""
-        from hog.db import open_database
+        from hog.store.db import open_database
 
         db = open_database(self.db)
         try:
@@ -394,8 +394,8 @@ class Soak:
 
     def verify(self, wall_s: float) -> None:
         """Check the queue's final state (and the processes and logs); fills `checks` and `figures`."""
-        from hog import queue
-        from hog.db import open_database
+        from hog.store import queue
+        from hog.store.db import open_database
 
         db = open_database(self.db)
         try:

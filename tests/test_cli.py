@@ -19,10 +19,10 @@ import psutil
 import pytest
 from helpers import child_env, cli, cli_json, start_hog, wait_until
 
-from hog import db as hogdb
-from hog import hogs, queue, schema, states
-from hog.packing import Resources
-from hog.queue import decode_environment
+from hog.store import claims, queue, schema, states
+from hog.store import db as hogdb
+from hog.store.packing import Resources
+from hog.store.queue import decode_environment
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -110,16 +110,16 @@ def finish(db: Path, exit_codes: dict[int, int]) -> None:
     """Run every waiting task through a fake hog in this process; exit code 0 unless given."""
     database = hogdb.open_database(str(db))
     try:
-        hog_id = hogs.start_hog(
+        hog_id = claims.start_hog(
             database,
-            hogs.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 30.0),
+            claims.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 30.0),
         )
         size = Resources(64, 0, 1 << 40)
-        request = hogs.ClaimRequest(size, size, [], None, True, 1000)
-        claimed = hogs.exchange(database, hog_id, "node1", [], request, {}).claimed
+        request = claims.ClaimRequest(size, size, [], None, True, 1000)
+        claimed = claims.exchange(database, hog_id, "node1", [], request, {}).claimed
         now = time.time()
         results = [
-            hogs.TaskResult(
+            claims.TaskResult(
                 task.task_id,
                 task.attempt,
                 states.REASON_EXITED,
@@ -129,7 +129,7 @@ def finish(db: Path, exit_codes: dict[int, int]) -> None:
             )
             for task in claimed
         ]
-        hogs.exchange(database, hog_id, "node1", results, None, {}, finish_reason="idle")
+        claims.exchange(database, hog_id, "node1", results, None, {}, finish_reason="idle")
     finally:
         database.close()
 
@@ -138,11 +138,12 @@ def claim_all(db: Path) -> None:
     """Leave every waiting task running on a fake hog."""
     database = hogdb.open_database(str(db))
     try:
-        hog_id = hogs.start_hog(
-            database, hogs.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 3600.0)
+        hog_id = claims.start_hog(
+            database, claims.HogInfo("node1", os.getpid(), None, 64, [], 1 << 40, None, 3600.0)
         )
         size = Resources(64, 0, 1 << 40)
-        hogs.exchange(database, hog_id, "node1", [], hogs.ClaimRequest(size, size, [], None, True, 1000), {})
+        request = claims.ClaimRequest(size, size, [], None, True, 1000)
+        claims.exchange(database, hog_id, "node1", [], request, {})
     finally:
         database.close()
 

@@ -14,10 +14,10 @@ import apsw
 import pytest
 from helpers import child_env, cli, cli_json
 
-from hog import db as hogdb
-from hog import hogs, queue, schema, states
 from hog.errors import DatabaseError, LockTimeoutError, NotFoundError, UsageError
-from hog.packing import Resources
+from hog.store import claims, queue, schema, states
+from hog.store import db as hogdb
+from hog.store.packing import Resources
 
 BIG_MEM = 1 << 40
 
@@ -42,7 +42,7 @@ def commands(count: int, prefix: str = "echo") -> list[tuple[str, None]]:
 
 
 def register_hog(db: hogdb.Database, cores: int = 4, lease_s: float = 30) -> int:
-    info = hogs.HogInfo(
+    info = claims.HogInfo(
         host="node1",
         pid=os.getpid(),
         slurm_job_id=None,
@@ -52,34 +52,34 @@ def register_hog(db: hogdb.Database, cores: int = 4, lease_s: float = 30) -> int
         end_by=None,
         lease_s=lease_s,
     )
-    hog_id = hogs.start_hog(db, info)
+    hog_id = claims.start_hog(db, info)
     assert hog_id is not None
     return hog_id
 
 
-def claim_request(limit: int, cores: int = 64) -> hogs.ClaimRequest:
+def claim_request(limit: int, cores: int = 64) -> claims.ClaimRequest:
     """What runner.py's _claim_request builds for an idle hog without a walltime."""
     size = Resources(cores, 0, BIG_MEM)
-    return hogs.ClaimRequest(
+    return claims.ClaimRequest(
         free=size, total=size, busy=[], seconds_left=None, unlimited_allowed=True, limit=limit
     )
 
 
-def claim(db: hogdb.Database, hog_id: int, limit: int) -> list[hogs.ClaimedTask]:
-    outcome = hogs.exchange(db, hog_id, "node1", [], claim_request(limit), {})
+def claim(db: hogdb.Database, hog_id: int, limit: int) -> list[claims.ClaimedTask]:
+    outcome = claims.exchange(db, hog_id, "node1", [], claim_request(limit), {})
     assert not outcome.given_up
     return outcome.claimed
 
 
-def result(task: hogs.ClaimedTask, exit_code: int | None = 0, reason: str = states.REASON_EXITED):
+def result(task: claims.ClaimedTask, exit_code: int | None = 0, reason: str = states.REASON_EXITED):
     now = time.time()
-    return hogs.TaskResult(
+    return claims.TaskResult(
         task.task_id, task.attempt, reason, started_at=now - 1, ended_at=now, exit_code=exit_code
     )
 
 
-def report(db: hogdb.Database, hog_id: int, results: list[hogs.TaskResult]) -> hogs.Exchange:
-    return hogs.exchange(db, hog_id, "node1", results, None, {})
+def report(db: hogdb.Database, hog_id: int, results: list[claims.TaskResult]) -> claims.Exchange:
+    return claims.exchange(db, hog_id, "node1", results, None, {})
 
 
 def counted(db: hogdb.Database) -> dict[str, int]:
@@ -294,7 +294,7 @@ def _race_worker(path: str, barrier, results, limit: int) -> None:
     barrier.wait()
     mine = []
     while True:
-        outcome = hogs.exchange(db, hog_id, "node1", [], claim_request(limit), {})
+        outcome = claims.exchange(db, hog_id, "node1", [], claim_request(limit), {})
         mine.extend(task.task_id for task in outcome.claimed)
         if not outcome.claimed:
             break
@@ -336,7 +336,7 @@ def test_a_lost_hog_that_comes_back_writes_nothing_over_the_newer_attempt(tmp_pa
     old_tasks = claim(db, old_hog, 2)
     assert [task.attempt for task in old_tasks] == [1, 1]
 
-    reaped = hogs.reap_lost_hogs(db, now=time.time() + 10_000)
+    reaped = claims.reap_lost_hogs(db, now=time.time() + 10_000)
     assert reaped == [old_hog]
     assert [task_row(db, n)[0] for n in (1, 2)] == [states.WAITING, states.WAITING]
 
@@ -345,7 +345,7 @@ def test_a_lost_hog_that_comes_back_writes_nothing_over_the_newer_attempt(tmp_pa
     assert [(task.task_id, task.attempt) for task in new_tasks] == [(1, 2)]
 
     # The old hog reports both tasks as failed, and tries to claim more.
-    outcome = hogs.exchange(
+    outcome = claims.exchange(
         db, old_hog, "node1", [result(task, exit_code=1) for task in old_tasks], claim_request(5), {}
     )
     assert outcome.given_up is True
@@ -363,7 +363,7 @@ def test_a_result_for_an_attempt_that_is_not_current_is_ignored_by_a_live_hog(tm
     queue.submit(db, commands(1), options())
     hog_a = register_hog(db)
     (first,) = claim(db, hog_a, 1)
-    hogs.reap_lost_hogs(db, now=time.time() + 10_000)
+    claims.reap_lost_hogs(db, now=time.time() + 10_000)
     hog_b = register_hog(db)
     (second,) = claim(db, hog_b, 1)
     # Hog b sends a result that names attempt 1 (not its own): nothing is written.
@@ -441,7 +441,7 @@ def test_state_counts_match_the_tasks_after_every_kind_of_change(tmp_path):
     assert task_row(db, 23)[0] == states.CANCELLED
     assert_counts_true(db)
 
-    hogs.reap_lost_hogs(db, now=time.time() + 10_000)  # 24, 25 back to waiting
+    claims.reap_lost_hogs(db, now=time.time() + 10_000)  # 24, 25 back to waiting
     assert_counts_true(db)
 
     queue.cancel(db, state_filter=(states.WAITING,))
@@ -575,8 +575,8 @@ def test_full_disk_after_sqlite_rolled_back_by_itself_is_still_a_database_error(
 def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path):
     import pytest
 
-    from hog import queue
-    from hog.db import create_database, open_database
+    from hog.store import queue
+    from hog.store.db import create_database, open_database
 
     path = str(tmp_path / "q.sqlite")
     create_database(path)
@@ -592,7 +592,7 @@ def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path
 
 
 def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
-    from hog.runner import prefetch_factor
+    from hog.pilot.runner import prefetch_factor
 
     # Alone on 2 cores: a quarter second of 2 ms tasks (125 node-fulls); tinier ones stop at 256
     # tasks (128 node-fulls).
@@ -609,12 +609,12 @@ def test_a_claim_counts_the_running_hogs_and_a_cancel_poll_sees_a_lost_hog(tmp_p
     db = new_db(tmp_path)
     queue.submit(db, commands(3), options())
     first, second = register_hog(db), register_hog(db)
-    outcome = hogs.exchange(db, first, "node1", [], claim_request(1), {})
+    outcome = claims.exchange(db, first, "node1", [], claim_request(1), {})
     assert outcome.hogs_running == 2 and len(outcome.claimed) == 1
-    assert hogs.poll_cancels(db, first) == set()
+    assert claims.poll_cancels(db, first) == set()
     queue.cancel(db, [outcome.claimed[0].task_id])
-    assert hogs.poll_cancels(db, first) == {(outcome.claimed[0].task_id, 1)}
-    assert hogs.set_hog_state(db, second, states.HOG_LOST, "test")
-    assert hogs.exchange(db, first, "node1", [], claim_request(1), {}).hogs_running == 1
-    assert hogs.set_hog_state(db, first, states.HOG_LOST, "test")
-    assert hogs.poll_cancels(db, first) is None
+    assert claims.poll_cancels(db, first) == {(outcome.claimed[0].task_id, 1)}
+    assert claims.set_hog_state(db, second, states.HOG_LOST, "test")
+    assert claims.exchange(db, first, "node1", [], claim_request(1), {}).hogs_running == 1
+    assert claims.set_hog_state(db, first, states.HOG_LOST, "test")
+    assert claims.poll_cancels(db, first) is None

@@ -6,7 +6,7 @@ import click
 import pytest
 from helpers import REPO
 
-from hog.cli import cli
+from hog.cli.group import cli
 
 README = (REPO / "README.rst").read_text()
 REFERENCE = README.split("Command reference\n=================", 1)[1].split("\nPerformance\n", 1)[0]

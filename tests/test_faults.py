@@ -14,8 +14,8 @@ import psutil
 import pytest
 from helpers import child_env, cli, cli_json, start_hog, wait_until
 
-from hog.db import open_database
-from hog.healing import heal
+from hog.pilot.healing import heal
+from hog.store.db import open_database
 
 
 def sqlite(db: Path) -> apsw.Connection:

@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hog.cli import cli
-from hog.db import create_database
+from hog.cli.group import cli
 from hog.errors import UsageError
+from hog.store.db import create_database
 from hog.taskfile import read_task_file
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -28,8 +28,8 @@ def check(db: Path, task_id: int) -> dict:
 
 
 def attempts(db: Path, task_id: int) -> list[dict]:
-    from hog import queue
-    from hog.db import open_database
+    from hog.store import queue
+    from hog.store.db import open_database
 
     database = open_database(str(db))
     try:
@@ -443,7 +443,7 @@ def test_plain_commands_run_without_a_shell_and_the_rest_with_one(db: Path, tmp_
 
 
 def test_direct_argv_keeps_to_plain_words() -> None:
-    from hog.slot import direct_argv
+    from hog.pilot.slot import direct_argv
 
     assert direct_argv("python3 run.py --n=3 a,b") == ["python3", "run.py", "--n=3", "a,b"]
     assert direct_argv("  ./sim\t7 ") == ["./sim", "7"]
@@ -466,7 +466,7 @@ def test_direct_argv_keeps_to_plain_words() -> None:
 
 
 def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -> None:
-    from hog.procs import OutputFiles
+    from hog.pilot.procs import OutputFiles
 
     outputs = OutputFiles(0o700)
     try:

@@ -8,8 +8,8 @@ import psutil
 import pytest
 from helpers import wait_until
 
-from hog.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
-from hog.procs import OutputFiles
+from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
+from hog.pilot.procs import OutputFiles
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin slots to")
 
@@ -159,7 +159,7 @@ def test_a_bug_in_a_slot_process_reaches_the_loop(slots: Slots) -> None:
 
 def test_a_slot_process_that_dies_is_reported(slots: Slots) -> None:
     slot_processes = [
-        child for child in psutil.Process().children() if "hog.slot" in " ".join(child.cmdline())
+        child for child in psutil.Process().children() if "hog.pilot.slot" in " ".join(child.cmdline())
     ]
     assert len(slot_processes) == 2
     slot_processes[0].kill()

@@ -10,7 +10,7 @@ import psutil
 import pytest
 from helpers import child_env, cli, cli_json, states_of, task_counts, wait_until
 
-from hog.backends import PrefixBackend, SbatchBackend, hog_command
+from hog.fleet.backends import PrefixBackend, SbatchBackend, hog_command
 
 HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
 

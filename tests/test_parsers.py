@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hog import states
 from hog.errors import UsageError
 from hog.ids import parse_ids
-from hog.outputs import check_pattern
-from hog.packing import Busy, Candidate, Resources, choose, reservation_start
+from hog.pilot.outputs import check_pattern
+from hog.store import states
+from hog.store.packing import Busy, Candidate, Resources, choose, reservation_start
 from hog.timeutil import format_duration, parse_duration, parse_size
 
 GIB = 1 << 30

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import REPO, child_env, cli, cli_json, task_counts, wait_until
 
-from hog import queue
-from hog.db import open_database
+from hog.store import queue
+from hog.store.db import open_database
 
 pytestmark = pytest.mark.slurm
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"

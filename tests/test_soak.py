@@ -73,9 +73,9 @@ def test_shares_add_up() -> None:
 def test_verify_catches_a_broken_queue(tmp_path: Path) -> None:
     """The checks are not vacuous: a done task run twice, a cancelled task that succeeded and a
     wrong state count are each reported."""
-    from hog import hogs, queue
-    from hog.db import open_database
-    from hog.packing import Resources
+    from hog.store import claims, queue
+    from hog.store.db import open_database
+    from hog.store.packing import Resources
 
     soak = load_soak()
     path = tmp_path / "queue.sqlite"
@@ -85,15 +85,15 @@ def test_verify_catches_a_broken_queue(tmp_path: Path) -> None:
     try:
         queue.submit(db, [("true", None), ("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
         size = Resources(2, 0, 1 << 30)
-        hog_id = hogs.start_hog(db, hogs.HogInfo("test", 1, None, 2, [], 1 << 30, None, 60.0))
+        hog_id = claims.start_hog(db, claims.HogInfo("test", 1, None, 2, [], 1 << 30, None, 60.0))
         assert hog_id is not None
-        claim = hogs.ClaimRequest(size, size, [], None, True, 2)
-        claimed = hogs.exchange(db, hog_id, "test", [], claim, {}).claimed
+        claim = claims.ClaimRequest(size, size, [], None, True, 2)
+        claimed = claims.exchange(db, hog_id, "test", [], claim, {}).claimed
         now = time.time()
         results = [
-            hogs.TaskResult(task.task_id, task.attempt, "exited", now, now, exit_code=0) for task in claimed
+            claims.TaskResult(task.task_id, task.attempt, "exited", now, now, exit_code=0) for task in claimed
         ]
-        hogs.exchange(db, hog_id, "test", results, None, {}, finish_reason="idle")
+        claims.exchange(db, hog_id, "test", results, None, {}, finish_reason="idle")
         queue.submit(db, [("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
         queue.cancel(db, [3])
         with db.transaction() as connection:

@@ -17,16 +17,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .procs import Exited, OutputFiles, exited_from
-from .slot import pack, unpack, write_all
+from hog.pilot.procs import Exited, OutputFiles, exited_from
+from hog.pilot.slot import pack, unpack, write_all
 
 # Tasks a slot process may hold: the one it runs and those it starts next, refilled when down
 # to half, several per write (measured: depth 2, 4 and 6 gave 0.83x, 0.87x and 0.95x xargs -P 2
 # on 5,000 x `true`). A long task does not hold up those behind it: see _rebalance.
 SLOT_DEPTH = 6
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from hog.slot import main; main(sys.argv[1:])"
+# The folder that holds the hog package: hog/pilot/launcher.py is three levels below it.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from hog.pilot.slot import main; main(sys.argv[1:])"
 
 
 @dataclass(slots=True)

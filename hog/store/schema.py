@@ -1,6 +1,6 @@
 """The queue database's tables, as readable DDL, and its versioned migrations."""
 
-from .states import HOG_STATES, TASK_STATES
+from hog.store.states import HOG_STATES, TASK_STATES
 
 # "Hog!" in ASCII: marks a file as ours before anything else is read from it.
 APPLICATION_ID = 0x486F6721

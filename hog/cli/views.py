@@ -2,8 +2,8 @@
 
 import click
 
-from . import states
-from .timeutil import format_duration
+from hog.store import states
+from hog.timeutil import format_duration
 
 
 def check_row(detail) -> tuple:
@@ -91,7 +91,7 @@ HOG_TABLE_COLUMNS = (
 
 
 def hog_table_row(row: tuple, now: float) -> tuple:
-    from .hogs import HOG_COLUMNS
+    from hog.store.claims import HOG_COLUMNS
 
     hog = dict(zip(HOG_COLUMNS, row, strict=True))
     heartbeat = f"{format_duration(now - hog['heartbeat_at'])} ago" if hog["heartbeat_at"] else None

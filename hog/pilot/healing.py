@@ -9,9 +9,9 @@ import os
 import time
 from collections.abc import Iterable
 
-from . import hogs
-from .db import Database, logs_dir_for
-from .procs import kill_recorded_processes
+from hog.pilot.procs import kill_recorded_processes
+from hog.store import claims
+from hog.store.db import Database, logs_dir_for
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
     """
     now = time.time() if now is None else now
     also_lost = list(also_lost)
-    candidates = hogs.hogs_to_reap(db, now, also_lost)
+    candidates = claims.hogs_to_reap(db, now, also_lost)
     if not candidates:
         return []  # the usual case: a read, no write lock
     for hog_id, hog_host in candidates:
@@ -37,4 +37,4 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
             killed = kill_recorded_processes(task_pids_path(db.path, hog_id), hog_id)
             if killed:
                 log.warning("killed %d task process groups left behind by hog %d", killed, hog_id)
-    return hogs.reap_lost_hogs(db, now, also_lost)
+    return claims.reap_lost_hogs(db, now, also_lost)

@@ -10,10 +10,10 @@ from typing import NamedTuple
 
 import apsw
 
-from . import states
-from .db import Database
-from .packing import Busy, Candidate, Resources, choose
-from .queue import decode_argv, decode_environment, move_counts
+from hog.store import states
+from hog.store.db import Database
+from hog.store.packing import Busy, Candidate, Resources, choose
+from hog.store.queue import decode_argv, decode_environment, move_counts
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
 # what kills them.

@@ -15,16 +15,17 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 
-from . import hogs, slurm, states
-from .background import DatabaseThread, Outcome
-from .db import Database, make_private_dirs, open_database, private_modes
-from .errors import DatabaseError, DatabaseGoneError, HogError
-from .healing import heal, task_pids_path
-from .launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
-from .outputs import output_path
-from .packing import Busy, Resources
-from .procs import Exited, OutputFiles, kill_group, read_tail
-from .resources import GPU_VARIABLES, NodeResources, detect
+from hog.errors import DatabaseError, DatabaseGoneError, HogError
+from hog.pilot import slurm
+from hog.pilot.background import DatabaseThread, Outcome
+from hog.pilot.healing import heal, task_pids_path
+from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
+from hog.pilot.outputs import output_path
+from hog.pilot.procs import Exited, OutputFiles, kill_group, read_tail
+from hog.pilot.resources import GPU_VARIABLES, NodeResources, detect
+from hog.store import claims, states
+from hog.store.db import Database, make_private_dirs, open_database, private_modes
+from hog.store.packing import Busy, Resources
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class HogConfig:
 class RunningTask:
     """A task handed to the launcher: queued for a slot, or started."""
 
-    task: hogs.ClaimedTask
+    task: claims.ClaimedTask
     gpu_ids: list[str]
     launch: Launch  # its pid, slots and start times once a slot has started it
     deadline_mono: float | None = None
@@ -117,9 +118,9 @@ class RunningTask:
 class Round:
     """One job of the database thread: what it writes and asks, and when it was given."""
 
-    results: list[hogs.TaskResult]
+    results: list[claims.TaskResult]
     oldest_result_mono: float | None
-    claim: hogs.ClaimRequest | None
+    claim: claims.ClaimRequest | None
     exchange: bool  # write results and the heartbeat (and claim, if `claim`)
     poll_cancels: bool  # only look for cancels (when there is no exchange)
     heal: bool
@@ -130,7 +131,7 @@ class Round:
 @dataclass
 class RoundOutcome:
     given_up: bool = False
-    claimed: list[hogs.ClaimedTask] = field(default_factory=list)
+    claimed: list[claims.ClaimedTask] = field(default_factory=list)
     queue_has_work: bool = False
     cancel_requested: set[tuple[int, int]] = field(default_factory=set)
     reaped: list[int] = field(default_factory=list)
@@ -146,8 +147,8 @@ class Hog:
     end_by: float | None  # epoch when the allocation ends
     hog_id: int = 0
     running: dict[tuple[int, int], RunningTask] = field(default_factory=dict)  # by (task, attempt)
-    buffered: list[hogs.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
-    results: list[hogs.TaskResult] = field(default_factory=list)
+    buffered: list[claims.ClaimedTask] = field(default_factory=list)  # claimed, not yet started
+    results: list[claims.TaskResult] = field(default_factory=list)
     oldest_result_mono: float | None = None
     environments: dict[int, dict[str, str]] = field(default_factory=dict)
     free_cores: int = 0  # below 0 while one-core tasks wait in the launcher's queue
@@ -169,7 +170,7 @@ class Hog:
     db_retry_after_mono: float = 0.0
     finish_reason: str = "idle"
     pids_fd: int = -1
-    suspects: list[tuple[float, hogs.TaskResult]] = field(default_factory=list)
+    suspects: list[tuple[float, claims.TaskResult]] = field(default_factory=list)
     outputs: OutputFiles = None  # type: ignore[assignment]  # set in __post_init__
     output_paths: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict)
     db_thread: DatabaseThread = None  # type: ignore[assignment]  # set by run_hog
@@ -263,7 +264,7 @@ class Hog:
         for attempt in range(FINAL_WRITE_TRIES):
             self.db_thread.give(
                 functools.partial(
-                    hogs.exchange,
+                    claims.exchange,
                     self.db,
                     self.hog_id,
                     self.host,
@@ -382,7 +383,7 @@ class Hog:
         log.warning("%s: task %d %s", self.name(), task.task_id, message)
         now = time.time()
         self._add_result(
-            hogs.TaskResult(
+            claims.TaskResult(
                 task.task_id,
                 task.attempt,
                 states.REASON_START_FAILED,
@@ -401,7 +402,7 @@ class Hog:
                 result = result._replace(reason=states.REASON_RELEASED, stderr_tail=None)
             self._add_result(result)
 
-    def _result_of(self, running: RunningTask, exited: Exited, ended_mono: float) -> hogs.TaskResult:
+    def _result_of(self, running: RunningTask, exited: Exited, ended_mono: float) -> claims.TaskResult:
         task = running.task
         # Leftovers the task put in the background die with it, as in a SLURM step.
         kill_group(exited.pid)
@@ -417,7 +418,7 @@ class Hog:
             reason = states.REASON_RELEASED
         tail = None
         if not succeeded and reason != states.REASON_RELEASED:
-            tail = read_tail(running.launch.outputs[1], hogs.STDERR_TAIL_BYTES) or None
+            tail = read_tail(running.launch.outputs[1], claims.STDERR_TAIL_BYTES) or None
         if self.debug:
             log.debug(
                 "%s: task %d exited %s after %.3f s",
@@ -426,7 +427,7 @@ class Hog:
                 exited.exit_code if exited.signal is None else f"signal {exited.signal}",
                 duration,
             )
-        return hogs.TaskResult(
+        return claims.TaskResult(
             task.task_id,
             task.attempt,
             reason,
@@ -457,7 +458,7 @@ class Hog:
         self.free_mem += running.task.mem_bytes
         self.claim_blocked = False
 
-    def _claimed(self, tasks: list[hogs.ClaimedTask]) -> None:
+    def _claimed(self, tasks: list[claims.ClaimedTask]) -> None:
         """Take newly claimed tasks; their output files are made ahead, off the loop."""
         for task in tasks:
             if task.stdout_pattern == task.stderr_pattern == os.devnull:
@@ -475,12 +476,12 @@ class Hog:
             self.outputs.request(key, paths, mode)
             self.buffered.append(task)
 
-    def _output_path(self, task: hogs.ClaimedTask, pattern: str | None, stream: str) -> str:
+    def _output_path(self, task: claims.ClaimedTask, pattern: str | None, stream: str) -> str:
         return output_path(
             self.config.db_path, pattern, task.cwd, task.task_id, task.attempt, task.name, stream
         )
 
-    def _unclaim(self, task: hogs.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
+    def _unclaim(self, task: claims.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
         """A buffered task that will not start here goes back (or is cancelled)."""
         self._hand_back(task, self.output_paths.pop((task.task_id, task.attempt)), reason)
 
@@ -490,9 +491,9 @@ class Hog:
         self._free(running)
         self._hand_back(running.task, running.launch.outputs, reason)
 
-    def _hand_back(self, task: hogs.ClaimedTask, outputs: tuple[str, str], reason: str) -> None:
+    def _hand_back(self, task: claims.ClaimedTask, outputs: tuple[str, str], reason: str) -> None:
         self.outputs.discard((task.task_id, task.attempt), outputs)
-        self._add_result(hogs.TaskResult(task.task_id, task.attempt, reason))
+        self._add_result(claims.TaskResult(task.task_id, task.attempt, reason))
 
     def _unclaim_all(self) -> None:
         """Give back every task that has not started: buffered, or queued for a slot."""
@@ -503,7 +504,7 @@ class Hog:
             for launch in self.launcher.withdraw_all():
                 self._take_back(self.running[launch.key])
 
-    def _add_result(self, result: hogs.TaskResult) -> None:
+    def _add_result(self, result: claims.TaskResult) -> None:
         if not self.results:
             self.oldest_result_mono = time.monotonic()
         self.results.append(result)
@@ -616,7 +617,7 @@ class Hog:
                 return  # its slots are still finishing: an event will wake the loop
             self.buffered.pop(0)
 
-    def _start(self, task: hogs.ClaimedTask, queue_ahead: bool, latest_start: float | None) -> bool:
+    def _start(self, task: claims.ClaimedTask, queue_ahead: bool, latest_start: float | None) -> bool:
         """Hand a task to the launcher; False if it needs idle slots that are not idle yet."""
         key = (task.task_id, task.attempt)
         gpu_ids = self.free_gpus[: task.gpus]
@@ -640,7 +641,7 @@ class Hog:
         self.running[key] = RunningTask(task, gpu_ids, launch)
         return True
 
-    def _latest_start(self, task: hogs.ClaimedTask) -> float | None:
+    def _latest_start(self, task: claims.ClaimedTask) -> float | None:
         """The epoch after which a task must no longer start: with --time, it could not end
         before the hog must stop; without, less than --margin would remain. The loop checks it
         before handing the task over, the slot again as it starts it."""
@@ -650,7 +651,7 @@ class Hog:
             return self.end_by - max(self.config.margin_s, STOP_LEAD_S)
         return self.end_by - STOP_LEAD_S - task.time_limit_s
 
-    def _environment_for(self, task: hogs.ClaimedTask, gpu_ids: list[str]) -> dict[str, str]:
+    def _environment_for(self, task: claims.ClaimedTask, gpu_ids: list[str]) -> dict[str, str]:
         """The task's environment; the launcher adds HOG_CPUS when it picks its slots."""
         env = dict(task.environment)
         env.update(self.base_environment)
@@ -672,7 +673,7 @@ class Hog:
             return 0
         return prefetch_factor(self.mean_duration_s, self.hogs_running, self.node.cores)
 
-    def _claim_request(self, now: float) -> hogs.ClaimRequest | None:
+    def _claim_request(self, now: float) -> claims.ClaimRequest | None:
         if self.draining or self.stopping:
             return None
         if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
@@ -706,7 +707,7 @@ class Hog:
             )
             for r in self.running.values()
         ] + [Busy(task.needs, None) for task in self.buffered]
-        return hogs.ClaimRequest(
+        return claims.ClaimRequest(
             free=free,
             total=self.total,
             busy=busy,
@@ -764,14 +765,14 @@ class Hog:
         """On the database thread: touches only the database and the environment cache."""
         outcome = RoundOutcome()
         if job.exchange:
-            done = hogs.exchange(self.db, self.hog_id, self.host, job.results, job.claim, self.environments)
+            done = claims.exchange(self.db, self.hog_id, self.host, job.results, job.claim, self.environments)
             outcome.given_up = done.given_up
             outcome.claimed = done.claimed
             outcome.queue_has_work = done.queue_has_work
             outcome.cancel_requested = done.cancel_requested
             outcome.hogs_running = done.hogs_running
         elif job.poll_cancels:
-            cancels = hogs.poll_cancels(self.db, self.hog_id)
+            cancels = claims.poll_cancels(self.db, self.hog_id)
             if cancels is None:
                 outcome.given_up = True
                 return outcome
@@ -907,7 +908,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
     end_by = _end_time(config, slurm_job_id)
     host = slurm.node_name()
     hog = Hog(config, db, node, host, end_by)
-    info = hogs.HogInfo(
+    info = claims.HogInfo(
         host=host,
         pid=os.getpid(),
         slurm_job_id=slurm_job_id,
@@ -917,7 +918,7 @@ def run_hog(config: HogConfig, allow_insecure: bool = False) -> int:
         end_by=end_by,
         lease_s=lease_for(config.heartbeat_s),
     )
-    hog_id = hogs.start_hog(db, info, config.hog_id)
+    hog_id = claims.start_hog(db, info, config.hog_id)
     if hog_id is None:
         log.warning("hog %s: its row was given up before it started: leaving", config.hog_id)
         return 0

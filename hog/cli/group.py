@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import click
 
-from . import __version__
-from .db import DEFAULT_DB, DEFAULT_TIMEOUT_S, Database, open_database
-from .errors import HogError, UsageError
-from .render import FORMATS
-from .timeutil import parse_duration, parse_size
+from hog import __version__
+from hog.cli.render import FORMATS
+from hog.errors import HogError, UsageError
+from hog.store.db import DEFAULT_DB, DEFAULT_TIMEOUT_S, Database, open_database
+from hog.timeutil import parse_duration, parse_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -116,9 +116,9 @@ _BUILDERS: dict[str, "Callable[[], click.Command]"] = {}
 COMMAND_MODULES = {
     **dict.fromkeys(
         ("init", "submit", "check", "show", "status", "cancel", "retry", "cleanup", "wait", "log"),
-        "cli_tasks",
+        "tasks",
     ),
-    **dict.fromkeys(("hog", "monitor", "doctor"), "cli_hogs"),
+    **dict.fromkeys(("hog", "monitor", "doctor"), "hogs"),
 }
 
 

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from .errors import UsageError
+from hog.errors import UsageError
 
 log = logging.getLogger(__name__)
 

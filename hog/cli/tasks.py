@@ -6,8 +6,7 @@ import time
 
 import click
 
-from . import states
-from .cli import (
+from hog.cli.group import (
     CONTEXT,
     DURATION,
     SIZE,
@@ -18,12 +17,8 @@ from .cli import (
     lazy,
     output_format,
 )
-from .db import create_database
-from .errors import NotFoundError, UsageError
-from .ids import parse_ids
-from .render import emit
-from .timeutil import DURATION_HELP, format_duration
-from .views import (
+from hog.cli.render import emit
+from hog.cli.views import (
     HOG_TABLE_COLUMNS,
     TASK_TABLE_COLUMNS,
     check_cell,
@@ -32,6 +27,11 @@ from .views import (
     progress_line,
     task_table_row,
 )
+from hog.errors import NotFoundError, UsageError
+from hog.ids import parse_ids
+from hog.store import states
+from hog.store.db import create_database
+from hog.timeutil import DURATION_HELP, format_duration
 
 # -- init ------------------------------------------------------------------------------------
 
@@ -55,7 +55,7 @@ def _init_command() -> click.Command:
         """
         settings = current_settings()
         if check_locking:
-            from .cli_hogs import run_doctor
+            from hog.cli.hogs import run_doctor
 
             run_doctor(settings, processes=4, prefix=None)
             return
@@ -123,8 +123,8 @@ def _submit_command() -> click.Command:
           slurm-hog submit -c 4 --mem 8G -t 2h -- ./simulate --seed 7
           slurm-hog submit --file tasks.txt --retries 2 -o 'out/{id}.txt'
         """
-        from . import queue
-        from .outputs import check_pattern
+        from hog.pilot.outputs import check_pattern
+        from hog.store import queue
 
         as_json = options.pop("as_json")
         if task_file is not None and command:
@@ -152,7 +152,7 @@ def _submit_command() -> click.Command:
         )
         db = current_settings().open()
         if task_file is not None:
-            from .taskfile import read_task_file
+            from hog.taskfile import read_task_file
 
             first, last = queue.submit(db, read_task_file(task_file), submit_options)
         else:
@@ -185,7 +185,7 @@ def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | N
         raise UsageError("the program name is empty: give the program to run after --")
     import shlex
 
-    from .queue import encode_argv
+    from hog.store.queue import encode_argv
 
     return shlex.join(words), encode_argv(list(words))
 
@@ -208,7 +208,7 @@ def _check_command() -> click.Command:
         Example:
           slurm-hog check 17 20-25
         """
-        from . import queue
+        from hog.store import queue
 
         task_ids = parse_ids(ids)
         if not task_ids:
@@ -252,7 +252,7 @@ def _show_command() -> click.Command:
           slurm-hog show -s failed --limit 20
           slurm-hog show -H --json
         """
-        from . import queue
+        from hog.store import queue
 
         db = current_settings().open()
         fmt = output_format(fmt, as_json)
@@ -263,15 +263,15 @@ def _show_command() -> click.Command:
                     f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}"
                 )
             hog_states = tuple(state_filter)
-            from . import hogs
+            from hog.store import claims
 
-            rows = hogs.iter_hogs(db, hog_states, limit)
+            rows = claims.iter_hogs(db, hog_states, limit)
             if fmt == "table":
                 now = time.time()
                 rows = (hog_table_row(row, now) for row in rows)
                 emit(HOG_TABLE_COLUMNS, rows, fmt)
             else:
-                emit(hogs.HOG_COLUMNS, rows, fmt)
+                emit(claims.HOG_COLUMNS, rows, fmt)
             return
         wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
         if wrong:
@@ -307,7 +307,7 @@ def _status_command() -> click.Command:
         Example:
           watch slurm-hog status
         """
-        from . import queue
+        from hog.store import queue
 
         result = queue.status(current_settings().open())
         fmt = output_format(fmt, as_json)
@@ -369,7 +369,7 @@ def _cancel_command() -> click.Command:
           slurm-hog cancel 12 40-49
           slurm-hog cancel --state waiting
         """
-        from . import queue
+        from hog.store import queue
 
         task_ids = parse_ids(ids)
         chosen = sum(bool(x) for x in (task_ids, all_tasks, state_filter))
@@ -399,7 +399,7 @@ def _retry_command() -> click.Command:
         Example:
           slurm-hog retry --failed
         """
-        from . import queue
+        from hog.store import queue
 
         task_ids = parse_ids(ids)
         if bool(task_ids) == failed:
@@ -428,7 +428,7 @@ def _cleanup_command() -> click.Command:
         Example:
           slurm-hog cleanup --state done --older-than 7d
         """
-        from . import queue
+        from hog.store import queue
 
         deleted = queue.cleanup(current_settings().open(), state_filter, older_than)
         click.echo(f"deleted {deleted} tasks")
@@ -456,7 +456,7 @@ def _wait_command() -> click.Command:
         Example:
           slurm-hog wait && echo all good
         """
-        from . import queue
+        from hog.store import queue
 
         db = current_settings().open()
         task_ids = parse_ids(ids)
@@ -508,8 +508,8 @@ def _log_command() -> click.Command:
         Example:
           slurm-hog log 42 --stderr | tail
         """
-        from . import queue
-        from .outputs import output_path
+        from hog.pilot.outputs import output_path
+        from hog.store import queue
 
         settings = current_settings()
         (detail,) = queue.get_tasks(settings.open(), [task_id])

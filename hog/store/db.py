@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import apsw
 
-from . import schema
-from .errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
+from hog.errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
+from hog.store import schema
 
 DEFAULT_DB = "jobs.sqlite"
 DEFAULT_TIMEOUT_S = 300.0

@@ -16,14 +16,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import hogs, queue, states
-from .backends import BackendError, PrefixBackend, SbatchBackend, hog_command
-from .db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
-from .errors import HogError, MonitorRunningError, UsageError
-from .healing import heal
-from .procs import open_for_writing
-from .runner import lease_for
-from .slurm import node_name
+from hog.errors import HogError, MonitorRunningError, UsageError
+from hog.fleet.backends import BackendError, PrefixBackend, SbatchBackend, hog_command
+from hog.pilot.healing import heal
+from hog.pilot.procs import open_for_writing
+from hog.pilot.runner import lease_for
+from hog.pilot.slurm import node_name
+from hog.store import claims, queue, states
+from hog.store.db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Monitor:
     def one_pass(self) -> bool:
         """Heal, then start hogs for waiting work. True when --once has nothing left to do."""
         self.heal()
-        live = hogs.live_hogs(self.db)
+        live = claims.live_hogs(self.db)
         waiting = queue.demand(self.db)
         self.judge_ended_hogs(waiting)
         wanted = self.hogs_wanted(waiting, live)
@@ -159,13 +159,13 @@ class Monitor:
             self.start_hog()
         if self.config.once:
             status = queue.status(self.db)
-            return status.active == 0 and not hogs.live_hogs(self.db)
+            return status.active == 0 and not claims.live_hogs(self.db)
         return False
 
     def judge_ended_hogs(self, waiting: int) -> None:
         """Count hogs that were of no use: died before starting, or idled out while work waited."""
         now = time.time()
-        for hog in hogs.ended_since(self.db, self.last_pass_at):
+        for hog in claims.ended_since(self.db, self.last_pass_at):
             if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
                 self.futile_hogs += 1
                 self.futile_reason = (
@@ -217,28 +217,28 @@ class Monitor:
 
     def heal(self) -> None:
         """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
-        live = hogs.live_hogs(self.db)
+        live = claims.live_hogs(self.db)
         mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
         alive = self.backend.alive([hog["backend_id"] for hog in mine])
         ended = [hog["id"] for hog in mine if alive.get(hog["backend_id"]) is False]
         if ended:
             # The hog may have said goodbye just before its process ended: read again.
-            still_live = {hog["id"] for hog in hogs.live_hogs(self.db)}
+            still_live = {hog["id"] for hog in claims.live_hogs(self.db)}
             ended = [hog_id for hog_id in ended if hog_id in still_live]
         reaped = heal(self.db, self.host, also_lost=ended)
         for hog_id in reaped:
             log.warning("%s: hog %d is lost; its tasks went back to the queue", self.name(), hog_id)
 
     def start_hog(self) -> int | None:
-        hog_id = hogs.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
+        hog_id = claims.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
         log_path = os.path.join(self.hogs_dir, f"hog-{hog_id}.log")
         argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_settings)
         try:
             backend_id = self.backend.start(hog_id, argv, log_path)
         except BackendError as error:
-            hogs.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
+            claims.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
             raise
-        hogs.set_hog_backend(self.db, hog_id, backend_id, log_path)
+        claims.set_hog_backend(self.db, hog_id, backend_id, log_path)
         log.info(
             "%s: started hog %d (%s %s), log %s",
             self.name(),
@@ -318,7 +318,7 @@ def run_monitor(config: MonitorConfig) -> int:
 
 
 def _own_start_ticks() -> str:
-    from .procs import process_start_ticks
+    from hog.pilot.procs import process_start_ticks
 
     return process_start_ticks(os.getpid())
 
@@ -388,7 +388,7 @@ def stop_daemon(config: MonitorConfig) -> str:
     if holder.get("host") != node_name():
         raise HogError(f"the monitor runs on {holder.get('host')} (pid {holder.get('pid')}): stop it there")
     pid = int(holder.get("pid", 0))
-    from .procs import process_start_ticks
+    from hog.pilot.procs import process_start_ticks
 
     if not pid or process_start_ticks(pid) != holder.get("start_ticks"):
         raise HogError(f"the monitor's pid {pid} is not the process that took the lock: not signalling it")

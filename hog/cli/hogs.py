@@ -2,7 +2,7 @@
 
 import click
 
-from .cli import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options, lazy
+from hog.cli.group import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options, lazy
 
 # -- hog / monitor / doctor ------------------------------------------------------------------
 
@@ -80,7 +80,7 @@ def _hog_command() -> click.Command:
         Example:
           srun -N1 --exclusive slurm-hog hog --margin 10m
         """
-        from .runner import HogConfig, run_hog
+        from hog.pilot.runner import HogConfig, run_hog
 
         configure_logging()
         settings = current_settings()
@@ -139,7 +139,7 @@ def _monitor_command() -> click.Command:
           slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
           slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
         """
-        from .monitor import MonitorConfig, daemon_status, run_monitor, start_daemon, stop_daemon
+        from hog.fleet.monitor import MonitorConfig, daemon_status, run_monitor, start_daemon, stop_daemon
 
         configure_logging()
         settings = current_settings()
@@ -196,7 +196,7 @@ def _doctor_command() -> click.Command:
 
 
 def run_doctor(settings: Settings, processes: int, prefix: str | None) -> None:
-    from .doctor import check_locking
+    from hog.doctor import check_locking
 
     report = check_locking(settings.path, processes=processes, prefix=prefix)
     click.echo(report.text)

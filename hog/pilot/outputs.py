@@ -2,8 +2,8 @@
 
 import os
 
-from .db import logs_dir_for
-from .errors import UsageError
+from hog.errors import UsageError
+from hog.store.db import logs_dir_for
 
 PLACEHOLDERS = ("id", "attempt", "name")
 # Tasks per log subfolder: with .out and .err per attempt a folder holds a few thousand files.

@@ -8,9 +8,9 @@ import shlex
 import subprocess
 import sys
 
-from .errors import HogError
-from .procs import open_for_writing, process_start_ticks
-from .slurm import COMMAND_TIMEOUT_S, node_name
+from hog.errors import HogError
+from hog.pilot.procs import open_for_writing, process_start_ticks
+from hog.pilot.slurm import COMMAND_TIMEOUT_S, node_name
 
 log = logging.getLogger(__name__)
 

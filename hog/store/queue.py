@@ -1,6 +1,6 @@
 """The core API of the queue for its users: submit, read, cancel, retry, clean up.
 
-The hog side (registration, claims and results, reaping) is in hogs.py; every SQL write of the
+The hog side (registration, claims and results, reaping) is in claims.py; every SQL write of the
 domain lives in these two modules.
 
 Each change of a task's state is one guarded UPDATE (`WHERE id = ? AND state = ? AND attempt = ?`)
@@ -14,10 +14,10 @@ from typing import ClassVar
 
 import apsw
 
-from . import states
-from .db import Database
-from .errors import NotFoundError, UsageError
-from .records import Record
+from hog.errors import NotFoundError, UsageError
+from hog.store import states
+from hog.store.db import Database
+from hog.store.records import Record
 
 # Variables that describe the submitting shell's own job or the hog's placement: the hog sets
 # its own, so a submit from inside an allocation must not pin tasks to that allocation's devices.

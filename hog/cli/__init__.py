@@ -1,0 +1,1 @@
+"""The command line (click only): parses, calls the core, renders."""

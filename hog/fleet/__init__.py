@@ -1,0 +1,1 @@
+"""What runs on the login node to keep hogs alive: the monitor and its backends."""
