@@ -110,26 +110,15 @@ class _HogFailure(click.ClickException):
         click.echo(f"slurm-hog: error: {self.message}", err=True)
 
 
-_BUILDERS: dict[str, "Callable[[], click.Command]"] = {}
-# Which module defines each command: only the module of the command that runs is imported, and
-# only that command is built (start-up time).
-COMMAND_MODULES = {
+# Every command: its name and the module that defines it at module level under that name. Only
+# the module of the command that runs is imported (start-up time).
+COMMANDS = {
     **dict.fromkeys(
         ("init", "submit", "check", "show", "status", "cancel", "retry", "cleanup", "wait", "log"),
-        "tasks",
+        "hog.cli.tasks",
     ),
-    **dict.fromkeys(("hog", "monitor", "doctor"), "hogs"),
+    **dict.fromkeys(("hog", "monitor", "doctor"), "hog.cli.hogs"),
 }
-
-
-def lazy(name: str):
-    """Register the builder of a command named in COMMAND_MODULES."""
-
-    def register(builder):
-        _BUILDERS[name] = builder
-        return builder
-
-    return register
 
 
 def _show_help(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -161,14 +150,15 @@ class HogCommand(PlainHelp, click.Command):
 
 class HogGroup(PlainHelp, click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMAND_MODULES)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands and name in COMMAND_MODULES:
+        if name not in self.commands and name in COMMANDS:
             import importlib
 
-            importlib.import_module(f"{__package__}.{COMMAND_MODULES[name]}")
-            self.add_command(_BUILDERS[name](), name)
+            command = getattr(importlib.import_module(COMMANDS[name]), name)
+            assert isinstance(command, click.Command), f"{COMMANDS[name]}.{name} is not a command"
+            self.add_command(command, name)
         return self.commands.get(name)
 
     def invoke(self, ctx: click.Context):

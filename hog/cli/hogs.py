@@ -2,7 +2,7 @@
 
 import click
 
-from hog.cli.group import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options, lazy
+from hog.cli.group import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options
 
 # -- hog / monitor / doctor ------------------------------------------------------------------
 
@@ -63,136 +63,124 @@ def hog_options(function):
     return function
 
 
-@lazy("hog")
-def _hog_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @hog_options
-    @click.option("--hog-id", type=int, hidden=True)
-    @click.option("--allow-insecure", is_flag=True, hidden=True)
-    @db_options
-    def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
-        """Run tasks from the queue on this node until it is empty or the walltime runs low.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@hog_options
+@click.option("--hog-id", type=int, hidden=True)
+@click.option("--allow-insecure", is_flag=True, hidden=True)
+@db_options
+def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
+    """Run tasks from the queue on this node until it is empty or the walltime runs low.
 
-        Normally started by `monitor`; run it yourself inside an allocation to use it at once.
-        SIGTERM stops now (tasks go back to the queue), SIGINT or SIGUSR1 drains.
+    Normally started by `monitor`; run it yourself inside an allocation to use it at once.
+    SIGTERM stops now (tasks go back to the queue), SIGINT or SIGUSR1 drains.
 
-        \b
-        Example:
-          srun -N1 --exclusive slurm-hog hog --margin 10m
-        """
-        from hog.pilot.runner import HogConfig, run_hog
+    \b
+    Example:
+      srun -N1 --exclusive slurm-hog hog --margin 10m
+    """
+    from hog.pilot.runner import HogConfig, run_hog
 
-        configure_logging()
-        settings = current_settings()
-        config = HogConfig.from_options(settings.path, settings.timeout_s, hog_id=hog_id, **options)
-        raise SystemExit(run_hog(config, allow_insecure=allow_insecure))
-
-    return hog
+    configure_logging()
+    settings = current_settings()
+    config = HogConfig.from_options(settings.path, settings.timeout_s, hog_id=hog_id, **options)
+    raise SystemExit(run_hog(config, allow_insecure=allow_insecure))
 
 
-@lazy("monitor")
-def _monitor_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.option(
-        "-c",
-        "--command-prefix",
-        "prefix",
-        metavar="PREFIX",
-        help="How to start a hog, e.g. 'srun -N1 --exclusive -t 4:00:00' (default nohup).",
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.option(
+    "-c",
+    "--command-prefix",
+    "prefix",
+    metavar="PREFIX",
+    help="How to start a hog, e.g. 'srun -N1 --exclusive -t 4:00:00' (default nohup).",
+)
+@click.option(
+    "-b",
+    "--hogs",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Most hogs at once.",
+)
+@click.option("--backend", type=click.Choice(["prefix", "sbatch"]), default="prefix", show_default=True)
+@click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
+@click.option("--poll", type=DURATION, default="5s", show_default=True, help="Time between passes.")
+@click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
+@click.option(
+    "--daemon",
+    "action",
+    flag_value="daemon",
+    help="Detach; pid and log files beside the database.",
+)
+@click.option("--status", "action", flag_value="status", help="Is a detached monitor running?")
+@click.option("--stop", "action", flag_value="stop", help="Stop the detached monitor (hogs go on).")
+@hog_options
+@db_options
+def monitor(
+    prefix: str | None,
+    hogs: int,
+    backend: str,
+    sbatch_args: str,
+    poll: float,
+    once: bool,
+    action: str | None,
+    **hog_settings,
+) -> None:
+    """Keep up to --hogs hogs submitted while tasks wait; replace hogs that die.
+
+    \b
+    Example:
+      slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
+      slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
+    """
+    from hog.fleet.monitor import MonitorConfig, daemon_status, run_monitor, start_daemon, stop_daemon
+
+    configure_logging()
+    settings = current_settings()
+    config = MonitorConfig.from_options(
+        settings.path,
+        settings.timeout_s,
+        prefix=prefix,
+        hogs=hogs,
+        backend=backend,
+        sbatch_args=sbatch_args,
+        poll_s=poll,
+        once=once,
+        hog_settings=hog_settings,
     )
-    @click.option(
-        "-b",
-        "--hogs",
-        type=click.IntRange(min=0),
-        default=1,
-        show_default=True,
-        help="Most hogs at once.",
-    )
-    @click.option("--backend", type=click.Choice(["prefix", "sbatch"]), default="prefix", show_default=True)
-    @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
-    @click.option("--poll", type=DURATION, default="5s", show_default=True, help="Time between passes.")
-    @click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
-    @click.option(
-        "--daemon",
-        "action",
-        flag_value="daemon",
-        help="Detach; pid and log files beside the database.",
-    )
-    @click.option("--status", "action", flag_value="status", help="Is a detached monitor running?")
-    @click.option("--stop", "action", flag_value="stop", help="Stop the detached monitor (hogs go on).")
-    @hog_options
-    @db_options
-    def monitor(
-        prefix: str | None,
-        hogs: int,
-        backend: str,
-        sbatch_args: str,
-        poll: float,
-        once: bool,
-        action: str | None,
-        **hog_settings,
-    ) -> None:
-        """Keep up to --hogs hogs submitted while tasks wait; replace hogs that die.
-
-        \b
-        Example:
-          slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
-          slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
-        """
-        from hog.fleet.monitor import MonitorConfig, daemon_status, run_monitor, start_daemon, stop_daemon
-
-        configure_logging()
-        settings = current_settings()
-        config = MonitorConfig.from_options(
-            settings.path,
-            settings.timeout_s,
-            prefix=prefix,
-            hogs=hogs,
-            backend=backend,
-            sbatch_args=sbatch_args,
-            poll_s=poll,
-            once=once,
-            hog_settings=hog_settings,
-        )
-        if action == "status":
-            message, running = daemon_status(config)
-            click.echo(message)
-            raise SystemExit(0 if running else 1)
-        if action == "stop":
-            click.echo(stop_daemon(config))
-            return
-        if action == "daemon":
-            click.echo(start_daemon(config))
-            return
-        raise SystemExit(run_monitor(config))
-
-    return monitor
+    if action == "status":
+        message, running = daemon_status(config)
+        click.echo(message)
+        raise SystemExit(0 if running else 1)
+    if action == "stop":
+        click.echo(stop_daemon(config))
+        return
+    if action == "daemon":
+        click.echo(start_daemon(config))
+        return
+    raise SystemExit(run_monitor(config))
 
 
-@lazy("doctor")
-def _doctor_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.option("--processes", type=click.IntRange(2, 64), default=4, show_default=True)
-    @click.option(
-        "-c",
-        "--command-prefix",
-        "prefix",
-        metavar="PREFIX",
-        help="Also contend from processes started with this prefix (e.g. 'srun -N2').",
-    )
-    @db_options
-    def doctor(processes: int, prefix: str | None) -> None:
-        """Check that locking works on the database's filesystem, from several processes at once.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.option("--processes", type=click.IntRange(2, 64), default=4, show_default=True)
+@click.option(
+    "-c",
+    "--command-prefix",
+    "prefix",
+    metavar="PREFIX",
+    help="Also contend from processes started with this prefix (e.g. 'srun -N2').",
+)
+@db_options
+def doctor(processes: int, prefix: str | None) -> None:
+    """Check that locking works on the database's filesystem, from several processes at once.
 
-        A filesystem without coherent locks would corrupt the queue silently.
+    A filesystem without coherent locks would corrupt the queue silently.
 
-        \b
-        Example:
-          slurm-hog doctor -c "srun -N2 --ntasks-per-node=2"
-        """
-        run_doctor(current_settings(), processes, prefix)
-
-    return doctor
+    \b
+    Example:
+      slurm-hog doctor -c "srun -N2 --ntasks-per-node=2"
+    """
+    run_doctor(current_settings(), processes, prefix)
 
 
 def run_doctor(settings: Settings, processes: int, prefix: str | None) -> None:

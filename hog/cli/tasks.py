@@ -14,7 +14,6 @@ from hog.cli.group import (
     current_settings,
     db_options,
     format_options,
-    lazy,
     output_format,
 )
 from hog.cli.render import emit
@@ -36,33 +35,29 @@ from hog.timeutil import DURATION_HELP, format_duration
 # -- init ------------------------------------------------------------------------------------
 
 
-@lazy("init")
-def _init_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.option("--group", metavar="NAME", help="Share with this group: mode 0660 and chgrp.")
-    @click.option(
-        "--check-locking",
-        is_flag=True,
-        help="Only check that locking works on the database's filesystem (see `doctor`).",
-    )
-    @db_options
-    def init(group: str | None, check_locking: bool) -> None:
-        """Create a new, empty queue database (mode 0600, or 0660 with --group).
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.option("--group", metavar="NAME", help="Share with this group: mode 0660 and chgrp.")
+@click.option(
+    "--check-locking",
+    is_flag=True,
+    help="Only check that locking works on the database's filesystem (see `doctor`).",
+)
+@db_options
+def init(group: str | None, check_locking: bool) -> None:
+    """Create a new, empty queue database (mode 0600, or 0660 with --group).
 
-        \b
-        Example:
-          slurm-hog init --db /scratch/me/queue.sqlite --group mylab
-        """
-        settings = current_settings()
-        if check_locking:
-            from hog.cli.hogs import run_doctor
+    \b
+    Example:
+      slurm-hog init --db /scratch/me/queue.sqlite --group mylab
+    """
+    settings = current_settings()
+    if check_locking:
+        from hog.cli.hogs import run_doctor
 
-            run_doctor(settings, processes=4, prefix=None)
-            return
-        create_database(settings.path, group=group, timeout_s=settings.timeout_s)
-        click.echo(f"created {settings.path}")
-
-    return init
+        run_doctor(settings, processes=4, prefix=None)
+        return
+    create_database(settings.path, group=group, timeout_s=settings.timeout_s)
+    click.echo(f"created {settings.path}")
 
 
 # -- submit ----------------------------------------------------------------------------------
@@ -76,95 +71,91 @@ class SubmitCommand(HogCommand):
         return super().parse_args(ctx, args)
 
 
-@lazy("submit")
-def _submit_command() -> click.Command:
-    @click.command(cls=SubmitCommand, context_settings=CONTEXT)
-    @click.argument("command", nargs=-1)
-    @click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
-    @click.option("-c", "--cores", type=click.IntRange(min=1), default=1, show_default=True)
-    @click.option("-g", "--gpus", type=click.IntRange(min=0), default=0, show_default=True)
-    @click.option("--mem", type=SIZE, help="Memory per task, e.g. 500M or 4G.")
-    @click.option("-t", "--time", "time_limit", type=DURATION, help=f"Time limit: {DURATION_HELP}.")
-    @click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True)
-    @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True)
-    @click.option("--name", help="A name to find the tasks by (show --name).")
-    @click.option(
-        "-o",
-        "--stdout",
-        "stdout_pattern",
-        metavar="PATTERN",
-        help="Stdout file; {id}, {attempt}, {name} are replaced.",
+@click.command(cls=SubmitCommand, context_settings=CONTEXT)
+@click.argument("command", nargs=-1)
+@click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
+@click.option("-c", "--cores", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("-g", "--gpus", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--mem", type=SIZE, help="Memory per task, e.g. 500M or 4G.")
+@click.option("-t", "--time", "time_limit", type=DURATION, help=f"Time limit: {DURATION_HELP}.")
+@click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True)
+@click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True)
+@click.option("--name", help="A name to find the tasks by (show --name).")
+@click.option(
+    "-o",
+    "--stdout",
+    "stdout_pattern",
+    metavar="PATTERN",
+    help="Stdout file; {id}, {attempt}, {name} are replaced.",
+)
+@click.option(
+    "-e",
+    "--stderr",
+    "stderr_pattern",
+    metavar="PATTERN",
+    help="Stderr file, same placeholders.",
+)
+@click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
+@db_options
+@click.pass_context
+def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, **options) -> None:
+    """Add tasks to the queue.
+
+    \b
+    submit "shell command"          one string, a command for /bin/sh
+    submit -- PROGRAM [ARG...]      exactly this program and these arguments
+    submit --file FILE              one shell command per line ('-': stdin);
+                                    blank lines and # comments are skipped;
+                                    all lines are added, or none
+
+    The submitting shell's environment is captured and given to the task.
+
+    \b
+    Example:
+      slurm-hog submit -c 4 --mem 8G -t 2h -- ./simulate --seed 7
+      slurm-hog submit --file tasks.txt --retries 2 -o 'out/{id}.txt'
+    """
+    from hog.pilot.outputs import check_pattern
+    from hog.store import queue
+
+    as_json = options.pop("as_json")
+    if task_file is not None and command:
+        raise UsageError("give either a command or --file, not both")
+    if task_file is None and not command:
+        raise UsageError("nothing to submit: give a command, `-- PROGRAM ARGS`, or --file FILE")
+    cwd = os.path.abspath(options["cwd"] or os.getcwd())
+    if not os.path.isdir(cwd):
+        raise UsageError(f"--cwd {options['cwd']}: no such folder")
+    for option in ("stdout_pattern", "stderr_pattern"):
+        if options[option] is not None:
+            check_pattern(options[option], "--" + option.split("_")[0])
+    submit_options = queue.SubmitOptions(
+        cores=options["cores"],
+        gpus=options["gpus"],
+        mem_bytes=options["mem"],
+        time_limit_s=options["time_limit"],
+        priority=options["priority"],
+        max_retries=options["retries"],
+        name=options["name"],
+        stdout_pattern=options["stdout_pattern"],
+        stderr_pattern=options["stderr_pattern"],
+        cwd=cwd,
+        environment=queue.captured_environment(),
     )
-    @click.option(
-        "-e",
-        "--stderr",
-        "stderr_pattern",
-        metavar="PATTERN",
-        help="Stderr file, same placeholders.",
-    )
-    @click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
-    @click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
-    @db_options
-    @click.pass_context
-    def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, **options) -> None:
-        """Add tasks to the queue.
+    db = current_settings().open()
+    if task_file is not None:
+        from hog.taskfile import read_task_file
 
-        \b
-        submit "shell command"          one string, a command for /bin/sh
-        submit -- PROGRAM [ARG...]      exactly this program and these arguments
-        submit --file FILE              one shell command per line ('-': stdin);
-                                        blank lines and # comments are skipped;
-                                        all lines are added, or none
+        first, last = queue.submit(db, read_task_file(task_file), submit_options)
+    else:
+        first, last = queue.submit(db, [_one_command(command, ctx.meta["exact_argv"])], submit_options)
+    if as_json:
+        import json
 
-        The submitting shell's environment is captured and given to the task.
-
-        \b
-        Example:
-          slurm-hog submit -c 4 --mem 8G -t 2h -- ./simulate --seed 7
-          slurm-hog submit --file tasks.txt --retries 2 -o 'out/{id}.txt'
-        """
-        from hog.pilot.outputs import check_pattern
-        from hog.store import queue
-
-        as_json = options.pop("as_json")
-        if task_file is not None and command:
-            raise UsageError("give either a command or --file, not both")
-        if task_file is None and not command:
-            raise UsageError("nothing to submit: give a command, `-- PROGRAM ARGS`, or --file FILE")
-        cwd = os.path.abspath(options["cwd"] or os.getcwd())
-        if not os.path.isdir(cwd):
-            raise UsageError(f"--cwd {options['cwd']}: no such folder")
-        for option in ("stdout_pattern", "stderr_pattern"):
-            if options[option] is not None:
-                check_pattern(options[option], "--" + option.split("_")[0])
-        submit_options = queue.SubmitOptions(
-            cores=options["cores"],
-            gpus=options["gpus"],
-            mem_bytes=options["mem"],
-            time_limit_s=options["time_limit"],
-            priority=options["priority"],
-            max_retries=options["retries"],
-            name=options["name"],
-            stdout_pattern=options["stdout_pattern"],
-            stderr_pattern=options["stderr_pattern"],
-            cwd=cwd,
-            environment=queue.captured_environment(),
-        )
-        db = current_settings().open()
-        if task_file is not None:
-            from hog.taskfile import read_task_file
-
-            first, last = queue.submit(db, read_task_file(task_file), submit_options)
-        else:
-            first, last = queue.submit(db, [_one_command(command, ctx.meta["exact_argv"])], submit_options)
-        if as_json:
-            import json
-
-            click.echo(json.dumps({"first": first, "last": last, "count": last - first + 1}))
-        else:
-            click.echo(str(first) if first == last else f"{first}-{last}")
-
-    return submit
+        click.echo(json.dumps({"first": first, "last": last, "count": last - first + 1}))
+    else:
+        click.echo(str(first) if first == last else f"{first}-{last}")
 
 
 def state_option(states_allowed: tuple[str, ...], help_text: str):
@@ -193,98 +184,88 @@ def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | N
 # -- check / show / status -------------------------------------------------------------------
 
 
-@lazy("check")
-def _check_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.argument("ids", nargs=-1, required=True)
-    @format_options
-    @db_options
-    def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
-        """Show the state of tasks; for ended ones their exit code or signal, for failed ones why.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("ids", nargs=-1, required=True)
+@format_options
+@db_options
+def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
+    """Show the state of tasks; for ended ones their exit code or signal, for failed ones why.
 
-        Exits 0 when every id exists. IDS are numbers, ranges (3-9) or lists (1,4).
+    Exits 0 when every id exists. IDS are numbers, ranges (3-9) or lists (1,4).
 
-        \b
-        Example:
-          slurm-hog check 17 20-25
-        """
-        from hog.store import queue
+    \b
+    Example:
+      slurm-hog check 17 20-25
+    """
+    from hog.store import queue
 
-        task_ids = parse_ids(ids)
-        if not task_ids:
-            raise UsageError("no task id given: `slurm-hog show` lists them")
-        details = queue.get_tasks(current_settings().open(), task_ids, missing_ok=True)
-        columns = ("id", "state", "exit_code", "signal", "attempts", "host", "runtime", "why")
-        if details or as_json or fmt != "table":
-            rows = [check_row(detail) for detail in details]
-            emit(columns, rows, output_format(fmt, as_json), cell=check_cell)
-        missing = sorted(set(task_ids) - {detail.id for detail in details})
-        if missing:
-            raise NotFoundError(f"no task {', '.join(map(str, missing[:10]))} in {current_settings().path}")
-
-    return check
+    task_ids = parse_ids(ids)
+    if not task_ids:
+        raise UsageError("no task id given: `slurm-hog show` lists them")
+    details = queue.get_tasks(current_settings().open(), task_ids, missing_ok=True)
+    columns = ("id", "state", "exit_code", "signal", "attempts", "host", "runtime", "why")
+    if details or as_json or fmt != "table":
+        rows = [check_row(detail) for detail in details]
+        emit(columns, rows, output_format(fmt, as_json), cell=check_cell)
+    missing = sorted(set(task_ids) - {detail.id for detail in details})
+    if missing:
+        raise NotFoundError(f"no task {', '.join(map(str, missing[:10]))} in {current_settings().path}")
 
 
-@lazy("show")
-def _show_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @state_option(
-        tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES))),
-        "Only tasks (or hogs, with -H) in this state (repeatable).",
-    )
-    @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
-    @click.option("--name", help="Only tasks submitted with this --name.")
-    @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
-    @format_options
-    @db_options
-    def show(
-        state_filter: tuple[str, ...],
-        show_hogs: bool,
-        name: str | None,
-        limit: int | None,
-        fmt: str,
-        as_json: bool,
-    ) -> None:
-        """List tasks (or hogs with -H), oldest first.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@state_option(
+    tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES))),
+    "Only tasks (or hogs, with -H) in this state (repeatable).",
+)
+@click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
+@click.option("--name", help="Only tasks submitted with this --name.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@format_options
+@db_options
+def show(
+    state_filter: tuple[str, ...],
+    show_hogs: bool,
+    name: str | None,
+    limit: int | None,
+    fmt: str,
+    as_json: bool,
+) -> None:
+    """List tasks (or hogs with -H), oldest first.
 
-        \b
-        Example:
-          slurm-hog show -s failed --limit 20
-          slurm-hog show -H --json
-        """
-        from hog.store import queue
+    \b
+    Example:
+      slurm-hog show -s failed --limit 20
+      slurm-hog show -H --json
+    """
+    from hog.store import queue
 
-        db = current_settings().open()
-        fmt = output_format(fmt, as_json)
-        if show_hogs:
-            wrong = [s for s in state_filter if s not in states.HOG_STATES]
-            if wrong:
-                raise UsageError(
-                    f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}"
-                )
-            hog_states = tuple(state_filter)
-            from hog.store import claims
-
-            rows = claims.iter_hogs(db, hog_states, limit)
-            if fmt == "table":
-                now = time.time()
-                rows = (hog_table_row(row, now) for row in rows)
-                emit(HOG_TABLE_COLUMNS, rows, fmt)
-            else:
-                emit(claims.HOG_COLUMNS, rows, fmt)
-            return
-        wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
+    db = current_settings().open()
+    fmt = output_format(fmt, as_json)
+    if show_hogs:
+        wrong = [s for s in state_filter if s not in states.HOG_STATES]
         if wrong:
-            raise UsageError(f"{wrong[0]!r} is a hog state: add -H to list hogs")
-        wanted = _expand_states(state_filter)
-        rows = queue.iter_tasks(db, wanted, name, limit)
+            raise UsageError(f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}")
+        hog_states = tuple(state_filter)
+        from hog.store import claims
+
+        rows = claims.iter_hogs(db, hog_states, limit)
         if fmt == "table":
             now = time.time()
-            emit(TASK_TABLE_COLUMNS, (task_table_row(row, now) for row in rows), fmt)
+            rows = (hog_table_row(row, now) for row in rows)
+            emit(HOG_TABLE_COLUMNS, rows, fmt)
         else:
-            emit(queue.TASK_COLUMNS, rows, fmt)
-
-    return show
+            emit(claims.HOG_COLUMNS, rows, fmt)
+        return
+    wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
+    if wrong:
+        raise UsageError(f"{wrong[0]!r} is a hog state: add -H to list hogs")
+    wanted = _expand_states(state_filter)
+    rows = queue.iter_tasks(db, wanted, name, limit)
+    if fmt == "table":
+        now = time.time()
+        emit(TASK_TABLE_COLUMNS, (task_table_row(row, now) for row in rows), fmt)
+    else:
+        emit(queue.TASK_COLUMNS, rows, fmt)
 
 
 def _expand_states(state_filter: tuple[str, ...]) -> tuple[str, ...]:
@@ -295,236 +276,211 @@ def _expand_states(state_filter: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(expanded)
 
 
-@lazy("status")
-def _status_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @format_options
-    @db_options
-    def status(fmt: str, as_json: bool) -> None:
-        """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@format_options
+@db_options
+def status(fmt: str, as_json: bool) -> None:
+    """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
 
-        \b
-        Example:
-          watch slurm-hog status
-        """
-        from hog.store import queue
+    \b
+    Example:
+      watch slurm-hog status
+    """
+    from hog.store import queue
 
-        result = queue.status(current_settings().open())
-        fmt = output_format(fmt, as_json)
-        if fmt == "json":
-            import json
+    result = queue.status(current_settings().open())
+    fmt = output_format(fmt, as_json)
+    if fmt == "json":
+        import json
 
-            click.echo(
-                json.dumps(
-                    {
-                        "tasks": result.tasks,
-                        "hogs": result.hogs,
-                        "finished_last_minute": result.finished_last_minute,
-                        "seconds_to_empty": result.seconds_to_empty,
-                    }
-                )
+        click.echo(
+            json.dumps(
+                {
+                    "tasks": result.tasks,
+                    "hogs": result.hogs,
+                    "finished_last_minute": result.finished_last_minute,
+                    "seconds_to_empty": result.seconds_to_empty,
+                }
             )
-            return
-        rows = [("tasks", state, count) for state, count in result.tasks.items()]
-        rows += [("hogs", state, count) for state, count in result.hogs.items() if count]
-        if fmt == "csv":
-            emit(("kind", "state", "count"), rows, fmt)
-            return
-        from tabulate import tabulate
+        )
+        return
+    rows = [("tasks", state, count) for state, count in result.tasks.items()]
+    rows += [("hogs", state, count) for state, count in result.hogs.items() if count]
+    if fmt == "csv":
+        emit(("kind", "state", "count"), rows, fmt)
+        return
+    from tabulate import tabulate
 
-        click.echo(tabulate([row[1:] for row in rows if row[0] == "tasks"], headers=("tasks", "count")))
-        hog_rows = [row[1:] for row in rows if row[0] == "hogs"]
-        click.echo()
-        click.echo(tabulate(hog_rows, headers=("hogs", "count")) if hog_rows else "no hogs yet")
-        click.echo()
-        click.echo(f"finished in the last minute: {result.finished_last_minute}")
-        if result.active == 0:
-            click.echo("the queue is empty")
-        elif result.seconds_to_empty is None:
-            click.echo(f"{result.active} tasks to go; no rate yet to estimate when they are done")
-        else:
-            click.echo(
-                f"{result.active} tasks to go: empty in about "
-                f"{format_duration(result.seconds_to_empty)} at the recent rate"
-            )
-
-    return status
+    click.echo(tabulate([row[1:] for row in rows if row[0] == "tasks"], headers=("tasks", "count")))
+    hog_rows = [row[1:] for row in rows if row[0] == "hogs"]
+    click.echo()
+    click.echo(tabulate(hog_rows, headers=("hogs", "count")) if hog_rows else "no hogs yet")
+    click.echo()
+    click.echo(f"finished in the last minute: {result.finished_last_minute}")
+    if result.active == 0:
+        click.echo("the queue is empty")
+    elif result.seconds_to_empty is None:
+        click.echo(f"{result.active} tasks to go; no rate yet to estimate when they are done")
+    else:
+        click.echo(
+            f"{result.active} tasks to go: empty in about "
+            f"{format_duration(result.seconds_to_empty)} at the recent rate"
+        )
 
 
 # -- cancel / retry / cleanup ----------------------------------------------------------------
 
 
-@lazy("cancel")
-def _cancel_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.argument("ids", nargs=-1)
-    @click.option("--all", "all_tasks", is_flag=True, help="Every waiting and running task.")
-    @state_option(states.ACTIVE_STATES, "Every task in this state.")
-    @db_options
-    def cancel(ids: tuple[str, ...], all_tasks: bool, state_filter: tuple[str, ...]) -> None:
-        """Cancel tasks: waiting ones at once, running ones are killed by their hog.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_tasks", is_flag=True, help="Every waiting and running task.")
+@state_option(states.ACTIVE_STATES, "Every task in this state.")
+@db_options
+def cancel(ids: tuple[str, ...], all_tasks: bool, state_filter: tuple[str, ...]) -> None:
+    """Cancel tasks: waiting ones at once, running ones are killed by their hog.
 
-        \b
-        Example:
-          slurm-hog cancel 12 40-49
-          slurm-hog cancel --state waiting
-        """
-        from hog.store import queue
+    \b
+    Example:
+      slurm-hog cancel 12 40-49
+      slurm-hog cancel --state waiting
+    """
+    from hog.store import queue
 
-        task_ids = parse_ids(ids)
-        chosen = sum(bool(x) for x in (task_ids, all_tasks, state_filter))
-        if chosen != 1:
-            raise UsageError("say what to cancel: task ids, --all, or --state STATE (one of them)")
-        outcome = queue.cancel(current_settings().open(), task_ids or None, state_filter)
+    task_ids = parse_ids(ids)
+    chosen = sum(bool(x) for x in (task_ids, all_tasks, state_filter))
+    if chosen != 1:
+        raise UsageError("say what to cancel: task ids, --all, or --state STATE (one of them)")
+    outcome = queue.cancel(current_settings().open(), task_ids or None, state_filter)
+    click.echo(
+        f"cancelled {len(outcome.cancelled)} waiting, {len(outcome.killing)} running (their hogs kill them)"
+    )
+    for task_id, state in outcome.skipped[:20]:
+        click.echo(f"task {task_id} is already {state}: left alone", err=True)
+
+
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("ids", nargs=-1)
+@click.option("--failed", is_flag=True, help="Every failed and timed-out task.")
+@db_options
+def retry(ids: tuple[str, ...], failed: bool) -> None:
+    """Put failed, timed-out or cancelled tasks back in the queue, with a fresh retry budget.
+
+    \b
+    Example:
+      slurm-hog retry --failed
+    """
+    from hog.store import queue
+
+    task_ids = parse_ids(ids)
+    if bool(task_ids) == failed:
+        raise UsageError("say what to retry: task ids, or --failed (one of them)")
+    requeued, skipped = queue.retry(current_settings().open(), task_ids or None)
+    click.echo(f"requeued {len(requeued)} tasks")
+    for task_id, state in skipped[:20]:
         click.echo(
-            f"cancelled {len(outcome.cancelled)} waiting, "
-            f"{len(outcome.killing)} running (their hogs kill them)"
+            f"task {task_id} is {state}: only failed, timeout or cancelled tasks are retried",
+            err=True,
         )
-        for task_id, state in outcome.skipped[:20]:
-            click.echo(f"task {task_id} is already {state}: left alone", err=True)
-
-    return cancel
 
 
-@lazy("retry")
-def _retry_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.argument("ids", nargs=-1)
-    @click.option("--failed", is_flag=True, help="Every failed and timed-out task.")
-    @db_options
-    def retry(ids: tuple[str, ...], failed: bool) -> None:
-        """Put failed, timed-out or cancelled tasks back in the queue, with a fresh retry budget.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@state_option(states.TASK_STATES, "Only tasks in this ended state (default: every ended state).")
+@click.option("--older-than", type=DURATION, help="Only tasks that ended longer ago than this.")
+@db_options
+def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
+    """Delete ended tasks and their attempts; waiting and running tasks are never touched.
 
-        \b
-        Example:
-          slurm-hog retry --failed
-        """
-        from hog.store import queue
+    \b
+    Example:
+      slurm-hog cleanup --state done --older-than 7d
+    """
+    from hog.store import queue
 
-        task_ids = parse_ids(ids)
-        if bool(task_ids) == failed:
-            raise UsageError("say what to retry: task ids, or --failed (one of them)")
-        requeued, skipped = queue.retry(current_settings().open(), task_ids or None)
-        click.echo(f"requeued {len(requeued)} tasks")
-        for task_id, state in skipped[:20]:
-            click.echo(
-                f"task {task_id} is {state}: only failed, timeout or cancelled tasks are retried",
-                err=True,
-            )
-
-    return retry
-
-
-@lazy("cleanup")
-def _cleanup_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @state_option(states.TASK_STATES, "Only tasks in this ended state (default: every ended state).")
-    @click.option("--older-than", type=DURATION, help="Only tasks that ended longer ago than this.")
-    @db_options
-    def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
-        """Delete ended tasks and their attempts; waiting and running tasks are never touched.
-
-        \b
-        Example:
-          slurm-hog cleanup --state done --older-than 7d
-        """
-        from hog.store import queue
-
-        deleted = queue.cleanup(current_settings().open(), state_filter, older_than)
-        click.echo(f"deleted {deleted} tasks")
-
-    return cleanup
+    deleted = queue.cleanup(current_settings().open(), state_filter, older_than)
+    click.echo(f"deleted {deleted} tasks")
 
 
 # -- wait / log ------------------------------------------------------------------------------
 
 
-@lazy("wait")
-def _wait_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.argument("ids", nargs=-1)
-    @click.option("--poll", type=DURATION, default="1s", show_default=True, help="How often to look.")
-    @click.option("--max-wait", type=DURATION, help="Give up (exit 3) after this long.")
-    @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-    @db_options
-    def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool) -> None:
-        """Block until the tasks (default: all) have ended; exit 0 only if all are done.
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("ids", nargs=-1)
+@click.option("--poll", type=DURATION, default="1s", show_default=True, help="How often to look.")
+@click.option("--max-wait", type=DURATION, help="Give up (exit 3) after this long.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@db_options
+def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool) -> None:
+    """Block until the tasks (default: all) have ended; exit 0 only if all are done.
 
-        Exit status: 0 all done, 1 some failed, timed out or were cancelled, 3 --max-wait passed.
+    Exit status: 0 all done, 1 some failed, timed out or were cancelled, 3 --max-wait passed.
 
-        \b
-        Example:
-          slurm-hog wait && echo all good
-        """
-        from hog.store import queue
+    \b
+    Example:
+      slurm-hog wait && echo all good
+    """
+    from hog.store import queue
 
-        db = current_settings().open()
-        task_ids = parse_ids(ids)
+    db = current_settings().open()
+    task_ids = parse_ids(ids)
+    if task_ids:
+        queue.require_ids_exist(db, task_ids)
+    show_bar = not quiet and sys.stderr.isatty()
+    started = time.monotonic()
+    while True:
         if task_ids:
-            queue.require_ids_exist(db, task_ids)
-        show_bar = not quiet and sys.stderr.isatty()
-        started = time.monotonic()
-        while True:
-            if task_ids:
-                found = queue.task_states(db, task_ids)
-                counts: dict[str, int] = {}
-                for state in found.values():
-                    counts[state] = counts.get(state, 0) + 1
-            else:
-                counts = queue.status(db).tasks
-            active = sum(counts.get(s, 0) for s in states.ACTIVE_STATES)
-            total = sum(counts.values())
-            if show_bar:
-                progress_line(total - active, total, counts)
-            if active == 0:
-                break
-            if max_wait is not None and time.monotonic() - started > max_wait:
-                if show_bar:
-                    click.echo(err=True)
-                raise SystemExit(3)
-            time.sleep(poll)
+            found = queue.task_states(db, task_ids)
+            counts: dict[str, int] = {}
+            for state in found.values():
+                counts[state] = counts.get(state, 0) + 1
+        else:
+            counts = queue.status(db).tasks
+        active = sum(counts.get(s, 0) for s in states.ACTIVE_STATES)
+        total = sum(counts.values())
         if show_bar:
-            click.echo(err=True)
-        unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
-        if unsuccessful:
-            click.echo(f"{unsuccessful} of {total} tasks did not succeed", err=True)
-            raise SystemExit(1)
+            progress_line(total - active, total, counts)
+        if active == 0:
+            break
+        if max_wait is not None and time.monotonic() - started > max_wait:
+            if show_bar:
+                click.echo(err=True)
+            raise SystemExit(3)
+        time.sleep(poll)
+    if show_bar:
+        click.echo(err=True)
+    unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
+    if unsuccessful:
+        click.echo(f"{unsuccessful} of {total} tasks did not succeed", err=True)
+        raise SystemExit(1)
 
-    return wait
 
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("task_id", type=click.IntRange(min=1))
+@click.option("--stderr", "stream", flag_value="err", help="Print stderr instead of stdout.")
+@click.option("--stdout", "stream", flag_value="out", default=True, hidden=True)
+@click.option("--attempt", type=click.IntRange(min=1), help="Which attempt (default: the latest).")
+@db_options
+def log(task_id: int, stream: str, attempt: int | None) -> None:
+    """Print a task's output (stdout, or stderr with --stderr).
 
-@lazy("log")
-def _log_command() -> click.Command:
-    @click.command(cls=HogCommand, context_settings=CONTEXT)
-    @click.argument("task_id", type=click.IntRange(min=1))
-    @click.option("--stderr", "stream", flag_value="err", help="Print stderr instead of stdout.")
-    @click.option("--stdout", "stream", flag_value="out", default=True, hidden=True)
-    @click.option("--attempt", type=click.IntRange(min=1), help="Which attempt (default: the latest).")
-    @db_options
-    def log(task_id: int, stream: str, attempt: int | None) -> None:
-        """Print a task's output (stdout, or stderr with --stderr).
+    \b
+    Example:
+      slurm-hog log 42 --stderr | tail
+    """
+    from hog.pilot.outputs import output_path
+    from hog.store import queue
 
-        \b
-        Example:
-          slurm-hog log 42 --stderr | tail
-        """
-        from hog.pilot.outputs import output_path
-        from hog.store import queue
-
-        settings = current_settings()
-        (detail,) = queue.get_tasks(settings.open(), [task_id])
-        attempt = attempt or detail.attempt
-        if attempt < 1:
-            raise UsageError(f"task {task_id} has not run yet: no output")
-        if attempt > detail.attempt:
-            raise UsageError(f"task {task_id} has {detail.attempt} attempts, not {attempt}")
-        pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
-        path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream)
-        try:
-            with open(path, "rb") as handle:
-                while chunk := handle.read(1 << 16):
-                    sys.stdout.buffer.write(chunk)
-        except FileNotFoundError:
-            raise UsageError(f"no output file {path} (the task may not have started yet)") from None
-
-    return log
+    settings = current_settings()
+    (detail,) = queue.get_tasks(settings.open(), [task_id])
+    attempt = attempt or detail.attempt
+    if attempt < 1:
+        raise UsageError(f"task {task_id} has not run yet: no output")
+    if attempt > detail.attempt:
+        raise UsageError(f"task {task_id} has {detail.attempt} attempts, not {attempt}")
+    pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
+    path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream)
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 16):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        raise UsageError(f"no output file {path} (the task may not have started yet)") from None
