@@ -78,12 +78,3 @@ def parse_size(text: str, what: str = "size") -> int:
     if size <= 0 or size > 1 << 60:
         raise UsageError(f"bad {what} {text!r}: it must be larger than zero and below an exabyte")
     return size
-
-
-def format_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit, factor in (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
-        if size >= factor:
-            return f"{size / factor:.1f}{unit}".replace(".0" + unit, unit)
-    return f"{size}B"

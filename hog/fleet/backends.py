@@ -1,6 +1,5 @@
-"""How the monitor starts, follows and stops hogs: a command prefix or sbatch."""
+"""How the monitor starts hogs and follows them: a command prefix or sbatch."""
 
-import contextlib
 import getpass
 import logging
 import os
@@ -95,19 +94,6 @@ class PrefixBackend:
             del self.children[backend_id]
         return bool(ended)
 
-    def cancel(self, backend_id: str) -> None:
-        pid_text, started, host = _split_id(backend_id)
-        if (
-            host == self.host
-            and pid_text is not None
-            and started
-            and process_start_ticks(int(pid_text)) == started
-        ):
-            import signal
-
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid_text), signal.SIGTERM)
-
 
 def _split_id(backend_id: str) -> tuple[str | None, str, str]:
     parts = backend_id.split("@")
@@ -169,9 +155,6 @@ class SbatchBackend:
 
     def child_ended(self) -> bool:
         return False  # followed through squeue on each pass
-
-    def cancel(self, backend_id: str) -> None:
-        _run(["scancel", backend_id])
 
 
 def slurm_job_states(job_ids: list[str]) -> dict[str, str] | None:

@@ -120,9 +120,13 @@ class Monitor:
             except MonitorGaveUp as error:
                 log.error("%s: %s", self.name(), error)
                 return 1
-            except HogError as error:
-                # One bad pass (lock timeout, sbatch refusing) must not end the monitor.
+            except (HogError, OSError) as error:
+                # One bad pass (lock timeout, sbatch refusing, a full disk) must not end the monitor.
                 log.error("%s: %s; trying again in %.0f s", self.name(), error, self.config.poll_s)
+                finished = False
+            except Exception:
+                # Nor a bug: hogs keep running without it, but nobody would replace them.
+                log.exception("%s: a pass failed; trying again in %.0f s", self.name(), self.config.poll_s)
                 finished = False
             if finished:
                 log.info("%s: the queue is empty and no hog is left: exiting", self.name())
@@ -235,8 +239,10 @@ class Monitor:
         argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_settings)
         try:
             backend_id = self.backend.start(hog_id, argv, log_path)
-        except BackendError as error:
+        except (BackendError, OSError) as error:
             claims.set_hog_state(self.db, hog_id, states.HOG_CANCELLED, f"could not start: {error}")
+            if isinstance(error, OSError):
+                raise BackendError(f"could not start hog {hog_id}: {error}") from error
             raise
         claims.set_hog_backend(self.db, hog_id, backend_id, log_path)
         log.info(
