@@ -74,6 +74,16 @@ def wait_until(
         time.sleep(interval)
 
 
+def holds_for(predicate: Callable[[], object], seconds: float, interval: float = 0.05) -> bool:
+    """True if `predicate` stays truthy for `seconds` (something must NOT happen meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not predicate():
+            return False
+        time.sleep(interval)
+    return bool(predicate())
+
+
 def tasks(db: Path | str) -> list[dict]:
     return cli_json(db, "show")  # type: ignore[return-value]
 

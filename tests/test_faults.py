@@ -38,12 +38,13 @@ def consistent(db: Path) -> dict[str, int]:
 def kill_when_journal_appears(process: subprocess.Popen, db: Path) -> None:
     """SIGKILL the process as soon as it is inside a write transaction."""
     journal = Path(f"{db}-journal")
-    deadline = time.monotonic() + 60
-    while not journal.exists():
+
+    def in_transaction() -> bool:
         assert process.poll() is None, "finished before it could be killed mid-transaction"
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    time.sleep(random.uniform(0.05, 0.3))
+        return journal.exists()
+
+    wait_until(in_transaction, interval=0.001, message="a write transaction")
+    time.sleep(random.uniform(0.05, 0.3))  # a random point inside its writes
     process.send_signal(signal.SIGKILL)
     process.wait()
 
@@ -88,7 +89,7 @@ def test_kill_during_result_batches_loses_no_task(db: Path, tmp_path: Path) -> N
     assert cli(db, "submit", "--file", str(lines)).returncode == 0
     for _ in range(4):
         hog = start_hog(db, "--cores", "2", "--heartbeat", "1s", "--idle-timeout", "1s")
-        time.sleep(random.uniform(0.4, 1.2))
+        time.sleep(random.uniform(0.4, 1.2))  # killed at a random point of its run
         hog.kill()
         hog.wait()
         database = open_database(str(db))

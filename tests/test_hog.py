@@ -179,10 +179,11 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     assert sorted(states[i] for i in ids) == ["done", "done", "waiting", "waiting"]
     assert len(done.read_text().split()) == 2
 
-    hog = start_hog(db, *FAST, "--cores", "2")
+    log = tmp_path / "hog.log"
+    hog = start_hog(db, *FAST, "--cores", "2", log_path=log)
     wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
     hog.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    wait_until(lambda: "SIGINT: draining" in log.read_text(), message="the first SIGINT")
     hog.send_signal(signal.SIGINT)
     assert finish(hog, timeout=10) == 0
     assert sorted(states_of(db).values()).count("waiting") == 2
@@ -395,14 +396,26 @@ def start_a_task_and_kill_it_from_outside(db: Path, tmp_path: Path) -> tuple[int
     (task_id,) = submit(db, f"echo $$ > {pid_file}; sleep 30")
     hog = start_hog(db, *FAST)
     wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
-    os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+    group = int(pid_file.read_text())
+    os.killpg(group, signal.SIGTERM)
+    wait_until(lambda: not group_alive(group), timeout=10, message="the task's end")
     return task_id, hog
+
+
+def group_alive(group: int) -> bool:
+    """Whether a process of the group still runs (an orphan's zombie waits for init: not alive)."""
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(process.pid) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except ProcessLookupError:
+            continue
+    return False
 
 
 def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_path: Path) -> None:
     # scancel and SLURM's time limit signal every process of the job, often the tasks first.
     task_id, hog = start_a_task_and_kill_it_from_outside(db, tmp_path)
-    time.sleep(0.2)
     hog.send_signal(signal.SIGTERM)
     assert finish(hog, timeout=20) == 0
     assert check(db, task_id)["state"] == "waiting"

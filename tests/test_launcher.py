@@ -6,7 +6,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from helpers import wait_until
+from helpers import holds_for, wait_until
 
 from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
 from hog.pilot.procs import OutputFiles
@@ -99,8 +99,7 @@ def test_a_task_sent_ahead_to_a_slot_can_be_taken_back_before_it_starts(slots: S
     assert event == NotStarted((3, 1), None)
     assert slots.launcher.queued == 0
     slots.events(Ended, 2)
-    time.sleep(0.3)
-    assert not marker.exists()
+    assert holds_for(lambda: not marker.exists(), seconds=0.3), "a withdrawn task started"
     assert [event for event in slots.seen if event.key[0] == 3] == [NotStarted((3, 1), None)]
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, child_env, cli, cli_json, task_counts, wait_until
+from helpers import REPO, child_env, cli, cli_json, holds_for, task_counts, wait_until
 
 from hog.store import queue
 from hog.store.db import open_database
@@ -251,9 +251,11 @@ def test_a_hog_still_pending_in_slurm_is_not_lost(db: Path, slurm_env: dict) -> 
             timeout=30,
             message="a submitted hog",
         )
-        time.sleep(6)  # several monitor passes (--poll 1s) and more than a lease (3 s + 2 s)
+        # Several monitor passes (--poll 1s) and more than a lease (3 s + 2 s): still pending.
+        assert holds_for(
+            lambda: [h["state"] for h in cli_json(db, "show", "-H", env=slurm_env)] == ["pending"], seconds=6
+        )
         (row,) = cli_json(db, "show", "-H", env=slurm_env)
-        assert row["state"] == "pending"
         assert (
             run(["squeue", "-h", "-j", row["backend_id"], "-o", "%T"], slurm_env).stdout.strip() == "PENDING"
         )
