@@ -21,8 +21,15 @@ def parse_ids(words: tuple[str, ...] | list[str]) -> list[int]:
                 raise UsageError(
                     f"bad task id {part!r}: use numbers like 7, ranges like 3-9, or lists like 1,4"
                 ) from None
-            if low < 1 or high < low or high - low > MAX_RANGE:
-                raise UsageError(f"bad task id {part!r}: ids start at 1 and a range goes from low to high")
+            if low < 1:
+                raise UsageError(f"bad task id {part!r}: ids start at 1")
+            if high < low:
+                raise UsageError(f"bad task id range {part!r}: a range goes from low to high, like 3-9")
+            if high - low >= MAX_RANGE:
+                raise UsageError(
+                    f"bad task id range {part!r}: it spans {high - low + 1:,} ids, more than {MAX_RANGE:,}; "
+                    "use --all or --state where the command has them, or several smaller ranges"
+                )
             for task_id in range(low, high + 1):
                 seen[task_id] = None
     return list(seen)

@@ -32,6 +32,8 @@ def read_task_file(path: str) -> Iterator[tuple[str, None]]:
                 raise UsageError(
                     f"{where} line {number} is not valid UTF-8: fix its encoding; nothing was added"
                 ) from None
+            if number == 1:
+                line = line.removeprefix("\ufeff")  # the byte-order mark some editors write first
             command = line.rstrip("\r\n")
             stripped = command.strip()
             if not stripped or stripped.startswith("#"):

@@ -1,4 +1,4 @@
-"""Durations and sizes as users type them, parsed only at the CLI edge."""
+"""Durations, sizes and counts as users type and read them; parsed only at the CLI edge."""
 
 import re
 
@@ -12,6 +12,8 @@ _SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?"
 # Patterns, compiled on first use by re's cache: most commands never parse a duration.
 _SIZE_FACTOR = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DURATION_HELP = "SLURM's M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or 90s, 15m, 2h, 1d"
+# What every duration option's help ends with.
+DURATION_FORMS = "90s, 15m, 2h, 1d, or SLURM's M:S, H:M:S, D-H:M; a bare number is minutes, as in SLURM"
 
 
 def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) -> float:
@@ -78,3 +80,8 @@ def parse_size(text: str, what: str = "size") -> int:
     if size <= 0 or size > 1 << 60:
         raise UsageError(f"bad {what} {text!r}: it must be larger than zero and below an exabyte")
     return size
+
+
+def counted(number: int, noun: str) -> str:
+    """ "1 task", "2 tasks": a count with its noun in the right number (nouns that add an s)."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -172,9 +173,11 @@ def ran(tmp_path_factory):
     ids["fails"] = submit(db, "echo failing >&2; exit 3", cwd=work)
     ids["signal"] = submit(db, "kill -TERM $$", cwd=work)
     write_script(work / "script.sh", "echo script out\necho script err >&2\n")
-    # The first slurm_hog.py's spelling: submit EXECUTABLE -o FILE -e FILE.
-    ids["old"] = submit(db, "./script.sh", "-o", "out.txt", "-e", "err.txt", cwd=work)
-    ids["pattern"] = submit(db, "echo patterned", "-o", "p-{id}-{attempt}.out", "--name", "pat", cwd=work)
+    # The first slurm_hog.py's options, before the command: what follows it is the task's.
+    ids["old"] = submit(db, "-o", "out.txt", "-e", "err.txt", "./script.sh", cwd=work)
+    ids["dashes"] = submit(db, "-c", "2", "echo", "hi", "-c", "2", "-t", "5", cwd=work)
+    ids["assign"] = submit(db, "MYVAR=x", "sh", "-c", 'echo "$MYVAR" "$@"', "-", "-l", cwd=work)
+    ids["pattern"] = submit(db, "-o", "p-{id}-{attempt}.out", "--name", "pat", "echo patterned", cwd=work)
     hog = start_hog(db, "--idle-timeout", "1s", "--heartbeat", "1s", "--cores", "2")
     try:
         waited = cli(db, "wait", "--poll", "0.2s", timeout=60)
@@ -197,6 +200,8 @@ def test_hog_ran_every_task_and_wait_reported_the_failure(ran):
         ids["signal"]: "failed",
         ids["old"]: "done",
         ids["pattern"]: "done",
+        ids["dashes"]: "done",
+        ids["assign"]: "done",
     }
 
 
@@ -218,6 +223,23 @@ def test_old_submit_executable_with_output_files(ran):
     assert (work / "err.txt").read_text() == "script err\n"
     assert ok(cli(ran["db"], "log", str(ids["old"]))).stdout == "script out\n"
     assert ok(cli(ran["db"], "log", str(ids["old"]), "--stderr")).stdout == "script err\n"
+
+
+def test_options_end_at_the_first_word_of_the_command(ran):
+    db, ids = ran["db"], ran["ids"]
+    # Words after the command are the task's, even those that look like submit's options.
+    assert ok(cli(db, "log", str(ids["dashes"]))).stdout == "hi -c 2 -t 5\n"
+    dashes = detail(db, ids["dashes"])
+    assert dashes.cores == 2 and dashes.time_limit_s is None
+    # Leading NAME=value words set the task's environment, as in the shell and env.
+    assert ok(cli(db, "log", str(ids["assign"]))).stdout == "x -l\n"
+    assert detail(db, ids["assign"]).command == 'MYVAR=x sh -c \'echo "$MYVAR" "$@"\' - -l'
+
+
+def test_submit_ls_dash_l_is_one_task_with_its_flag(db):
+    task_id = submit(db, "ls", "-l")
+    assert detail(db, task_id).argv == ["ls", "-l"]
+    assert_refused(cli(db, "submit", "A=1", "B=2"), "only variable assignments")
 
 
 def test_output_pattern_placeholders_are_filled(ran):
@@ -245,17 +267,17 @@ def test_wait_exit_codes_for_given_ids(ran):
 
 def test_status_after_the_run(ran):
     status = cli_json(ran["db"], "status")
-    assert status["tasks"]["done"] == 4 and status["tasks"]["failed"] == 2
+    assert status["tasks"]["done"] == 6 and status["tasks"]["failed"] == 2
     assert status["tasks"]["waiting"] == 0 and status["tasks"]["running"] == 0
     assert status["hogs"]["finished"] == 1
-    assert status["finished_last_minute"] == 6
+    assert status["finished_last_minute"] == 8
     assert status["seconds_to_empty"] == 0
 
 
 def test_show_hogs(ran):
     hogs = cli_json(ran["db"], "show", "-H")
     assert len(hogs) == 1
-    assert hogs[0]["state"] == "finished" and hogs[0]["tasks_run"] == 6
+    assert hogs[0]["state"] == "finished" and hogs[0]["tasks_run"] == 8
     table = ok(cli(ran["db"], "show", "-H")).stdout
     assert table.splitlines()[0].split()[:2] == ["id", "state"] and "finished" in table
 
@@ -771,7 +793,9 @@ def test_cleanup_by_state(mixed):
 @pytest.mark.parametrize("state", ["waiting", "running"])
 def test_cleanup_refuses_active_states(mixed, state):
     before = snapshot(mixed)
-    assert_refused(cli(mixed, "cleanup", "--state", state), "only ended")
+    assert_refused(cli(mixed, "cleanup", "--state", state), f"'{state}' is not one of 'done'")
+    offered = ok(cli(mixed, "cleanup", "--help")).stdout.split("--state")[1].split("Only tasks in")[0]
+    assert state not in offered and "done" in offered
     assert snapshot(mixed) == before
 
 
@@ -1052,3 +1076,82 @@ def test_a_full_disk_is_refused_and_adds_nothing(small_disk, tmp_path):
     assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     connection.close()
     assert submit(db, "echo after") == 2
+
+
+# -- what a new user trips on ------------------------------------------------------------------
+
+
+def test_retry_of_a_done_task_says_why_nothing_was_requeued(mixed):
+    before = snapshot(mixed)
+    result = cli(mixed, "retry", "1")
+    assert_refused(result, "nothing requeued: task 1 is done")
+    assert snapshot(mixed) == before
+
+
+def test_check_names_what_is_wrong_with_an_id(db):
+    assert_refused(cli(db, "check", "1-1000000000"), "spans 1,000,000,000 ids")
+    assert_refused(cli(db, "check", "0"), "ids start at 1")
+    assert_refused(cli(db, "check", "9-3"), "from low to high")
+
+
+def test_show_states_are_case_insensitive_and_task_and_hog_states_apart(mixed):
+    assert [t["id"] for t in cli_json(mixed, "show", "-s", "Done")] == [1, 3]
+    assert_refused(cli(mixed, "show", "-s", "finished"), "is a hog state: add -H")
+    assert_refused(cli(mixed, "show", "-H", "-s", "done"), "not a hog state")
+    assert cli_json(mixed, "show", "-H", "-s", "FINISHED")
+
+
+@pytest.mark.parametrize(
+    "args, phrase",
+    [
+        (("show", "--json", "--format", "csv"), "--json and --format csv disagree"),
+        (("show", "-H", "--name", "x"), "--name picks tasks"),
+    ],
+)
+def test_conflicting_options_are_refused(mixed, args, phrase):
+    assert_refused(cli(mixed, *args), phrase)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_command(db, tmp_path):
+    task_file = tmp_path / "tasks.txt"
+    task_file.write_bytes("\ufeffecho first\necho second\n".encode())
+    submit(db, "--file", str(task_file))
+    assert [task["command"] for task in tasks(db)] == ["echo first", "echo second"]
+
+
+def test_wait_max_wait_ends_on_time_with_a_message(db):
+    add(db, "sleep 100")
+    started = time.monotonic()
+    result = cli(db, "wait", "--max-wait", "0:01", "--poll", "1m")
+    assert result.returncode == 3
+    assert "gave up after 1.0s (--max-wait): 1 task not ended" in result.stderr
+    assert time.monotonic() - started < 50, "it waited for the next poll"
+
+
+def test_ctrl_c_during_wait_exits_130(db):
+    add(db, "sleep 100")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hog", "--db", str(db), "wait", "--poll", "0.1s"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    # In its loop once it holds the queue open.
+    wait_until(lambda: str(db) in [f.path for f in psutil.Process(process.pid).open_files()])
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert "the tasks go on" in stderr and "interrupted" in stderr and "Traceback" not in stderr
+
+
+def test_log_of_a_task_whose_output_was_not_kept_says_so(db):
+    task_id = submit(db, "-o", "/dev/null", "-e", "/dev/null", "true")
+    finish(db, {})
+    result = ok(cli(db, "log", str(task_id)))
+    assert result.stdout == "" and "submitted with -o /dev/null" in result.stderr
+
+
+def test_duration_options_say_what_a_bare_number_means():
+    for command in ("submit", "wait", "cleanup"):
+        help_text = " ".join(ok(cli("unused.sqlite", command, "--help")).stdout.split())
+        assert "a bare number is minutes" in help_text, command

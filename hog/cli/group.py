@@ -10,7 +10,7 @@ from hog import __version__
 from hog.cli.render import FORMATS
 from hog.errors import HogError, UsageError
 from hog.store.db import DEFAULT_DB, DEFAULT_TIMEOUT_S, Database, open_database
-from hog.timeutil import parse_duration, parse_size
+from hog.timeutil import DURATION_FORMS, parse_duration, parse_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -33,6 +33,13 @@ class ParsedType(click.ParamType):
 
 
 DURATION = ParsedType("DURATION", parse_duration, float)
+
+
+def duration_option(*names: str, help: str, **attributes):
+    """An option taking a DURATION, whose help says the forms and what a bare number means."""
+    return click.option(*names, type=DURATION, help=f"{help} DURATION: {DURATION_FORMS}.", **attributes)
+
+
 SIZE = ParsedType("SIZE", parse_size, int)
 
 
@@ -81,13 +88,18 @@ def db_options(function):
 
 def format_options(function):
     function = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(function)
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)(
-        function
-    )
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS, case_sensitive=False),
+        help="Output format (default table).",
+    )(function)
 
 
-def output_format(fmt: str, as_json: bool) -> str:
-    return "json" if as_json else fmt
+def output_format(fmt: str | None, as_json: bool) -> str:
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} disagree: give one of them")
+    return "json" if as_json else (fmt or "table").lower()
 
 
 def current_settings() -> Settings:
@@ -166,6 +178,10 @@ class HogGroup(PlainHelp, click.Group):
             return super().invoke(ctx)
         except HogError as error:
             raise _HogFailure(error) from None
+        except KeyboardInterrupt:
+            # Ctrl-C: 130 as a shell reports it, not click's "Aborted!" with 1 ("some failed").
+            click.echo("slurm-hog: interrupted", err=True)
+            raise SystemExit(130) from None
 
 
 @click.group(cls=HogGroup, context_settings=CONTEXT)

@@ -1,6 +1,7 @@
 """The commands on tasks: init, submit, check, show, status, cancel, retry, cleanup, wait, log."""
 
 import os
+import re
 import sys
 import time
 
@@ -8,11 +9,11 @@ import click
 
 from hog.cli.group import (
     CONTEXT,
-    DURATION,
     SIZE,
     HogCommand,
     current_settings,
     db_options,
+    duration_option,
     format_options,
     output_format,
 )
@@ -26,11 +27,11 @@ from hog.cli.views import (
     progress_line,
     task_table_row,
 )
-from hog.errors import NotFoundError, UsageError
+from hog.errors import HogError, NotFoundError, UsageError
 from hog.ids import parse_ids
 from hog.store import states
 from hog.store.db import create_database
-from hog.timeutil import DURATION_HELP, format_duration
+from hog.timeutil import counted, format_duration
 
 # -- init ------------------------------------------------------------------------------------
 
@@ -63,21 +64,30 @@ def init(group: str | None, check_locking: bool) -> None:
 # -- submit ----------------------------------------------------------------------------------
 
 
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
 class SubmitCommand(HogCommand):
-    """Remembers whether the user wrote `--`: then the words are one program and its arguments."""
+    """Options end at the first word of the command, as with srun, sbatch, env and xargs: the
+    rest belongs to the task, exactly (click stops at the first argument that is no option)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["exact_argv"] = "--" in args
+        ctx.meta["submit_args"] = list(args)
         return super().parse_args(ctx, args)
 
 
-@click.command(cls=SubmitCommand, context_settings=CONTEXT)
+def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
+    """Whether `--` came right before the command: the command is always the tail of the args."""
+    return bool(command) and len(args) > len(command) and args[-len(command) - 1] == "--"
+
+
+@click.command(cls=SubmitCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
 @click.argument("command", nargs=-1)
 @click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
 @click.option("-c", "--cores", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("-g", "--gpus", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--mem", type=SIZE, help="Memory per task, e.g. 500M or 4G.")
-@click.option("-t", "--time", "time_limit", type=DURATION, help=f"Time limit: {DURATION_HELP}.")
+@duration_option("-t", "--time", "time_limit", help="Time limit of each task (default: none).")
 @click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True)
 @click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True)
 @click.option("--name", help="A name to find the tasks by (show --name).")
@@ -130,6 +140,14 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
     for option in ("stdout_pattern", "stderr_pattern"):
         if options[option] is not None:
             check_pattern(options[option], "--" + option.split("_")[0])
+    environment = queue.captured_environment()
+    exact_argv = _after_double_dash(ctx.meta["submit_args"], command)
+    # `submit NAME=value program args`: as in the shell and env, leading assignments set the
+    # task's environment; the program is the first word after them.
+    assignments = () if exact_argv or len(command) < 2 else _leading_assignments(command)
+    if assignments and len(assignments) == len(command):
+        raise UsageError("the command has only variable assignments: give the program to run after them")
+    environment.update(word.split("=", 1) for word in assignments)
     submit_options = queue.SubmitOptions(
         cores=options["cores"],
         gpus=options["gpus"],
@@ -141,7 +159,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         stdout_pattern=options["stdout_pattern"],
         stderr_pattern=options["stderr_pattern"],
         cwd=cwd,
-        environment=queue.captured_environment(),
+        environment=environment,
     )
     db = current_settings().open()
     if task_file is not None:
@@ -149,7 +167,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
 
         first, last = queue.submit(db, read_task_file(task_file), submit_options)
     else:
-        first, last = queue.submit(db, [_one_command(command, ctx.meta["exact_argv"])], submit_options)
+        first, last = queue.submit(db, [_one_command(command, exact_argv, len(assignments))], submit_options)
     if as_json:
         import json
 
@@ -161,24 +179,38 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
 def state_option(states_allowed: tuple[str, ...], help_text: str):
     """-s/--state STATE, repeatable, into `state_filter`."""
     return click.option(
-        "-s", "--state", "state_filter", multiple=True, type=click.Choice(states_allowed), help=help_text
+        "-s",
+        "--state",
+        "state_filter",
+        multiple=True,
+        type=click.Choice(states_allowed, case_sensitive=False),
+        help=help_text,
     )
 
 
-def _one_command(words: tuple[str, ...], exact_argv: bool) -> tuple[str, str | None]:
+def _leading_assignments(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The NAME=value words that start a command."""
+    count = 0
+    while count < len(words) and _ASSIGNMENT.match(words[count]):
+        count += 1
+    return words[:count]
+
+
+def _one_command(words: tuple[str, ...], exact_argv: bool, assignments: int = 0) -> tuple[str, str | None]:
+    """The command text and, for several words, the exact argv (after `assignments` NAME=value)."""
     if any("\0" in word for word in words):
         raise UsageError("the command contains a NUL byte, which no program can receive")
     if len(words) == 1 and not exact_argv:
         if not words[0].strip():
             raise UsageError("the command is empty: give the program to run")
         return words[0], None
-    if not words[0]:
+    if not words[assignments]:
         raise UsageError("the program name is empty: give the program to run after --")
     import shlex
 
     from hog.store.queue import encode_argv
 
-    return shlex.join(words), encode_argv(list(words))
+    return shlex.join(words), encode_argv(list(words[assignments:]))
 
 
 # -- check / show / status -------------------------------------------------------------------
@@ -213,9 +245,15 @@ def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
-@state_option(
-    tuple(dict.fromkeys((*states.TASK_STATES, "active", "ended", *states.HOG_STATES))),
-    "Only tasks (or hogs, with -H) in this state (repeatable).",
+@click.option(
+    "-s",
+    "--state",
+    "state_filter",
+    multiple=True,
+    metavar="STATE",
+    callback=lambda ctx, param, value: tuple(state.lower() for state in value),
+    help=f"Only tasks in this state (repeatable): {', '.join(states.TASK_STATES)}, or active, ended. "
+    f"With -H, only hogs in this state: {', '.join(states.HOG_STATES)}.",
 )
 @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
 @click.option("--name", help="Only tasks submitted with this --name.")
@@ -239,8 +277,10 @@ def show(
     """
     from hog.store import queue
 
-    db = current_settings().open()
     fmt = output_format(fmt, as_json)
+    if show_hogs and name is not None:
+        raise UsageError("--name picks tasks, and hogs have none: drop -H or --name")
+    db = current_settings().open()
     if show_hogs:
         wrong = [s for s in state_filter if s not in states.HOG_STATES]
         if wrong:
@@ -257,8 +297,12 @@ def show(
             emit(claims.HOG_COLUMNS, rows, fmt)
         return
     wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
-    if wrong:
+    if wrong and wrong[0] in states.HOG_STATES:
         raise UsageError(f"{wrong[0]!r} is a hog state: add -H to list hogs")
+    if wrong:
+        raise UsageError(
+            f"{wrong[0]!r} is not a task state: use {', '.join(states.TASK_STATES)}, active or ended"
+        )
     wanted = _expand_states(state_filter)
     rows = queue.iter_tasks(db, wanted, name, limit)
     if fmt == "table":
@@ -320,10 +364,10 @@ def status(fmt: str, as_json: bool) -> None:
     if result.active == 0:
         click.echo("the queue is empty")
     elif result.seconds_to_empty is None:
-        click.echo(f"{result.active} tasks to go; no rate yet to estimate when they are done")
+        click.echo(f"{counted(result.active, 'task')} to go; no rate yet to estimate when they are done")
     else:
         click.echo(
-            f"{result.active} tasks to go: empty in about "
+            f"{counted(result.active, 'task')} to go: empty in about "
             f"{format_duration(result.seconds_to_empty)} at the recent rate"
         )
 
@@ -375,7 +419,14 @@ def retry(ids: tuple[str, ...], failed: bool) -> None:
     if bool(task_ids) == failed:
         raise UsageError("say what to retry: task ids, or --failed (one of them)")
     requeued, skipped = queue.retry(current_settings().open(), task_ids or None)
-    click.echo(f"requeued {len(requeued)} tasks")
+    if not requeued and skipped:
+        task_id, state = skipped[0]
+        more = f" (and {counted(len(skipped) - 1, 'other')})" if len(skipped) > 1 else ""
+        raise HogError(
+            f"nothing requeued: task {task_id} is {state}{more}; only failed, timeout or cancelled tasks "
+            "are retried"
+        )
+    click.echo(f"requeued {counted(len(requeued), 'task')}")
     for task_id, state in skipped[:20]:
         click.echo(
             f"task {task_id} is {state}: only failed, timeout or cancelled tasks are retried",
@@ -384,8 +435,8 @@ def retry(ids: tuple[str, ...], failed: bool) -> None:
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
-@state_option(states.TASK_STATES, "Only tasks in this ended state (default: every ended state).")
-@click.option("--older-than", type=DURATION, help="Only tasks that ended longer ago than this.")
+@state_option(states.ENDED_STATES, "Only tasks in this ended state (default: every ended state).")
+@duration_option("--older-than", help="Only tasks that ended longer ago than this.")
 @db_options
 def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
     """Delete ended tasks and their attempts; waiting and running tasks are never touched.
@@ -397,7 +448,7 @@ def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
     from hog.store import queue
 
     deleted = queue.cleanup(current_settings().open(), state_filter, older_than)
-    click.echo(f"deleted {deleted} tasks")
+    click.echo(f"deleted {counted(deleted, 'task')}")
 
 
 # -- wait / log ------------------------------------------------------------------------------
@@ -405,8 +456,8 @@ def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
 @click.argument("ids", nargs=-1)
-@click.option("--poll", type=DURATION, default="1s", show_default=True, help="How often to look.")
-@click.option("--max-wait", type=DURATION, help="Give up (exit 3) after this long.")
+@duration_option("--poll", default="1s", show_default=True, help="How often to look.")
+@duration_option("--max-wait", help="Give up after this long: a message, and exit status 3.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @db_options
 def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool) -> None:
@@ -425,7 +476,36 @@ def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool)
     if task_ids:
         queue.require_ids_exist(db, task_ids)
     show_bar = not quiet and sys.stderr.isatty()
-    started = time.monotonic()
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    try:
+        counts, total = _wait_for(db, task_ids, poll, deadline, show_bar)
+    except KeyboardInterrupt:
+        if show_bar:
+            click.echo(err=True)
+        click.echo("wait: the tasks go on", err=True)
+        raise
+    if show_bar:
+        click.echo(err=True)
+    if counts is None:
+        click.echo(
+            f"wait: gave up after {format_duration(max_wait)} (--max-wait): "
+            f"{counted(total, 'task')} not ended",
+            err=True,
+        )
+        raise SystemExit(3)
+    unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
+    if unsuccessful:
+        click.echo(f"{unsuccessful} of {counted(total, 'task')} did not succeed", err=True)
+        raise SystemExit(1)
+
+
+def _wait_for(
+    db, task_ids: list[int], poll: float, deadline: float | None, show_bar: bool
+) -> tuple[dict[str, int] | None, int]:
+    """Poll until the tasks have ended: their counts by state and how many; (None, still active)
+    once `deadline` (monotonic) has passed."""
+    from hog.store import queue
+
     while True:
         if task_ids:
             found = queue.task_states(db, task_ids)
@@ -439,18 +519,14 @@ def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool)
         if show_bar:
             progress_line(total - active, total, counts)
         if active == 0:
-            break
-        if max_wait is not None and time.monotonic() - started > max_wait:
-            if show_bar:
-                click.echo(err=True)
-            raise SystemExit(3)
-        time.sleep(poll)
-    if show_bar:
-        click.echo(err=True)
-    unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
-    if unsuccessful:
-        click.echo(f"{unsuccessful} of {total} tasks did not succeed", err=True)
-        raise SystemExit(1)
+            return counts, total
+        if deadline is None:
+            time.sleep(poll)
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, active
+        time.sleep(min(poll, left))  # --max-wait ends on time, not a poll late
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
@@ -478,6 +554,12 @@ def log(task_id: int, stream: str, attempt: int | None) -> None:
         raise UsageError(f"task {task_id} has {detail.attempt} attempts, not {attempt}")
     pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
     path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream)
+    if path == os.devnull:
+        option = "-o" if stream == "out" else "-e"
+        click.echo(
+            f"task {task_id}'s std{stream} was not kept: it was submitted with {option} /dev/null", err=True
+        )
+        return
     try:
         with open(path, "rb") as handle:
             while chunk := handle.read(1 << 16):

@@ -14,7 +14,7 @@ def check_row(detail) -> tuple:
     why = None
     if detail.state in (states.FAILED, states.TIMEOUT) or last.get("reason") == states.REASON_START_FAILED:
         tail = (last.get("stderr_tail") or "").strip().splitlines()
-        why = tail[-1] if tail else last.get("reason")
+        why = tail[-1] if tail else _killed_by(detail.signal) or last.get("reason")
     elif detail.state == states.RUNNING and detail.cancel_requested:
         why = "cancel requested"
     return (
@@ -121,3 +121,16 @@ def progress_line(ended: int, total: int, counts: dict[str, int]) -> None:
     text = f"\r[{'#' * filled}{'.' * (width - filled)}] {ended}/{total} ended"
     text += f", {counts.get(states.RUNNING, 0)} running" + (f", {bad} not ok" if bad else "")
     click.echo(text + "   ", nl=False, err=True)
+
+
+def _killed_by(number: int | None) -> str | None:
+    """ "killed by SIGKILL (9)" for a task that a signal ended without a word on stderr."""
+    if number is None:
+        return None
+    import signal
+
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"killed by signal {number}"
+    return f"killed by {name} ({number})"
