@@ -14,7 +14,8 @@ if [ ! -x .venv/bin/python ]; then
     "$real" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The build backend's notes about editable installs are for packagers, not for users.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 # Byte-compile now: start-up time matters for every `slurm-hog` call, and some environments
 # forbid writing .pyc files at run time.
 .venv/bin/python -m compileall -q hog slurm_hog.py scripts tests >/dev/null

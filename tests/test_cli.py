@@ -18,7 +18,7 @@ from pathlib import Path
 import apsw
 import psutil
 import pytest
-from helpers import child_env, cli, cli_json, start_hog, wait_until
+from helpers import REPO, child_env, cli, cli_json, start_hog, wait_until
 
 from hog.store import claims, queue, schema, states
 from hog.store import db as hogdb
@@ -1155,3 +1155,25 @@ def test_duration_options_say_what_a_bare_number_means():
     for command in ("submit", "wait", "cleanup"):
         help_text = " ".join(ok(cli("unused.sqlite", command, "--help")).stdout.split())
         assert "a bare number is minutes" in help_text, command
+
+
+def test_slurm_hog_py_runs_from_a_clone_with_any_python(tmp_path):
+    # -S: no site-packages, as with a system Python that lacks click and apsw.
+    result = subprocess.run(
+        [sys.executable, "-S", str(REPO / "slurm_hog.py"), "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("slurm-hog "), result.stderr
+    # A copy without a .venv beside it says what to do, in one line.
+    shutil.copy(REPO / "slurm_hog.py", tmp_path)
+    shutil.copytree(REPO / "hog", tmp_path / "hog")
+    result = subprocess.run(
+        [sys.executable, "-S", str(tmp_path / "slurm_hog.py"), "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "lacks the package" in result.stderr and "install.sh" in result.stderr
+
+
+def test_shell_completion_knows_the_lazy_commands():
+    env = child_env(_SLURM_HOG_COMPLETE="bash_complete", COMP_WORDS="slurm-hog su", COMP_CWORD="1")
+    result = subprocess.run([sys.executable, "-m", "hog"], capture_output=True, text=True, env=env)
+    assert "submit" in result.stdout.split("\n")[0].split(",")
