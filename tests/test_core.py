@@ -58,7 +58,7 @@ def register_hog(db: hogdb.Database, cores: int = 4, lease_s: float = 30) -> int
 
 
 def claim_request(limit: int, cores: int = 64) -> claims.ClaimRequest:
-    """What runner.py's _claim_request builds for an idle hog without a walltime."""
+    """What rounds.py's _claim_request builds for an idle hog without a walltime."""
     size = Resources(cores, 0, BIG_MEM)
     return claims.ClaimRequest(
         free=size, total=size, busy=[], seconds_left=None, unlimited_allowed=True, limit=limit
@@ -592,7 +592,7 @@ def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path
 
 
 def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
-    from hog.pilot.runner import prefetch_factor
+    from hog.pilot.rounds import prefetch_factor
 
     # Alone on 2 cores: a quarter second of 2 ms tasks (125 node-fulls); tinier ones stop at 256
     # tasks (128 node-fulls).

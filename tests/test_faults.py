@@ -15,6 +15,7 @@ import pytest
 from helpers import child_env, cli, cli_json, start_hog, wait_until
 
 from hog.pilot.healing import heal
+from hog.pilot.runner import EXIT_GIVEN_UP
 from hog.store.db import open_database
 
 
@@ -221,7 +222,7 @@ def test_hog_whose_database_disappears_kills_its_tasks_and_leaves(db: Path, tmp_
         os.unlink(f"{db}.lock")
         if how == "replaced by a new queue":
             assert cli(db, "init").returncode == 0
-    assert hog.wait(timeout=30) == 3, log.read_text()
+    assert hog.wait(timeout=30) == EXIT_GIVEN_UP, log.read_text()
     assert "was deleted or replaced while this process had it open" in log.read_text()
     assert "Traceback" not in log.read_text()
     assert not psutil.pid_exists(task_pid) or psutil.Process(task_pid).status() == psutil.STATUS_ZOMBIE

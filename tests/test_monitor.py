@@ -11,6 +11,7 @@ import pytest
 from helpers import child_env, cli, cli_json, states_of, task_counts, wait_until
 
 from hog.fleet.backends import PrefixBackend, SbatchBackend, hog_command
+from hog.pilot.options import HogOptions
 
 HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
 
@@ -164,7 +165,7 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_sbatch_backend_submits_a_script_and_parses_the_job_id(fake_slurm: Path) -> None:
     backend = SbatchBackend("-p short --account lab", walltime_s=3600)
-    argv = hog_command(str(fake_slurm / "q.sqlite"), 300, 7, {"walltime": 3600, "cores": None})
+    argv = hog_command(str(fake_slurm / "q.sqlite"), 300, 7, HogOptions(walltime_s=3600))
     job_id = backend.start(7, argv, str(fake_slurm / "hog-7.log"))
     assert job_id == "4242"
     args = (fake_slurm / "sbatch.args").read_text().split()

@@ -1,36 +1,48 @@
 """The commands that run hogs: hog, monitor, doctor."""
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hog.cli.group import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options
+from hog.pilot.options import HogOptions
+
+if TYPE_CHECKING:
+    from hog.fleet.monitor import MonitorConfig
 
 # -- hog / monitor / doctor ------------------------------------------------------------------
 
 
 def hog_options(function):
-    """The options of a hog, which the monitor passes on to the hogs it starts."""
+    """The options of a hog, which the monitor passes on to the hogs it starts; each is named as
+    its field of HogOptions, whose defaults they show."""
+    defaults = HogOptions()
     for option in reversed(
         [
             click.option(
                 "-s",
                 "--cores",
+                "cores",
                 type=click.IntRange(min=1),
                 help="Cores to use (default: detected).",
             ),
             click.option(
                 "--gpus",
+                "gpus",
                 metavar="N|LIST",
                 help="GPUs: a count or ids like 0,1 (default: detected).",
             ),
-            click.option("--mem", type=SIZE, help="Memory to hand out (default: detected)."),
+            click.option("--mem", "mem_bytes", type=SIZE, help="Memory to hand out (default: detected)."),
             click.option(
                 "-t",
                 "--walltime",
+                "walltime_s",
                 type=DURATION,
                 help="Leave after this long (default: from SLURM).",
             ),
             click.option(
                 "--end-time",
+                "end_at",
                 type=click.FloatRange(min=0),
                 metavar="EPOCH",
                 help="Leave by this time (epoch seconds).",
@@ -38,23 +50,26 @@ def hog_options(function):
             click.option(
                 "-m",
                 "--margin",
+                "margin_s",
                 type=DURATION,
-                default="5m",
-                show_default=True,
+                default=defaults.margin_s,
+                show_default=f"{defaults.margin_s:g}s",
                 help="Start tasks without --time only while more than this remains.",
             ),
             click.option(
                 "--idle-timeout",
+                "idle_timeout_s",
                 type=DURATION,
-                default="60s",
-                show_default=True,
+                default=defaults.idle_timeout_s,
+                show_default=f"{defaults.idle_timeout_s:g}s",
                 help="Leave after this long with nothing to run.",
             ),
             click.option(
                 "--heartbeat",
+                "heartbeat_s",
                 type=DURATION,
-                default="30s",
-                show_default=True,
+                default=defaults.heartbeat_s,
+                show_default=f"{defaults.heartbeat_s:g}s",
                 help="How often to beat.",
             ),
         ]
@@ -78,12 +93,18 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
     Example:
       srun -N1 --exclusive slurm-hog hog --margin 10m
     """
-    from hog.pilot.runner import HogConfig, run_hog
+    from hog.pilot.runner import run_hog
 
     configure_logging()
     settings = current_settings()
-    config = HogConfig.from_options(settings.path, settings.timeout_s, hog_id=hog_id, **options)
-    raise SystemExit(run_hog(config, allow_insecure=allow_insecure))
+    status = run_hog(
+        settings.path,
+        settings.timeout_s,
+        HogOptions(**options),
+        hog_id=hog_id,
+        allow_insecure=allow_insecure,
+    )
+    raise SystemExit(status)
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
@@ -116,16 +137,7 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
 @click.option("--stop", "action", flag_value="stop", help="Stop the detached monitor (hogs go on).")
 @hog_options
 @db_options
-def monitor(
-    prefix: str | None,
-    hogs: int,
-    backend: str,
-    sbatch_args: str,
-    poll: float,
-    once: bool,
-    action: str | None,
-    **hog_settings,
-) -> None:
+def monitor(action: str | None, **params) -> None:
     """Keep up to --hogs hogs submitted while tasks wait; replace hogs that die.
 
     \b
@@ -133,21 +145,10 @@ def monitor(
       slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
       slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
     """
-    from hog.fleet.monitor import MonitorConfig, daemon_status, run_monitor, start_daemon, stop_daemon
+    from hog.fleet.monitor import daemon_status, run_monitor, start_daemon, stop_daemon
 
     configure_logging()
-    settings = current_settings()
-    config = MonitorConfig.from_options(
-        settings.path,
-        settings.timeout_s,
-        prefix=prefix,
-        hogs=hogs,
-        backend=backend,
-        sbatch_args=sbatch_args,
-        poll_s=poll,
-        once=once,
-        hog_settings=hog_settings,
-    )
+    config = monitor_config(current_settings(), **params)
     if action == "status":
         message, running = daemon_status(config)
         click.echo(message)
@@ -156,9 +157,36 @@ def monitor(
         click.echo(stop_daemon(config))
         return
     if action == "daemon":
-        click.echo(start_daemon(config))
+        verbosity = click.get_current_context().find_root().params.get("verbose", 0)
+        click.echo(start_daemon(config, verbosity))
         return
     raise SystemExit(run_monitor(config))
+
+
+def monitor_config(
+    settings: Settings,
+    prefix: str | None,
+    hogs: int,
+    backend: str,
+    sbatch_args: str,
+    poll: float,
+    once: bool,
+    **options,
+) -> "MonitorConfig":
+    """The monitor's configuration from its parsed options; the rest are its hogs' options."""
+    from hog.fleet.monitor import MonitorConfig
+
+    return MonitorConfig.from_options(
+        settings.path,
+        settings.timeout_s,
+        prefix=prefix,
+        hogs=hogs,
+        backend=backend,
+        sbatch_args=sbatch_args,
+        poll_s=poll,
+        once=once,
+        hog_options=HogOptions(**options),
+    )
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)

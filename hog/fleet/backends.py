@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from hog.errors import HogError
+from hog.pilot.options import HogOptions
 from hog.pilot.procs import open_for_writing, process_start_ticks
 from hog.pilot.slurm import COMMAND_TIMEOUT_S, node_name
 
@@ -183,9 +184,9 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
         )
 
 
-def hog_command(db_path: str, timeout_s: float, hog_id: int, settings: dict) -> list[str]:
+def hog_command(db_path: str, timeout_s: float, hog_id: int, options: HogOptions) -> list[str]:
     """The command line of a hog that takes over the pending row `hog_id`."""
-    argv = [
+    return [
         sys.executable,
         "-m",
         "hog",
@@ -196,15 +197,5 @@ def hog_command(db_path: str, timeout_s: float, hog_id: int, settings: dict) -> 
         "hog",
         "--hog-id",
         str(hog_id),
+        *options.to_argv(),
     ]
-    for option, value in settings.items():
-        if value is None:
-            continue
-        flag = "--" + option.replace("_", "-")
-        if option in ("walltime", "margin", "idle_timeout", "heartbeat"):
-            argv += [flag, f"{value}s"]
-        elif option == "mem":
-            argv += [flag, f"{value // 1024}K"]
-        else:
-            argv += [flag, str(value)]
-    return argv

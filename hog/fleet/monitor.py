@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hog.errors import HogError, MonitorRunningError, UsageError
 from hog.fleet.backends import BackendError, PrefixBackend, SbatchBackend, hog_command
 from hog.pilot.healing import heal
+from hog.pilot.options import HogOptions, seconds_argument
 from hog.pilot.procs import open_for_writing
-from hog.pilot.runner import lease_for
 from hog.pilot.slurm import node_name
 from hog.store import claims, queue, states
 from hog.store.db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
@@ -48,7 +48,7 @@ class MonitorConfig:
     sbatch_args: str
     poll_s: float
     once: bool
-    hog_settings: dict = field(default_factory=dict)
+    hog_options: HogOptions
 
     @classmethod
     def from_options(
@@ -61,7 +61,7 @@ class MonitorConfig:
         sbatch_args: str,
         poll_s: float,
         once: bool,
-        hog_settings: dict,
+        hog_options: HogOptions,
     ) -> "MonitorConfig":
         try:
             words = shlex.split(prefix) if prefix is not None else ["nohup"]
@@ -69,7 +69,17 @@ class MonitorConfig:
             raise UsageError(f"bad --command-prefix {prefix!r}: {error}") from None
         if backend == "prefix" and not words:
             raise UsageError("--command-prefix is empty: give e.g. nohup or 'srun -N1 --exclusive'")
-        return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, dict(hog_settings))
+        return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, hog_options)
+
+    def to_argv(self) -> list[str]:
+        """The command line (after `python -m hog`) of a monitor with this configuration."""
+        argv = ["--db", os.path.abspath(self.db_path), "--timeout", str(self.timeout_s), "monitor"]
+        argv += ["--command-prefix", shlex.join(self.prefix), "--hogs", str(self.hogs)]
+        argv += ["--backend", self.backend, "--sbatch-args", self.sbatch_args]
+        argv += ["--poll", seconds_argument(self.poll_s)]
+        if self.once:
+            argv.append("--once")
+        return argv + self.hog_options.to_argv()
 
     @property
     def pid_path(self) -> str:
@@ -91,7 +101,7 @@ class Monitor:
         self.host = node_name()
         if config.backend == "sbatch":
             self.backend: PrefixBackend | SbatchBackend = SbatchBackend(
-                config.sbatch_args, config.hog_settings.get("walltime")
+                config.sbatch_args, config.hog_options.walltime_s
             )
         else:
             self.backend = PrefixBackend(config.prefix)
@@ -101,7 +111,7 @@ class Monitor:
         self.backoff_until = 0.0
         self.last_pass_at = time.time()
         self.hogs_dir = os.path.join(logs_dir_for(os.path.abspath(config.db_path)), "hogs")
-        self.lease_s = lease_for(config.hog_settings.get("heartbeat") or 30.0)
+        self.lease_s = config.hog_options.lease_s
 
     def name(self) -> str:
         return f"monitor on {self.host}"
@@ -211,7 +221,7 @@ class Monitor:
         return max(len(live), min(self.config.hogs, busy + pending + extra))
 
     def cores_per_hog(self) -> int:
-        configured = self.config.hog_settings.get("cores")
+        configured = self.config.hog_options.cores
         if configured:
             return configured
         row = self.db.query_one("SELECT cores FROM hogs WHERE cores IS NOT NULL ORDER BY id DESC LIMIT 1")
@@ -236,7 +246,7 @@ class Monitor:
     def start_hog(self) -> int | None:
         hog_id = claims.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
         log_path = os.path.join(self.hogs_dir, f"hog-{hog_id}.log")
-        argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_settings)
+        argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_options)
         try:
             backend_id = self.backend.start(hog_id, argv, log_path)
         except (BackendError, OSError) as error:
@@ -359,7 +369,8 @@ def daemon_status(config: MonitorConfig) -> tuple[str, bool]:
     )
 
 
-def start_daemon(config: MonitorConfig) -> str:
+def start_daemon(config: MonitorConfig, verbosity: int = 0) -> str:
+    """Start a monitor with `config` in the background (logging as `-v` given `verbosity` times)."""
     open_database(config.db_path, config.timeout_s).close()
     holder = _running_holder(config)
     if holder is not None:
@@ -367,7 +378,7 @@ def start_daemon(config: MonitorConfig) -> str:
             f"a monitor already serves {config.db_path} "
             f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
         )
-    argv = [sys.executable, "-m", "hog", *[word for word in sys.argv[1:] if word != "--daemon"]]
+    argv = [sys.executable, "-m", "hog", *(["-" + "v" * verbosity] if verbosity else []), *config.to_argv()]
     with open_for_writing(config.log_path, private_modes(config.db_path)[1], append=True) as log_file:
         process = subprocess.Popen(
             argv,

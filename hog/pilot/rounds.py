@@ -1,0 +1,388 @@
+"""The hog's rounds with the database: results, heartbeat, claims, cancels and healing.
+
+The loop gives the database thread (background.py) one Round at a time and goes on starting and
+reaping tasks while it waits for the lock and commits. This room keeps what waits to be written
+(results) and the clocks that say when a round is due, builds the claim request, and books an
+ended round's outcome; the loop hands the tasks it claimed and the cancels it found to its tasks.
+"""
+
+import enum
+import functools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from hog.errors import DatabaseError, DatabaseGoneError
+from hog.pilot.background import DatabaseThread, Outcome
+from hog.pilot.healing import heal
+from hog.pilot.ledger import Ledger
+from hog.pilot.walltime import Walltime
+from hog.store import claims
+from hog.store.db import Database
+from hog.store.packing import Busy, Resources
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0  # longest a finished result waits before it is committed
+RESULT_BATCH_MAX = 512
+IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
+CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
+PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
+# Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
+# however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
+# each one's wait for the lock grows with the others' rounds, so those stay short...
+PREFETCH_MAX_TASKS = 256
+PREFETCH_MIN_FACTOR = 8  # ... but a hog may always hold this many node-fulls
+DB_RETRY_S = 2.0
+FINAL_WRITE_TRIES = 5
+
+
+def prefetch_factor(mean_duration_s: float, hogs_running: int, cores: int) -> int:
+    """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
+    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR."""
+    share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
+    cap = max(PREFETCH_MIN_FACTOR, share)
+    return min(cap, int(PREFETCH_HORIZON_S / max(mean_duration_s, 1e-4)))
+
+
+class Holdings(Protocol):
+    """The hog's tasks as a claim sees them (tasks.Tasks)."""
+
+    @property
+    def unstarted(self) -> Sequence[claims.ClaimedTask]:
+        """Claimed, not handed to the launcher yet."""
+        ...
+
+    def busy(self) -> list[Busy]:
+        """What the unstarted and the running tasks hold, and until when."""
+        ...
+
+    def any_running(self) -> bool: ...
+
+
+@dataclass
+class Round:
+    """One job of the database thread: what it writes and asks, and when it was given."""
+
+    results: list[claims.TaskResult]
+    oldest_result_mono: float | None
+    claim: claims.ClaimRequest | None
+    exchange: bool  # write results and the heartbeat (and claim, if `claim`)
+    poll_cancels: bool  # only look for cancels (when there is no exchange)
+    heal: bool
+    given_mono: float
+    warn_after_s: float
+
+
+@dataclass
+class RoundOutcome:
+    given_up: bool = False  # the hog can write nothing any more: it must kill its tasks and leave
+    claimed: list[claims.ClaimedTask] = field(default_factory=list)
+    queue_has_work: bool = False
+    cancel_requested: set[tuple[int, int]] = field(default_factory=set)
+    reaped: list[int] = field(default_factory=list)
+    hogs_running: int = 1
+
+
+class LastWrite(enum.Enum):
+    """How the hog's last round (its remaining results and its goodbye) went."""
+
+    WRITTEN = "written"
+    NOT_WRITTEN = "not written"  # the lock stayed taken, or the database kept failing
+    GIVEN_UP = "given up"  # the database is gone, or the hog was declared lost meanwhile
+
+
+class DatabaseRounds:
+    """Decides when the loop's next round is due and what it carries; books what it brought."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hog_id: int,
+        host: str,
+        name: str,
+        thread: DatabaseThread,
+        ledger: Ledger,
+        walltime: Walltime,
+        heartbeat_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.db = db
+        self.hog_id = hog_id
+        self.host = host
+        self.name = name
+        self.thread = thread
+        self.ledger = ledger
+        self.walltime = walltime
+        self.heartbeat_s = heartbeat_s
+        self.timeout_s = timeout_s  # how often a long wait for the lock is said in the log
+        self.round: Round | None = None  # the job the database thread has in hand
+        self.results: list[claims.TaskResult] = []
+        self.oldest_result_mono: float | None = None
+        self.environments: dict[int, dict[str, str]] = {}  # rows cached by claims.exchange
+        self.mean_duration_s: float | None = None
+        self.hogs_running = 1  # on the queue, as the last claim found
+        self.queue_has_work = True
+        self.claim_blocked = False
+        self.last_exchange_mono = time.monotonic()  # the hog's start is its first beat
+        self.last_claim_mono = 0.0
+        self.last_cancel_poll_mono = 0.0
+        self.last_reap_mono = 0.0
+        self.retry_after_mono = 0.0
+
+    # -- what the tasks tell ---------------------------------------------------------------------
+
+    def add_result(self, result: claims.TaskResult) -> None:
+        if not self.results:
+            self.oldest_result_mono = time.monotonic()
+        self.results.append(result)
+
+    def note_duration(self, seconds: float) -> None:
+        """A task ran this long: claims ahead follow the mean."""
+        self.mean_duration_s = (
+            seconds if self.mean_duration_s is None else 0.8 * self.mean_duration_s + 0.2 * seconds
+        )
+
+    def room_freed(self) -> None:
+        """A task gave back its resources: a claim that found too little may be worth trying."""
+        self.claim_blocked = False
+
+    # -- the loop's side ---------------------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        """A round is in hand (a claim may be on its way)."""
+        return self.thread.busy
+
+    def has_work(self) -> bool:
+        """Did the last claim find tasks this hog could run?"""
+        return self.queue_has_work
+
+    def collect(self, now: float) -> RoundOutcome | None:
+        """The outcome of the round in hand once it has ended, booked here (the loop applies
+        what it claimed and the cancels); None while it runs, or when none is in hand."""
+        if self.round is None:
+            return None
+        finished = self.thread.collect()
+        if finished is None:
+            self._warn_if_slow(now)
+            return None
+        return self._book(finished, now)
+
+    def wait_round(self) -> RoundOutcome | None:
+        """At the end: the round in hand, waited for and booked; None (said in the log) if the
+        lock stayed taken for FINAL_WRITE_TRIES x --timeout."""
+        finished = self._wait()
+        if finished is None:
+            return None
+        return self._book(finished, time.monotonic())
+
+    def give_next(self, now: float, holdings: Holdings, claiming: bool) -> None:
+        """Give the database thread its next round, if one is due and none is in hand."""
+        if self.round is not None or now < self.retry_after_mono:
+            return
+        claim = self._claim_request(now, holdings) if claiming else None
+        flush_due = bool(self.results) and (
+            len(self.results) >= RESULT_BATCH_MAX
+            or now - (self.oldest_result_mono or now) >= FLUSH_INTERVAL_S
+            or claim is not None
+        )
+        beat_due = now - self.last_exchange_mono >= self.heartbeat_s
+        exchange = claim is not None or flush_due or beat_due
+        poll_cancels = (
+            not exchange
+            and holdings.any_running()
+            and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= CANCEL_POLL_S
+        )
+        heal_due = now - self.last_reap_mono >= self.heartbeat_s
+        if not (exchange or poll_cancels or heal_due):
+            return
+        if heal_due:
+            self.last_reap_mono = now
+        self.round = Round(
+            results=self.results if exchange else [],
+            oldest_result_mono=self.oldest_result_mono if exchange else None,
+            claim=claim,
+            exchange=exchange,
+            poll_cancels=poll_cancels,
+            heal=heal_due,
+            given_mono=now,
+            warn_after_s=self.timeout_s,
+        )
+        if exchange:
+            self.results = []
+            self.oldest_result_mono = None
+        self.thread.give(functools.partial(self._run_round, self.round))
+
+    def next_due(self, now: float, tasks_running: bool) -> float:
+        """When the loop must look again for the database's sake (monotonic)."""
+        if self.round is not None:
+            # Only a warning is due meanwhile: the round's end wakes the loop.
+            return self.round.given_mono + self.round.warn_after_s
+        due = [self.last_exchange_mono + self.heartbeat_s]
+        if self.results:
+            due.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+        if tasks_running:
+            due.append(now + CANCEL_POLL_S)
+        # Past due while the database is unreachable: wait for the retry, do not spin.
+        return max(min(due), self.retry_after_mono)
+
+    def write_last(self, finish_reason: str) -> LastWrite:
+        """The hog's last round: its remaining results, and its row marked finished."""
+        for attempt in range(FINAL_WRITE_TRIES):
+            self.thread.give(
+                functools.partial(
+                    claims.exchange,
+                    self.db,
+                    self.hog_id,
+                    self.host,
+                    self.results,
+                    None,
+                    self.environments,
+                    finish_reason=finish_reason,
+                )
+            )
+            finished = self._wait()
+            if finished is None:
+                return LastWrite.NOT_WRITTEN
+            outcome, error = finished
+            if error is not None:
+                if not isinstance(error, DatabaseError):
+                    raise error
+                log.error("%s: cannot write its last results (try %d): %s", self.name, attempt + 1, error)
+                if isinstance(error, DatabaseGoneError):
+                    return LastWrite.GIVEN_UP
+                time.sleep(1.0)
+                continue
+            if outcome.given_up:
+                log.warning("%s: declared lost meanwhile; its results were not written", self.name)
+                return LastWrite.GIVEN_UP
+            return LastWrite.WRITTEN
+        return LastWrite.NOT_WRITTEN
+
+    # -- claims ------------------------------------------------------------------------------
+
+    def _prefetch_factor(self) -> int:
+        if self.mean_duration_s is None:
+            return 0
+        return prefetch_factor(self.mean_duration_s, self.hogs_running, self.ledger.total.cores)
+
+    def _claim_request(self, now: float, holdings: Holdings) -> claims.ClaimRequest | None:
+        if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
+            return None
+        if not self.queue_has_work and now - self.last_claim_mono < IDLE_POLL_S:
+            return None
+        factor = self._prefetch_factor()
+        buffered = holdings.unstarted
+        if factor == 0 and buffered:
+            return None
+        # Cheap checks first: this runs on every turn of the loop. Top up a prefetch buffer only
+        # once it is half empty: one transaction per many tasks. Each task holds a core at least.
+        total = self.ledger.total
+        allowance_cores = total.cores * factor
+        if factor and len(buffered) > allowance_cores // 2:
+            return None
+        held_cores = sum(task.cores for task in buffered)
+        if factor and held_cores > allowance_cores // 2:
+            return None
+        free_now = self.ledger.free()
+        if free_now.cores + allowance_cores - held_cores <= 0:
+            return None
+        held = Resources(held_cores, sum(t.gpus for t in buffered), sum(t.mem_bytes for t in buffered))
+        allowance = Resources(allowance_cores, total.gpus * factor, total.mem_bytes * factor)
+        # Tasks queued for a slot count as held (the ledger's free cores are below 0 by as many).
+        free = free_now + allowance - held
+        return claims.ClaimRequest(
+            free=free,
+            total=total,
+            busy=holdings.busy(),
+            seconds_left=self.walltime.seconds_left(),
+            unlimited_allowed=self.walltime.unlimited_allowed(),
+            limit=free.cores,
+        )
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def _run_round(self, job: Round) -> RoundOutcome:
+        """On the database thread: touches only the database and the environment cache."""
+        outcome = RoundOutcome()
+        if job.exchange:
+            done = claims.exchange(self.db, self.hog_id, self.host, job.results, job.claim, self.environments)
+            outcome.given_up = done.given_up
+            outcome.claimed = done.claimed
+            outcome.queue_has_work = done.queue_has_work
+            outcome.cancel_requested = done.cancel_requested
+            outcome.hogs_running = done.hogs_running
+        elif job.poll_cancels:
+            cancels = claims.poll_cancels(self.db, self.hog_id)
+            if cancels is None:
+                outcome.given_up = True
+                return outcome
+            outcome.cancel_requested = cancels
+        if job.heal and not outcome.given_up:
+            try:
+                outcome.reaped = heal(self.db, self.host)
+            except DatabaseGoneError:
+                raise
+            except DatabaseError as error:
+                log.warning("%s: could not look for lost hogs: %s", self.name, error)
+        return outcome
+
+    def _book(self, finished: Outcome, now: float) -> RoundOutcome:
+        """What an ended round changes here; an empty outcome when it failed and is retried."""
+        job, self.round = self.round, None
+        assert job is not None
+        outcome, error = finished
+        if error is not None:
+            if not isinstance(error, DatabaseError):
+                raise error
+            if isinstance(error, DatabaseGoneError):
+                # Its results can never be written: the tasks' next attempts belong to whatever
+                # queue is at that path now, if any.
+                log.error("%s: %s: killing its tasks and leaving", self.name, error)
+                return RoundOutcome(given_up=True)
+            # Ride it out: tasks keep running and results wait for the next try.
+            log.warning("%s: database unavailable, trying again in %.0f s: %s", self.name, DB_RETRY_S, error)
+            if job.results:
+                self.results = job.results + self.results
+                self.oldest_result_mono = job.oldest_result_mono
+            self.retry_after_mono = now + DB_RETRY_S
+            return RoundOutcome()
+        if outcome.given_up:
+            log.error("%s: was declared lost or cancelled: killing its tasks and leaving", self.name)
+            return outcome
+        self.last_cancel_poll_mono = job.given_mono
+        if job.exchange:
+            self.last_exchange_mono = job.given_mono
+        if job.claim is not None:
+            self.last_claim_mono = job.given_mono
+            self.hogs_running = outcome.hogs_running
+            self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
+            self.claim_blocked = len(outcome.claimed) < job.claim.limit and outcome.queue_has_work
+        if outcome.reaped:
+            log.warning(
+                "%s: declared hogs %s lost; their tasks went back to the queue", self.name, outcome.reaped
+            )
+        return outcome
+
+    def _warn_if_slow(self, now: float) -> None:
+        assert self.round is not None
+        waited = now - self.round.given_mono
+        if waited >= self.round.warn_after_s:
+            self.round.warn_after_s += self.timeout_s
+            log.warning(
+                "%s: database unavailable: waiting %.0f s so far for its lock; tasks keep running",
+                self.name,
+                waited,
+            )
+
+    def _wait(self) -> Outcome | None:
+        """The database thread's job, waited for at the end; None (said in the log) if the lock
+        stayed taken for FINAL_WRITE_TRIES x --timeout."""
+        finished = self.thread.wait(FINAL_WRITE_TRIES * self.timeout_s)
+        if finished is None:
+            log.error("%s: the database stayed locked: its last results are not written", self.name)
+        return finished
