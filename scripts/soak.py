@@ -431,16 +431,16 @@ class Soak:
             successes = [
                 attempt
                 for attempt in task.attempts
-                if attempt["reason"] == "exited" and attempt["exit_code"] == 0 and attempt["signal"] is None
+                if attempt.reason == "exited" and attempt.exit_code == 0 and attempt.signal is None
             ]
             for attempt in task.attempts:
-                reasons[attempt["reason"]] += 1
-                if attempt["ended_at"] is None or attempt["reason"] is None:
-                    open_attempts.append((task.id, attempt["attempt"]))
-            if [attempt["attempt"] for attempt in task.attempts] != list(range(1, task.attempt + 1)):
+                reasons[attempt.reason] += 1
+                if attempt.ended_at is None or attempt.reason is None:
+                    open_attempts.append((task.id, attempt.attempt))
+            if [attempt.attempt for attempt in task.attempts] != list(range(1, task.attempt + 1)):
                 gaps.append(task.id)
             if task.state == "done" and (
-                len(successes) != 1 or successes[0]["attempt"] != task.attempt or task.exit_code != 0
+                len(successes) != 1 or successes[0].attempt != task.attempt or task.exit_code != 0
             ):
                 bad_done.append(task.id)
             if task.state == "cancelled" and successes:

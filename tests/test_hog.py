@@ -12,6 +12,9 @@ import psutil
 import pytest
 from helpers import child_env, cli, cli_json, start_hog, states_of, wait_until
 
+from hog.store import queue
+from hog.store.db import open_database
+
 # Short beats so that lost hogs are noticed within seconds (lease = 3 beats + 2 s).
 FAST = ("--heartbeat", "1s", "--idle-timeout", "2s")
 
@@ -27,10 +30,7 @@ def check(db: Path, task_id: int) -> dict:
     return cli_json(db, "check", str(task_id))[0]
 
 
-def attempts(db: Path, task_id: int) -> list[dict]:
-    from hog.store import queue
-    from hog.store.db import open_database
-
+def attempts(db: Path, task_id: int) -> list[queue.Attempt]:
     database = open_database(str(db))
     try:
         return queue.get_tasks(database, [task_id])[0].attempts
@@ -161,7 +161,7 @@ def test_sigterm_gives_tasks_back_and_another_hog_runs_each_once(db: Path, tmp_p
     assert finish(first, timeout=15) == 0
     for task_id in ids:
         assert check(db, task_id)["state"] == "waiting"
-        assert attempts(db, task_id)[0]["reason"] == "released"
+        assert attempts(db, task_id)[0].reason == "released"
     assert finish(start_hog(db, *FAST, "--cores", "2")) == 0
     assert sorted(int(line) for line in done.read_text().split()) == ids
     for task_id in ids:
@@ -245,7 +245,7 @@ def test_killed_hog_is_healed_and_each_task_runs_once(db: Path, tmp_path: Path, 
     assert sorted(int(line) for line in done.read_text().split()) == ids
     for task_id in ids:
         assert check(db, task_id)["state"] == "done"
-        reasons = [attempt["reason"] for attempt in attempts(db, task_id)]
+        reasons = [attempt.reason for attempt in attempts(db, task_id)]
         assert reasons == ["lost", "exited"]
     hogs = cli_json(db, "show", "-H")
     assert [hog["state"] for hog in hogs] == ["lost", "finished"]
@@ -266,8 +266,8 @@ def test_lost_hog_that_comes_back_writes_nothing_over_the_new_attempt(db: Path, 
     assert finish(sleeper, timeout=20) == 3
     assert check(db, task_id)["state"] == "done"
     first, second = attempts(db, task_id)
-    assert first["reason"] == "lost" and first["exit_code"] is None
-    assert second["reason"] == "exited" and second["exit_code"] == 0
+    assert first.reason == "lost" and first.exit_code is None
+    assert second.reason == "exited" and second.exit_code == 0
     assert marks.read_text().split() == ["2"]
 
 
@@ -277,7 +277,7 @@ def test_walltime_drain_gives_back_unfinished_work(db: Path) -> None:
     hog = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s", "--walltime", "9s", "--margin", "1s")
     assert finish(hog, timeout=30) == 0
     assert check(db, endless)["state"] == "waiting"
-    assert [a["reason"] for a in attempts(db, endless)] == ["released"]
+    assert [a.reason for a in attempts(db, endless)] == ["released"]
     assert check(db, too_long)["state"] == "waiting"
     assert attempts(db, too_long) == [], "a task longer than the time left must not start"
     (hog_row,) = cli_json(db, "show", "-H")
@@ -306,7 +306,7 @@ def test_short_tasks_queued_for_the_slots_stop_starting_in_time(db: Path, tmp_pa
     # None started with less than the margin left: neither those the loop still held nor those
     # already queued for a slot (the hog itself stops only 5 s before the end).
     (hog_row,) = cli_json(db, "show", "-H")
-    last_start = max(a["started_at"] for i in ran[-20:] for a in attempts(db, i))
+    last_start = max(a.started_at for i in ran[-20:] for a in attempts(db, i))
     assert last_start <= hog_row["end_by"] - 6 + 0.01
 
 
@@ -320,7 +320,7 @@ def test_failed_task_is_retried_until_it_succeeds(db: Path, tmp_path: Path) -> N
     )
     assert finish(start_hog(db, *FAST)) == 0
     assert check(db, task_id)["state"] == "done"
-    assert [a["exit_code"] for a in attempts(db, task_id)] == [1, 1, 0]
+    assert [a.exit_code for a in attempts(db, task_id)] == [1, 1, 0]
 
 
 def test_background_processes_of_a_task_do_not_outlive_it(db: Path, tmp_path: Path) -> None:
@@ -347,10 +347,10 @@ def test_big_task_is_not_starved_by_small_ones_behind_it(db: Path) -> None:
     (big,) = submit(db, "-c", "2", "sleep 0.2")
     later_small = submit(db, "--file", "-", stdin=input_lines("sleep 0.2", 10))
     assert finish(start_hog(db, *FAST, "--cores", "2")) == 0
-    big_start = attempts(db, big)[0]["started_at"]
-    assert attempts(db, first_small)[0]["started_at"] < big_start
+    big_start = attempts(db, big)[0].started_at
+    assert attempts(db, first_small)[0].started_at < big_start
     # It reserves the cores: nothing submitted after it starts before it.
-    assert all(attempts(db, task_id)[0]["started_at"] > big_start for task_id in later_small)
+    assert all(attempts(db, task_id)[0].started_at > big_start for task_id in later_small)
 
 
 def test_tasks_that_cannot_start_fail_with_the_reason(db: Path, tmp_path: Path) -> None:
@@ -419,7 +419,7 @@ def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_pat
     hog.send_signal(signal.SIGTERM)
     assert finish(hog, timeout=20) == 0
     assert check(db, task_id)["state"] == "waiting"
-    assert [a["reason"] for a in attempts(db, task_id)] == ["released"]
+    assert [a.reason for a in attempts(db, task_id)] == ["released"]
 
 
 def test_a_task_killed_from_outside_while_the_hog_runs_on_fails(db: Path, tmp_path: Path) -> None:
@@ -452,7 +452,7 @@ def test_plain_commands_run_without_a_shell_and_the_rest_with_one(db: Path, tmp_
     assert check(db, bare)["state"] == "done"
     failed = check(db, missing)
     assert failed["state"] == "failed" and failed["exit_code"] == 127
-    assert "not found" in attempts(db, missing)[-1]["stderr_tail"]
+    assert "not found" in attempts(db, missing)[-1].stderr_tail
 
 
 def test_direct_argv_keeps_to_plain_words() -> None:

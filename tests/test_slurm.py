@@ -56,7 +56,7 @@ def submit_lines(db: Path, line: str, count: int, *options: str, env: dict) -> N
     assert result.returncode == 0, result.stderr
 
 
-def all_attempts(db: Path) -> list[dict]:
+def all_attempts(db: Path) -> list[queue.Attempt]:
     database = open_database(str(db))
     try:
         ids = [row[0] for row in queue.iter_tasks(database)]
@@ -65,11 +65,11 @@ def all_attempts(db: Path) -> list[dict]:
         database.close()
 
 
-def peak_per_host(attempts: list[dict]) -> dict[str, int]:
+def peak_per_host(attempts: list[queue.Attempt]) -> dict[str, int]:
     """Most attempts running at once on each host."""
     events: dict[str, list[tuple[float, int]]] = {}
     for attempt in attempts:
-        events.setdefault(attempt["host"], []).extend([(attempt["started_at"], 1), (attempt["ended_at"], -1)])
+        events.setdefault(attempt.host, []).extend([(attempt.started_at, 1), (attempt.ended_at, -1)])
     peaks = {}
     for host, points in events.items():
         running = peak = 0
@@ -94,7 +94,7 @@ def test_srun_prefix_runs_500_tasks_on_three_whole_nodes(db: Path, slurm_env: di
     assert finish(process, timeout=300) == 0
     assert task_counts(db)["done"] == 500
     attempts = all_attempts(db)
-    hosts = {attempt["host"] for attempt in attempts}
+    hosts = {attempt.host for attempt in attempts}
     assert hosts <= {"n1", "n2", "n3", "n4"} and hosts, hosts
     assert all(peak <= 4 for peak in peak_per_host(attempts).values()), peak_per_host(attempts)
     hogs = cli_json(db, "show", "-H", env=slurm_env)
@@ -189,7 +189,7 @@ def test_gpu_tasks_run_two_at_a_time_on_the_gpu_node(db: Path, slurm_env: dict, 
         device, start = first.split()
         runs.append((device, float(start), float(last)))
     assert len(runs) == 4
-    assert {attempt["host"] for attempt in all_attempts(db)} == {"n4"}
+    assert {attempt.host for attempt in all_attempts(db)} == {"n4"}
     assert {device for device, _, _ in runs} == {"0", "1"}
     concurrent = [(a, b) for i, a in enumerate(runs) for b in runs[i + 1 :] if a[1] < b[2] and b[1] < a[2]]
     assert concurrent, "GPU tasks did not run two at a time"

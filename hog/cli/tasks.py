@@ -19,6 +19,7 @@ from hog.cli.group import (
 )
 from hog.cli.render import emit
 from hog.cli.views import (
+    CHECK_COLUMNS,
     HOG_TABLE_COLUMNS,
     TASK_TABLE_COLUMNS,
     check_cell,
@@ -235,10 +236,9 @@ def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
     if not task_ids:
         raise UsageError("no task id given: `slurm-hog show` lists them")
     details = queue.get_tasks(current_settings().open(), task_ids, missing_ok=True)
-    columns = ("id", "state", "exit_code", "signal", "attempts", "host", "runtime", "why")
     if details or as_json or fmt != "table":
         rows = [check_row(detail) for detail in details]
-        emit(columns, rows, output_format(fmt, as_json), cell=check_cell)
+        emit(CHECK_COLUMNS, rows, output_format(fmt, as_json), cell=check_cell)
     missing = sorted(set(task_ids) - {detail.id for detail in details})
     if missing:
         raise NotFoundError(f"no task {', '.join(map(str, missing[:10]))} in {current_settings().path}")

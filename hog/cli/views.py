@@ -1,32 +1,35 @@
 """How tasks and hogs look in tables: the rows of check, show and show -H, and wait's bar."""
 
+from typing import TYPE_CHECKING
+
 import click
 
 from hog.store import states
 from hog.timeutil import format_duration
 
+if TYPE_CHECKING:  # the store's modules are imported only by the commands that read them
+    from hog.store.claims import HogRow
+    from hog.store.queue import TaskDetail, TaskRow
 
-def check_row(detail) -> tuple:
-    last = detail.attempts[-1] if detail.attempts else {}
-    runtime = None
-    if last.get("started_at") and last.get("ended_at"):
-        runtime = last["ended_at"] - last["started_at"]
+
+CHECK_COLUMNS = ("id", "state", "exit_code", "signal", "attempts", "host", "runtime", "why")
+
+
+def check_row(detail: "TaskDetail") -> tuple:
+    last = detail.attempts[-1] if detail.attempts else None
+    host = reason = stderr_tail = runtime = None
+    if last is not None:
+        host, reason, stderr_tail = last.host, last.reason, last.stderr_tail
+        if last.started_at and last.ended_at:
+            runtime = last.ended_at - last.started_at
     why = None
-    if detail.state in (states.FAILED, states.TIMEOUT) or last.get("reason") == states.REASON_START_FAILED:
-        tail = (last.get("stderr_tail") or "").strip().splitlines()
-        why = tail[-1] if tail else _killed_by(detail.signal) or last.get("reason")
+    if detail.state in (states.FAILED, states.TIMEOUT) or reason == states.REASON_START_FAILED:
+        tail = (stderr_tail or "").strip().splitlines()
+        why = tail[-1] if tail else _killed_by(detail.signal) or reason
     elif detail.state == states.RUNNING and detail.cancel_requested:
         why = "cancel requested"
-    return (
-        detail.id,
-        detail.state,
-        detail.exit_code,
-        detail.signal,
-        len(detail.attempts),
-        last.get("host"),
-        runtime,
-        why,
-    )
+    attempts = len(detail.attempts)
+    return (detail.id, detail.state, detail.exit_code, detail.signal, attempts, host, runtime, why)
 
 
 def check_cell(column: str, value: object) -> str:
@@ -50,29 +53,27 @@ TASK_TABLE_COLUMNS = (
 )
 
 
-def task_table_row(row: tuple, now: float) -> tuple:
-    (
-        task_id,
-        state,
-        name,
-        cores,
-        gpus,
-        priority,
-        attempt,
-        exit_code,
-        signal,
-        host,
-        started,
-        ended,
-        command,
-    ) = row
+def task_table_row(task: "TaskRow", now: float) -> tuple:
     runtime = None
-    if started:
-        runtime = format_duration((ended or now) - started) if state != states.WAITING else None
-    elif state == states.RUNNING:
+    if task.started_at:
+        if task.state != states.WAITING:
+            runtime = format_duration((task.ended_at or now) - task.started_at)
+    elif task.state == states.RUNNING:
         runtime = "starting"
-    exit_text = f"sig{signal}" if signal is not None else exit_code
-    return (task_id, state, name, cores, gpus, priority, attempt, exit_text, host, runtime, command)
+    exit_text = f"sig{task.signal}" if task.signal is not None else task.exit_code
+    return (
+        task.id,
+        task.state,
+        task.name,
+        task.cores,
+        task.gpus,
+        task.priority,
+        task.attempt,
+        exit_text,
+        task.host,
+        runtime,
+        task.command,
+    )
 
 
 HOG_TABLE_COLUMNS = (
@@ -90,27 +91,23 @@ HOG_TABLE_COLUMNS = (
 )
 
 
-def hog_table_row(row: tuple, now: float) -> tuple:
-    from hog.store.claims import HOG_COLUMNS
-
-    hog = dict(zip(HOG_COLUMNS, row, strict=True))
-    heartbeat = f"{format_duration(now - hog['heartbeat_at'])} ago" if hog["heartbeat_at"] else None
+def hog_table_row(hog: "HogRow", now: float) -> tuple:
+    heartbeat = f"{format_duration(now - hog.heartbeat_at)} ago" if hog.heartbeat_at else None
     left = None
-    if hog["end_by"] and hog["state"] in states.HOG_LIVE_STATES:
-        left = format_duration(max(0.0, hog["end_by"] - now))
-    job = hog["slurm_job_id"] or hog["backend_id"]
+    if hog.end_by and hog.state in states.HOG_LIVE_STATES:
+        left = format_duration(max(0.0, hog.end_by - now))
     return (
-        hog["id"],
-        hog["state"],
-        hog["host"],
-        job,
-        hog["cores"],
-        hog["gpus"] or None,
-        hog["tasks_run"],
-        hog["running"],
+        hog.id,
+        hog.state,
+        hog.host,
+        hog.slurm_job_id or hog.backend_id,
+        hog.cores,
+        hog.gpus or None,
+        hog.tasks_run,
+        hog.running,
         heartbeat,
         left,
-        hog["log_path"],
+        hog.log_path,
     )
 
 

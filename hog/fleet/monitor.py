@@ -23,7 +23,8 @@ from hog.pilot.options import HogOptions, seconds_argument
 from hog.pilot.procs import open_for_writing
 from hog.pilot.slurm import node_name
 from hog.store import claims, queue, states
-from hog.store.db import Database, logs_dir_for, make_private_dirs, open_database, private_modes
+from hog.store.db import Database, open_database
+from hog.store.paths import QueueFiles, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,15 @@ class MonitorConfig:
 
     @property
     def pid_path(self) -> str:
-        return self.db_path + ".monitor.pid"
+        return QueueFiles(self.db_path).monitor_pid
 
     @property
     def log_path(self) -> str:
-        return self.db_path + ".monitor.log"
+        return QueueFiles(self.db_path).monitor_log
 
     @property
     def lock_path(self) -> str:
-        return self.db_path + ".monitor.lock"
+        return QueueFiles(self.db_path).monitor_lock
 
 
 class Monitor:
@@ -110,14 +111,14 @@ class Monitor:
         self.futile_reason = ""
         self.backoff_until = 0.0
         self.last_pass_at = time.time()
-        self.hogs_dir = os.path.join(logs_dir_for(os.path.abspath(config.db_path)), "hogs")
+        self.files = QueueFiles(config.db_path)
         self.lease_s = config.hog_options.lease_s
 
     def name(self) -> str:
         return f"monitor on {self.host}"
 
     def run(self) -> int:
-        make_private_dirs(self.hogs_dir, private_modes(self.config.db_path)[0])
+        make_private_dirs(self.files.hogs, self.files.private_modes().folder)
         log.info(
             "%s: keeping up to %d hogs through %s",
             self.name(),
@@ -245,7 +246,7 @@ class Monitor:
 
     def start_hog(self) -> int | None:
         hog_id = claims.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
-        log_path = os.path.join(self.hogs_dir, f"hog-{hog_id}.log")
+        log_path = self.files.hog_log(hog_id)
         argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_options)
         try:
             backend_id = self.backend.start(hog_id, argv, log_path)
@@ -379,7 +380,9 @@ def start_daemon(config: MonitorConfig, verbosity: int = 0) -> str:
             f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
         )
     argv = [sys.executable, "-m", "hog", *(["-" + "v" * verbosity] if verbosity else []), *config.to_argv()]
-    with open_for_writing(config.log_path, private_modes(config.db_path)[1], append=True) as log_file:
+    with open_for_writing(
+        config.log_path, QueueFiles(config.db_path).private_modes().file, append=True
+    ) as log_file:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -5,20 +5,14 @@ then, so the queue heals even with no monitor running.
 """
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 
 from hog.pilot.procs import kill_recorded_processes
 from hog.store import claims
-from hog.store.db import Database, logs_dir_for
+from hog.store.db import Database
 
 log = logging.getLogger(__name__)
-
-
-def task_pids_path(db_path: str, hog_id: int) -> str:
-    """Where a hog notes its tasks' process groups (written by each slot process, slot.py)."""
-    return os.path.join(logs_dir_for(os.path.abspath(db_path)), "hogs", f"hog-{hog_id}.pids")
 
 
 def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | None = None) -> list[int]:
@@ -34,7 +28,7 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
         return []  # the usual case: a read, no write lock
     for hog_id, hog_host in candidates:
         if hog_host == host:
-            killed = kill_recorded_processes(task_pids_path(db.path, hog_id), hog_id)
+            killed = kill_recorded_processes(db.files.hog_pids(hog_id), hog_id)
             if killed:
                 log.warning("killed %d task process groups left behind by hog %d", killed, hog_id)
     return claims.reap_lost_hogs(db, now, also_lost)

@@ -3,11 +3,9 @@
 import os
 
 from hog.errors import UsageError
-from hog.store.db import logs_dir_for
+from hog.store.paths import QueueFiles
 
 PLACEHOLDERS = ("id", "attempt", "name")
-# Tasks per log subfolder: with .out and .err per attempt a folder holds a few thousand files.
-TASKS_PER_FOLDER = 1000
 
 
 def check_pattern(pattern: str, option: str) -> str:
@@ -29,13 +27,6 @@ def check_pattern(pattern: str, option: str) -> str:
     return pattern
 
 
-def default_output_path(db_path: str, task_id: int, attempt: int, stream: str) -> str:
-    folder = os.path.join(
-        os.path.abspath(logs_dir_for(db_path)), "tasks", f"{task_id // TASKS_PER_FOLDER:06d}"
-    )
-    return os.path.join(folder, f"{task_id}.{attempt}.{stream}")
-
-
 def output_path(
     db_path: str,
     pattern: str | None,
@@ -47,6 +38,6 @@ def output_path(
 ) -> str:
     """The file for `stream` ("out" or "err") of one attempt."""
     if not pattern:
-        return default_output_path(db_path, task_id, attempt, stream)
+        return QueueFiles(db_path).task_output(task_id, attempt, stream)
     path = pattern.format(id=task_id, attempt=attempt, name=name or f"task{task_id}")
     return os.path.join(cwd, path)

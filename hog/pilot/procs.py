@@ -5,7 +5,7 @@ import os
 import signal
 from typing import NamedTuple
 
-from hog.store.db import make_private_dirs
+from hog.store.paths import make_private_dirs
 
 
 class Exited(NamedTuple):  # a tuple: one is made for every task, on the hog's hot path

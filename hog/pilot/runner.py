@@ -20,7 +20,6 @@ import time
 from hog.errors import HogError
 from hog.pilot import slurm
 from hog.pilot.background import DatabaseThread
-from hog.pilot.healing import task_pids_path
 from hog.pilot.launcher import Launcher
 from hog.pilot.ledger import Ledger
 from hog.pilot.options import HogOptions
@@ -30,7 +29,8 @@ from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcom
 from hog.pilot.tasks import Tasks
 from hog.pilot.walltime import Walltime
 from hog.store import claims
-from hog.store.db import make_private_dirs, open_database, private_modes
+from hog.store.db import open_database
+from hog.store.paths import QueueFiles, make_private_dirs
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +252,9 @@ def run_hog(
         log.warning("hog %s: its row was given up before it started: leaving", hog_id)
         return EXIT_OK
     name = f"hog {started_id} on {host}"
-    folder_mode, file_mode = private_modes(db_path)
-    pids_path = task_pids_path(db_path, started_id)
+    files = QueueFiles(db_path)
+    folder_mode, file_mode = files.private_modes()
+    pids_path = files.hog_pids(started_id)
     pids_fd = _open_pids_file(pids_path, folder_mode, name)
     _log_start(name, node, walltime)
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

@@ -5,7 +5,7 @@ whose row count is checked, and every change also moves the matching counts in `
 """
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import apsw
@@ -13,7 +13,7 @@ import apsw
 from hog.store import states
 from hog.store.db import Database
 from hog.store.packing import Busy, Candidate, Resources, choose
-from hog.store.queue import decode_argv, decode_environment, move_counts
+from hog.store.queue import decode_argv, decode_environment, filtered, move_counts, placeholders
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
 # what kills them.
@@ -49,9 +49,8 @@ def create_pending_hog(
     now = time.time() if now is None else now
     with db.transaction() as connection:
         connection.execute(
-            "INSERT INTO hogs(state, backend, monitor_host, created_at, lease_s)"
-            " VALUES ('pending', ?, ?, ?, ?)",
-            (backend, monitor_host, now, lease_s),
+            "INSERT INTO hogs(state, backend, monitor_host, created_at, lease_s) VALUES (?, ?, ?, ?, ?)",
+            (states.HOG_PENDING, backend, monitor_host, now, lease_s),
         )
         return connection.last_insert_rowid()
 
@@ -70,51 +69,62 @@ def start_hog(db: Database, info: HogInfo, hog_id: int | None = None, now: float
     Returns None when the pending row was already given up (cancelled or declared lost).
     """
     now = time.time() if now is None else now
-    values = (
-        info.host,
-        info.pid,
-        info.slurm_job_id,
-        info.cores,
-        ",".join(info.gpus),
-        info.mem_bytes,
-        now,
-        now,
-        info.end_by,
-        info.lease_s,
-    )
+    columns = {
+        "host": info.host,
+        "pid": info.pid,
+        "slurm_job_id": info.slurm_job_id,
+        "cores": info.cores,
+        "gpus": ",".join(info.gpus),
+        "mem_bytes": info.mem_bytes,
+        "started_at": now,
+        "heartbeat_at": now,
+        "end_by": info.end_by,
+        "lease_s": info.lease_s,
+    }
     with db.transaction() as connection:
         if hog_id is None:
             connection.execute(
-                "INSERT INTO hogs(state, backend, host, pid, slurm_job_id, cores, gpus, mem_bytes,"
-                " started_at, heartbeat_at, end_by, lease_s, created_at, log_path)"
-                " VALUES ('running', 'manual', ?,?,?,?,?,?,?,?,?,?,?,?)",
-                (*values, now, info.log_path),
+                f"INSERT INTO hogs(state, backend, created_at, log_path, {', '.join(columns)})"
+                f" VALUES (?, 'manual', ?, ?, {placeholders(columns)})",
+                (states.HOG_RUNNING, now, info.log_path, *columns.values()),
             )
             return connection.last_insert_rowid()
-        connection.execute(
-            "UPDATE hogs SET state = 'running', host = ?, pid = ?, slurm_job_id = ?, cores = ?,"
-            " gpus = ?, mem_bytes = ?, started_at = ?, heartbeat_at = ?, end_by = ?, lease_s = ?"
-            " WHERE id = ? AND state = 'pending'",
-            (*values, hog_id),
-        )
-        return hog_id if connection.changes() == 1 else None
+        return hog_id if _move_hog(connection, hog_id, states.HOG_RUNNING, **columns) else None
+
+
+def _move_hog(connection: apsw.Connection, hog_id: int, new_state: str, **columns: object) -> bool:
+    """Move a hog to `new_state` and set `columns`, if its state may move there; True if it moved.
+
+    Every change of a hog's state passes here, so HOG_TRANSITIONS guards them all, as the task
+    table guards tasks: a hog whose state may not lead to `new_state` is left as it is.
+    """
+    sources = states.sources(states.HOG_TRANSITIONS, new_state)
+    if not sources:
+        # A bug, not a race: the transaction rolls back and nothing changes.
+        raise RuntimeError(f"no hog may move to {new_state}")
+    assignments = "".join(f", {name} = ?" for name in columns)
+    connection.execute(
+        f"UPDATE hogs SET state = ?{assignments} WHERE id = ? AND state IN ({placeholders(sources)})",
+        (new_state, *columns.values(), hog_id, *sources),
+    )
+    return connection.changes() == 1
 
 
 class ClaimedTask(NamedTuple):
     task_id: int
     attempt: int
     command: str
-    argv: list[str] | None
     cores: int
     gpus: int
     mem_bytes: int
     time_limit_s: float | None
     max_retries: int
     cwd: str
-    environment: dict[str, str]
     stdout_pattern: str | None
     stderr_pattern: str | None
     name: str | None
+    argv: list[str] | None
+    environment: dict[str, str]
 
     @property
     def needs(self) -> Resources:
@@ -148,16 +158,15 @@ class ClaimRequest(NamedTuple):
     limit: int  # most tasks to take
 
 
-class Exchange:
+class Exchange(NamedTuple):
     """What one hog transaction returned."""
 
-    def __init__(self) -> None:
-        self.given_up = False  # the hog was declared lost or cancelled: stop, writing nothing
-        self.claimed: list[ClaimedTask] = []
-        self.cancel_requested: set[tuple[int, int]] = set()
-        self.queue_has_work = True  # some waiting task this hog could run (not yet claimed)
-        self.recorded = 0  # results that were still current and were written
-        self.hogs_running = 1  # hogs sharing the queue (counted when claiming)
+    given_up: bool  # the hog was declared lost or cancelled: stop, writing nothing
+    claimed: list[ClaimedTask]
+    cancel_requested: set[tuple[int, int]]
+    queue_has_work: bool  # some waiting task this hog could run (not yet claimed)
+    recorded: int  # results that were still current and were written
+    hogs_running: int  # hogs sharing the queue (counted when claiming, else 1)
 
 
 def exchange(
@@ -175,37 +184,33 @@ def exchange(
     `environments` is the hog's cache of environment rows, filled in as new ids appear.
     """
     now = time.time() if now is None else now
-    outcome = Exchange()
     with db.transaction() as connection:
         if not _is_running(connection, hog_id):
-            outcome.given_up = True
-            outcome.queue_has_work = False
-            return outcome
+            # Given up: nothing claimed, nothing recorded, no work to look for.
+            return Exchange(True, [], set(), False, 0, 1)
         moved: dict[str, int] = {}
-        outcome.recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
+        recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
+        claimed: list[ClaimedTask] = []
+        queue_has_work = True
+        hogs_running = 1
         if claim is not None:
-            outcome.hogs_running = connection.execute(
-                "SELECT count(*) FROM hogs WHERE state = 'running'"
+            hogs_running = connection.execute(
+                "SELECT count(*) FROM hogs WHERE state = ?", (states.HOG_RUNNING,)
             ).fetchall()[0][0]
-        if claim is not None and claim.limit > 0:
-            outcome.claimed = _claim(connection, hog_id, host, claim, environments, now)
-            if not outcome.claimed:
-                outcome.queue_has_work = _has_fitting_work(connection, claim)
-        outcome.cancel_requested = _cancel_requests(connection, hog_id)
-        if finish_reason is None:
-            connection.execute(
-                "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ? WHERE id = ?",
-                (now, outcome.recorded, hog_id),
-            )
-        else:
-            connection.execute(
-                "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ?, state = 'finished',"
-                " ended_at = ?, end_reason = ? WHERE id = ? AND state = 'running'",
-                (now, outcome.recorded, now, finish_reason, hog_id),
-            )
-    return outcome
+            if claim.limit > 0:
+                claimed = _claim(connection, hog_id, host, claim, environments, now)
+                if not claimed:
+                    queue_has_work = _has_fitting_work(connection, claim)
+        cancel_requested = _cancel_requests(connection, hog_id)
+        connection.execute(
+            "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ? WHERE id = ?",
+            (now, recorded, hog_id),
+        )
+        if finish_reason is not None:
+            _move_hog(connection, hog_id, states.HOG_FINISHED, ended_at=now, end_reason=finish_reason)
+    return Exchange(False, claimed, cancel_requested, queue_has_work, recorded, hogs_running)
 
 
 def poll_cancels(db: Database, hog_id: int) -> set[tuple[int, int]] | None:
@@ -240,9 +245,9 @@ def _record_result(
     if result.reason == states.REASON_EXITED and result.exit_code == 0 and result.signal is None:
         # The common case, in one guarded statement: success is final, whatever else happened.
         connection.execute(
-            "UPDATE tasks SET state = 'done', hog_id = NULL, exit_code = 0, signal = NULL,"
-            " ended_at = ? WHERE id = ? AND state = 'running' AND attempt = ? AND hog_id = ?",
-            (ended, result.task_id, result.attempt, hog_id),
+            "UPDATE tasks SET state = ?, hog_id = NULL, exit_code = 0, signal = NULL, ended_at = ?"
+            " WHERE id = ? AND state = ? AND attempt = ? AND hog_id = ?",
+            (states.DONE, ended, result.task_id, states.RUNNING, result.attempt, hog_id),
         )
         if connection.changes() != 1:
             return 0  # no longer ours: a newer attempt owns the task
@@ -252,33 +257,27 @@ def _record_result(
     row = connection.execute(
         "SELECT t.retries_used, s.max_retries, t.cancel_requested FROM tasks t"
         " JOIN submissions s ON s.id = t.submission_id"
-        " WHERE t.id = ? AND t.state = 'running' AND t.attempt = ? AND t.hog_id = ?",
-        (result.task_id, result.attempt, hog_id),
+        " WHERE t.id = ? AND t.state = ? AND t.attempt = ? AND t.hog_id = ?",
+        (result.task_id, states.RUNNING, result.attempt, hog_id),
     ).fetchall()
     if not row:
         return 0  # no longer ours: a newer attempt owns the task
     retries_used, max_retries, cancel_requested = row[0]
     new_state, retries = _state_after(result, retries_used, max_retries, bool(cancel_requested))
-    if new_state == states.WAITING:
-        connection.execute(
-            "UPDATE tasks SET state = 'waiting', hog_id = NULL, retries_used = ?,"
-            " exit_code = ?, signal = ? WHERE id = ? AND state = 'running' AND attempt = ?",
-            (retries, result.exit_code, result.signal, result.task_id, result.attempt),
-        )
-    else:
-        connection.execute(
-            "UPDATE tasks SET state = ?, hog_id = NULL, retries_used = ?, exit_code = ?,"
-            " signal = ?, ended_at = ? WHERE id = ? AND state = 'running' AND attempt = ?",
-            (
-                new_state,
-                retries,
-                result.exit_code,
-                result.signal,
-                ended,
-                result.task_id,
-                result.attempt,
-            ),
-        )
+    connection.execute(
+        "UPDATE tasks SET state = ?, hog_id = NULL, retries_used = ?, exit_code = ?, signal = ?,"
+        " ended_at = ? WHERE id = ? AND state = ? AND attempt = ?",
+        (
+            new_state,
+            retries,
+            result.exit_code,
+            result.signal,
+            None if new_state == states.WAITING else ended,  # a waiting task has not ended
+            result.task_id,
+            states.RUNNING,
+            result.attempt,
+        ),
+    )
     moved[new_state] = moved.get(new_state, 0) + 1
     _close_attempt(connection, result, ended)
     return 0 if result.reason == states.REASON_RELEASED else 1
@@ -323,12 +322,12 @@ def _state_after(
     return (states.TIMEOUT if result.reason == states.REASON_TIMEOUT else states.FAILED), retries_used
 
 
+# In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up.
 _CANDIDATES = """
-SELECT t.id, t.attempt, t.command, t.argv, s.cores, s.gpus, coalesce(s.mem_bytes, 0),
-       s.time_limit_s, s.max_retries, s.cwd, s.environment_id, s.stdout_pattern,
-       s.stderr_pattern, s.name
+SELECT t.id, t.attempt + 1, t.command, s.cores, s.gpus, coalesce(s.mem_bytes, 0), s.time_limit_s,
+       s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv, s.environment_id
 FROM tasks t JOIN submissions s ON s.id = t.submission_id
-WHERE t.state = 'waiting' AND s.cores <= :cores AND s.gpus <= :gpus
+WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :gpus
   AND coalesce(s.mem_bytes, 0) <= :mem
   AND (:seconds_left IS NULL OR s.time_limit_s <= :seconds_left
        OR (s.time_limit_s IS NULL AND :unlimited))
@@ -338,8 +337,31 @@ LIMIT :window
 """
 
 
+def _candidates(rows: list[tuple]) -> list[Candidate]:
+    """_CANDIDATES rows as packing sees them, keyed by their index (a few hundred per claim)."""
+    candidates = []
+    for index, row in enumerate(rows):
+        cores, gpus, mem_bytes, time_limit_s = row[3:7]  # after id, attempt and command
+        candidates.append(Candidate(index, Resources(cores, gpus, mem_bytes), time_limit_s))
+    return candidates
+
+
+def _claimed_task(
+    connection: apsw.Connection, row: tuple, environments: dict[int, dict[str, str]]
+) -> ClaimedTask:
+    """A _CANDIDATES row as the task its claim hands out: its next attempt, with its environment."""
+    argv, environment_id = row[-2:]
+    if environment_id not in environments:
+        variables = connection.execute(
+            "SELECT variables FROM environments WHERE id = ?", (environment_id,)
+        ).fetchall()
+        environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
+    return ClaimedTask(*row[:-2], decode_argv(argv), environments[environment_id])
+
+
 def _claim_params(claim: ClaimRequest, window: int) -> dict:
     return {
+        "waiting": states.WAITING,
         "cores": claim.total.cores,
         "gpus": claim.total.gpus,
         "mem": claim.total.mem_bytes,
@@ -359,49 +381,21 @@ def _claim(
 ) -> list[ClaimedTask]:
     window = claim.limit + CLAIM_WINDOW_EXTRA
     rows = connection.execute(_CANDIDATES, _claim_params(claim, window)).fetchall()
-    candidates = [
-        Candidate(index, Resources(row[4], row[5], row[6]), row[7]) for index, row in enumerate(rows)
-    ]
-    chosen = choose(candidates, claim.free, claim.busy, now)[: claim.limit]
+    chosen = choose(_candidates(rows), claim.free, claim.busy, now)[: claim.limit]
     claimed = []
     for candidate in chosen:
-        row = rows[candidate.key]
-        task_id, attempt = row[0], row[1] + 1
+        task = _claimed_task(connection, rows[candidate.key], environments)
         connection.execute(
-            "UPDATE tasks SET state = 'running', attempt = ?, hog_id = ?"
-            " WHERE id = ? AND state = 'waiting' AND attempt = ?",
-            (attempt, hog_id, task_id, row[1]),
+            "UPDATE tasks SET state = ?, attempt = ?, hog_id = ? WHERE id = ? AND state = ? AND attempt = ?",
+            (states.RUNNING, task.attempt, hog_id, task.task_id, states.WAITING, task.attempt - 1),
         )
         if connection.changes() != 1:
             continue
         connection.execute(
             "INSERT INTO attempts(task_id, attempt, hog_id, host, claimed_at) VALUES (?,?,?,?,?)",
-            (task_id, attempt, hog_id, host, now),
+            (task.task_id, task.attempt, hog_id, host, now),
         )
-        environment_id = row[10]
-        if environment_id not in environments:
-            variables = connection.execute(
-                "SELECT variables FROM environments WHERE id = ?", (environment_id,)
-            ).fetchall()
-            environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
-        claimed.append(
-            ClaimedTask(
-                task_id,
-                attempt,
-                row[2],
-                decode_argv(row[3]),
-                row[4],
-                row[5],
-                row[6],
-                row[7],
-                row[8],
-                row[9],
-                environments[environment_id],
-                row[11],
-                row[12],
-                row[13],
-            )
-        )
+        claimed.append(task)
     move_counts(connection, states.WAITING, states.RUNNING, len(claimed))
     return claimed
 
@@ -413,11 +407,10 @@ def _has_fitting_work(connection: apsw.Connection, claim: ClaimRequest) -> bool:
 def hogs_to_reap(db: Database, now: float, also_lost: Iterable[int] = ()) -> list[tuple[int, str | None]]:
     """(id, host) of live hogs whose lease ran out, plus `also_lost` ones still live."""
     extra = list(also_lost)
-    marks = ",".join("?" * len(extra)) or "NULL"
     return db.query(
-        "SELECT id, host FROM hogs WHERE (state = 'running' AND heartbeat_at + lease_s < ?)"
-        f" OR (state IN ('pending', 'running') AND id IN ({marks}))",
-        (now, *extra),
+        "SELECT id, host FROM hogs WHERE (state = ? AND heartbeat_at + lease_s < ?)"
+        f" OR (state IN ({placeholders(states.HOG_LIVE_STATES)}) AND id IN ({placeholders(extra)}))",
+        (states.HOG_RUNNING, now, *states.HOG_LIVE_STATES, *extra),
     )
 
 
@@ -432,19 +425,15 @@ def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[i
         expired = [
             hog_id
             for (hog_id,) in connection.execute(
-                "SELECT id FROM hogs WHERE state = 'running' AND heartbeat_at + lease_s < ?",
-                (now,),
+                "SELECT id FROM hogs WHERE state = ? AND heartbeat_at + lease_s < ?",
+                (states.HOG_RUNNING, now),
             )
         ]
         if db.last_lock_wait_s > REAP_AFTER_LOCK_WAIT_S:
             expired = []
         for hog_id in {*expired, *also_lost}:
-            connection.execute(
-                "UPDATE hogs SET state = 'lost', ended_at = ?, end_reason = ?"
-                " WHERE id = ? AND state IN ('pending', 'running')",
-                (now, "no heartbeat" if hog_id in expired else "its backend job ended", hog_id),
-            )
-            if connection.changes() == 1:
+            reason = "no heartbeat" if hog_id in expired else "its backend job ended"
+            if _move_hog(connection, hog_id, states.HOG_LOST, ended_at=now, end_reason=reason):
                 _requeue_tasks_of_lost_hog(connection, hog_id, now)
                 reaped.append(hog_id)
     return reaped
@@ -452,8 +441,8 @@ def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[i
 
 def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: float) -> None:
     rows = connection.execute(
-        "SELECT id, attempt, crashes, cancel_requested FROM tasks WHERE hog_id = ? AND state = 'running'",
-        (hog_id,),
+        "SELECT id, attempt, crashes, cancel_requested FROM tasks WHERE hog_id = ? AND state = ?",
+        (hog_id, states.RUNNING),
     ).fetchall()
     for task_id, attempt, crashes, cancel_requested in rows:
         if cancel_requested:
@@ -463,81 +452,84 @@ def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: fl
         else:
             new_state = states.WAITING
         connection.execute(
-            "UPDATE tasks SET state = ?, hog_id = NULL, crashes = crashes + 1,"
-            " ended_at = CASE WHEN ? = 'waiting' THEN NULL ELSE ? END"
-            " WHERE id = ? AND state = 'running' AND attempt = ?",
-            (new_state, new_state, now, task_id, attempt),
+            "UPDATE tasks SET state = ?, hog_id = NULL, crashes = crashes + 1, ended_at = ?"
+            " WHERE id = ? AND state = ? AND attempt = ?",
+            (new_state, None if new_state == states.WAITING else now, task_id, states.RUNNING, attempt),
         )
         move_counts(connection, states.RUNNING, new_state)
         connection.execute(
-            "UPDATE attempts SET ended_at = ?, reason = 'lost'"
+            "UPDATE attempts SET ended_at = ?, reason = ?"
             " WHERE task_id = ? AND attempt = ? AND ended_at IS NULL",
-            (now, task_id, attempt),
+            (now, states.REASON_LOST, task_id, attempt),
         )
 
 
 def set_hog_state(db: Database, hog_id: int, new_state: str, reason: str, now: float | None = None) -> bool:
     """Move a pending or running hog to an ended state; its running tasks go back to waiting."""
+    if new_state not in states.HOG_ENDED_STATES:
+        raise RuntimeError(f"a hog is ended in one of {', '.join(states.HOG_ENDED_STATES)}, not {new_state}")
     now = time.time() if now is None else now
     with db.transaction() as connection:
-        connection.execute(
-            "UPDATE hogs SET state = ?, ended_at = ?, end_reason = ?"
-            " WHERE id = ? AND state IN ('pending', 'running')",
-            (new_state, now, reason, hog_id),
-        )
-        if connection.changes() != 1:
+        if not _move_hog(connection, hog_id, new_state, ended_at=now, end_reason=reason):
             return False
         _requeue_tasks_of_lost_hog(connection, hog_id, now)
     return True
 
 
-HOG_COLUMNS = (
-    "id",
-    "state",
-    "host",
-    "backend",
-    "backend_id",
-    "slurm_job_id",
-    "pid",
-    "cores",
-    "gpus",
-    "tasks_run",
-    "running",
-    "created_at",
-    "started_at",
-    "heartbeat_at",
-    "ended_at",
-    "end_by",
-    "end_reason",
-    "log_path",
-)
+class HogRow(NamedTuple):
+    """One line of a hog listing."""
+
+    id: int
+    state: str
+    host: str | None
+    backend: str
+    backend_id: str | None
+    slurm_job_id: str | None
+    pid: int | None
+    cores: int | None
+    gpus: str | None  # comma-separated GPU ids
+    tasks_run: int
+    running: int  # its tasks running now
+    created_at: float
+    started_at: float | None
+    heartbeat_at: float | None
+    ended_at: float | None
+    end_by: float | None
+    end_reason: str | None
+    log_path: str | None
 
 
-def iter_hogs(db: Database, state_filter: tuple[str, ...] = (), limit: int | None = None) -> Iterator[tuple]:
-    where = f" WHERE h.state IN ({','.join('?' * len(state_filter))})" if state_filter else ""
-    sql = (
-        "SELECT h.id, h.state, h.host, h.backend, h.backend_id, h.slurm_job_id, h.pid, h.cores,"
-        " h.gpus, h.tasks_run, (SELECT count(*) FROM tasks t WHERE t.hog_id = h.id),"
-        " h.created_at, h.started_at, h.heartbeat_at, h.ended_at, h.end_by, h.end_reason,"
-        f" h.log_path FROM hogs h{where} ORDER BY h.id"
-    )
-    params: tuple = tuple(state_filter)
-    if limit is not None:
-        sql += " LIMIT ?"
-        params += (limit,)
-    return db.stream(sql, params)
+HOG_COLUMNS = HogRow._fields
+
+# In HogRow's order: HogRow._make is its row-to-record function.
+_HOG_SELECT = """
+SELECT h.id, h.state, h.host, h.backend, h.backend_id, h.slurm_job_id, h.pid, h.cores, h.gpus,
+       h.tasks_run, (SELECT count(*) FROM tasks t WHERE t.hog_id = h.id), h.created_at,
+       h.started_at, h.heartbeat_at, h.ended_at, h.end_by, h.end_reason, h.log_path
+FROM hogs h
+"""
+
+
+def iter_hogs(
+    db: Database,
+    state_filter: tuple[str, ...] = (),
+    limit: int | None = None,
+    ended_after: float | None = None,
+) -> Iterator[HogRow]:
+    """Hogs oldest first, streamed: those in `state_filter`, or ended after `ended_after`."""
+    conditions: dict[str, Sequence] = {}
+    if state_filter:
+        conditions[f"h.state IN ({placeholders(state_filter)})"] = state_filter
+    if ended_after is not None:
+        conditions["h.ended_at > ?"] = (ended_after,)
+    return map(HogRow._make, db.stream(*filtered(_HOG_SELECT, conditions, "h.id", limit)))
 
 
 def ended_since(db: Database, since: float) -> list[dict]:
-    """Hogs that ended after `since` (epoch seconds)."""
-    rows = db.query(
-        "SELECT id, state, started_at, end_reason, tasks_run, log_path FROM hogs WHERE ended_at > ?",
-        (since,),
-    )
-    keys = ("id", "state", "started_at", "end_reason", "tasks_run", "log_path")
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    """Hogs that ended after `since` (epoch seconds), for the monitor."""
+    return [hog._asdict() for hog in iter_hogs(db, ended_after=since)]
 
 
 def live_hogs(db: Database) -> list[dict]:
     """Pending and running hogs, for the monitor."""
-    return [dict(zip(HOG_COLUMNS, row, strict=True)) for row in iter_hogs(db, states.HOG_LIVE_STATES)]
+    return [hog._asdict() for hog in iter_hogs(db, states.HOG_LIVE_STATES)]

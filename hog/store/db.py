@@ -7,7 +7,6 @@ sqlite's own busy handler lets some writers starve under contention, flock does 
 import contextlib
 import errno
 import fcntl
-import grp
 import os
 import stat
 import time
@@ -17,41 +16,11 @@ import apsw
 
 from hog.errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
 from hog.store import schema
+from hog.store.paths import OWNER_AND_GROUP, OWNER_ONLY, QueueFiles, make_private_dirs
 
 DEFAULT_DB = "jobs.sqlite"
 DEFAULT_TIMEOUT_S = 300.0
-_OWNER_ONLY = 0o600
-_OWNER_AND_GROUP = 0o660
 _SQLITE_READONLY_DBMOVED = 1032  # the file open here was unlinked or renamed
-
-
-def lock_path_for(path: str) -> str:
-    return path + ".lock"
-
-
-def logs_dir_for(path: str) -> str:
-    return path + ".logs"
-
-
-def private_modes(path: str) -> tuple[int, int]:
-    """(folder mode, file mode) for logs: owner only, or owner and group like the database."""
-    try:
-        shared = os.stat(path).st_mode & 0o060 == 0o060
-    except OSError:
-        shared = False
-    return (0o770, 0o660) if shared else (0o700, 0o600)
-
-
-def make_private_dirs(path: str, mode: int) -> None:
-    """Like os.makedirs, but every folder it creates gets `mode` (makedirs gives only the last)."""
-    missing = []
-    while path and not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(folder, mode)
-            os.chmod(folder, mode)  # the umask may have taken bits away
 
 
 class Database:
@@ -61,7 +30,8 @@ class Database:
         self.path = path
         self.connection = connection
         self.timeout_s = timeout_s
-        self.lock_path = lock_path_for(path)
+        self.files = QueueFiles(path)
+        self.lock_path = self.files.lock
         self._lock_fd: int | None = None
         # For benchmarks: $SLURM_HOG_LOCK_STATS names a file that gets every lock wait (seconds).
         self.lock_stats_path = os.environ.get("SLURM_HOG_LOCK_STATS")
@@ -125,7 +95,7 @@ class Database:
 
     def _open_lock_file(self) -> int:
         try:
-            mode = stat.S_IMODE(os.stat(self.path).st_mode) & _OWNER_AND_GROUP
+            mode = stat.S_IMODE(os.stat(self.path).st_mode) & OWNER_AND_GROUP.file
         except FileNotFoundError:
             raise _gone(self.path) from None
         try:
@@ -344,17 +314,18 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
             "choose another --db or remove the old queue first"
         )
     gid = _group_id(group) if group else None
-    mode = _OWNER_AND_GROUP if group else _OWNER_ONLY
+    modes = OWNER_AND_GROUP if group else OWNER_ONLY
+    files = QueueFiles(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise DatabaseError(f"cannot create {path}: the folder {folder} does not exist")
     created: list[str] = []
     try:
-        for file_path in (path, lock_path_for(path)):
-            fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        for file_path in (path, files.lock):
+            fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, modes.file)
             created.append(file_path)
             # The umask may have removed bits we asked for.
-            os.fchmod(fd, mode)
+            os.fchmod(fd, modes.file)
             if gid is not None:
                 os.fchown(fd, -1, gid)
             os.close(fd)
@@ -365,14 +336,10 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
             connection.close()
         database = open_database(path, timeout_s)
         database.close()
-        folder_mode = 0o770 if group else 0o700
-        for folder in ("tasks", "hogs"):
-            make_private_dirs(os.path.join(logs_dir_for(path), folder), folder_mode)
+        for folder in (files.tasks, files.hogs):
+            make_private_dirs(folder, modes.folder)
         if gid is not None:
-            for folder in (
-                logs_dir_for(path),
-                *(os.path.join(logs_dir_for(path), f) for f in ("tasks", "hogs")),
-            ):
+            for folder in (files.logs, files.tasks, files.hogs):
                 os.chown(folder, -1, gid)
     except OSError as error:
         _remove_all(created)
@@ -392,6 +359,8 @@ def _remove_all(paths: list[str]) -> None:
 
 def _group_id(group: str) -> int:
     try:
+        import grp  # only init needs it: not imported on every start
+
         return grp.getgrnam(group).gr_gid
     except KeyError:
         raise DatabaseError(f"no group named {group!r}: pick one of yours (`id -Gn` lists them)") from None

@@ -9,15 +9,14 @@ whose row count is checked, and every change also moves the matching counts in `
 
 import os
 import time
-from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import NamedTuple
 
 import apsw
 
 from hog.errors import NotFoundError, UsageError
 from hog.store import states
 from hog.store.db import Database
-from hog.store.records import Record
 
 # Variables that describe the submitting shell's own job or the hog's placement: the hog sets
 # its own, so a submit from inside an allocation must not pin tasks to that allocation's devices.
@@ -35,44 +34,18 @@ _NOT_CAPTURED = {
 # -- submitting ------------------------------------------------------------------------------
 
 
-class SubmitOptions(Record):
-    __slots__ = (
-        "cores",
-        "gpus",
-        "mem_bytes",
-        "time_limit_s",
-        "priority",
-        "max_retries",
-        "name",
-        "stdout_pattern",
-        "stderr_pattern",
-        "cwd",
-        "environment",
-    )
-    _defaults: ClassVar[dict] = {
-        "cores": 1,
-        "gpus": 0,
-        "mem_bytes": None,
-        "time_limit_s": None,
-        "priority": 0,
-        "max_retries": 0,
-        "name": None,
-        "stdout_pattern": None,
-        "stderr_pattern": None,
-        "cwd": "",
-        "environment": None,
-    }
-    cores: int
-    gpus: int
-    mem_bytes: int | None
-    time_limit_s: float | None
-    priority: int
-    max_retries: int
-    name: str | None
-    stdout_pattern: str | None
-    stderr_pattern: str | None
-    cwd: str
-    environment: dict[str, str] | None
+class SubmitOptions(NamedTuple):
+    cores: int = 1
+    gpus: int = 0
+    mem_bytes: int | None = None
+    time_limit_s: float | None = None
+    priority: int = 0
+    max_retries: int = 0
+    name: str | None = None
+    stdout_pattern: str | None = None
+    stderr_pattern: str | None = None
+    cwd: str = ""
+    environment: dict[str, str] | None = None
 
 
 def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -187,22 +160,28 @@ def move_counts(connection: apsw.Connection, old: str, new: str, number: int = 1
 
 # -- reading ---------------------------------------------------------------------------------
 
-TASK_COLUMNS = (
-    "id",
-    "state",
-    "name",
-    "cores",
-    "gpus",
-    "priority",
-    "attempt",
-    "exit_code",
-    "signal",
-    "host",
-    "started_at",
-    "ended_at",
-    "command",
-)
 
+class TaskRow(NamedTuple):
+    """One line of a task listing: the task and its latest attempt."""
+
+    id: int
+    state: str
+    name: str | None
+    cores: int
+    gpus: int
+    priority: int
+    attempt: int
+    exit_code: int | None
+    signal: int | None
+    host: str | None
+    started_at: float | None
+    ended_at: float | None
+    command: str
+
+
+TASK_COLUMNS = TaskRow._fields
+
+# In TaskRow's order: TaskRow._make is its row-to-record function.
 _TASK_SELECT = """
 SELECT t.id, t.state, s.name, s.cores, s.gpus, t.priority, t.attempt, t.exit_code, t.signal,
        a.host, a.started_at, coalesce(t.ended_at, a.ended_at), t.command
@@ -212,36 +191,60 @@ LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt
 """
 
 
-class TaskDetail(Record):
-    __slots__ = (
-        "id",
-        "state",
-        "name",
-        "command",
-        "argv",
-        "cores",
-        "gpus",
-        "mem_bytes",
-        "time_limit_s",
-        "priority",
-        "max_retries",
-        "retries_used",
-        "attempt",
-        "exit_code",
-        "signal",
-        "cancel_requested",
-        "submitted_at",
-        "ended_at",
-        "cwd",
-        "stdout_pattern",
-        "stderr_pattern",
-        "attempts",
-    )
+def iter_tasks(
+    db: Database,
+    state_filter: tuple[str, ...] = (),
+    name: str | None = None,
+    limit: int | None = None,
+    ids: tuple[int, ...] = (),
+) -> Iterator[TaskRow]:
+    """Tasks oldest first, streamed."""
+    conditions: dict[str, Sequence] = {}
+    if state_filter:
+        conditions[f"t.state IN ({placeholders(state_filter)})"] = state_filter
+    if name is not None:
+        conditions["s.name = ?"] = (name,)
+    if ids:
+        conditions[f"t.id IN ({placeholders(ids)})"] = ids
+    return map(TaskRow._make, db.stream(*filtered(_TASK_SELECT, conditions, "t.id", limit)))
+
+
+class Attempt(NamedTuple):
+    """One run of a task by one hog."""
+
+    task_id: int
+    attempt: int
+    hog_id: int | None
+    host: str | None
+    claimed_at: float
+    started_at: float | None
+    ended_at: float | None
+    cores: str | None  # the CPU ids it was pinned to, comma-separated
+    gpus: str | None
+    exit_code: int | None
+    signal: int | None
+    reason: str | None  # one of states.REASON_*; None while it runs
+    max_rss_kib: int | None
+    cpu_user_s: float | None
+    cpu_system_s: float | None
+    stderr_tail: str | None
+
+
+# In Attempt's order: Attempt._make is its row-to-record function.
+_ATTEMPT_SELECT = """
+SELECT task_id, attempt, hog_id, host, claimed_at, started_at, ended_at, cores, gpus, exit_code,
+       signal, reason, max_rss_kib, cpu_user_s, cpu_system_s, stderr_tail
+FROM attempts
+"""
+
+
+class TaskDetail(NamedTuple):
+    """Everything about one task: what was asked for, where it stands, and its attempts."""
+
     id: int
     state: str
     name: str | None
     command: str
-    argv: list[str] | None
     cores: int
     gpus: int
     mem_bytes: int | None
@@ -252,38 +255,29 @@ class TaskDetail(Record):
     attempt: int
     exit_code: int | None
     signal: int | None
-    cancel_requested: bool
     submitted_at: float
     ended_at: float | None
     cwd: str
     stdout_pattern: str | None
     stderr_pattern: str | None
-    attempts: list[dict]
+    argv: list[str] | None
+    cancel_requested: bool
+    attempts: list[Attempt]  # oldest first
 
 
-def iter_tasks(
-    db: Database,
-    state_filter: tuple[str, ...] = (),
-    name: str | None = None,
-    limit: int | None = None,
-    ids: tuple[int, ...] = (),
-) -> Iterator[tuple]:
-    """Task rows in TASK_COLUMNS order, oldest first, streamed."""
-    where, params = [], []
-    if state_filter:
-        where.append(f"t.state IN ({','.join('?' * len(state_filter))})")
-        params.extend(state_filter)
-    if name is not None:
-        where.append("s.name = ?")
-        params.append(name)
-    if ids:
-        where.append(f"t.id IN ({','.join('?' * len(ids))})")
-        params.extend(ids)
-    sql = _TASK_SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY t.id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return db.stream(sql, tuple(params))
+# In TaskDetail's order, up to argv and cancel_requested, which _task_detail decodes.
+_DETAIL_SELECT = """
+SELECT t.id, t.state, s.name, t.command, s.cores, s.gpus, s.mem_bytes, s.time_limit_s, t.priority,
+       s.max_retries, t.retries_used, t.attempt, t.exit_code, t.signal, s.submitted_at, t.ended_at,
+       s.cwd, s.stdout_pattern, s.stderr_pattern, t.argv, t.cancel_requested
+FROM tasks t JOIN submissions s ON s.id = t.submission_id
+"""
+
+
+def _task_detail(row: tuple) -> TaskDetail:
+    """A _DETAIL_SELECT row; its attempts are added as they are read."""
+    *copied, argv, cancel_requested = row
+    return TaskDetail(*copied, decode_argv(argv), bool(cancel_requested), [])
 
 
 def get_tasks(db: Database, task_ids: list[int], missing_ok: bool = False) -> list[TaskDetail]:
@@ -294,54 +288,18 @@ def get_tasks(db: Database, task_ids: list[int], missing_ok: bool = False) -> li
     found: dict[int, TaskDetail] = {}
     with db.snapshot() as connection:
         for chunk in chunks(sorted(set(task_ids)), 500):
-            marks = ",".join("?" * len(chunk))
+            marks = placeholders(chunk)
+            for row in connection.execute(_DETAIL_SELECT + f" WHERE t.id IN ({marks})", tuple(chunk)):
+                found[row[0]] = _task_detail(row)
             for row in connection.execute(
-                "SELECT t.id, t.state, s.name, t.command, t.argv, s.cores, s.gpus, s.mem_bytes,"
-                " s.time_limit_s, t.priority, s.max_retries, t.retries_used, t.attempt,"
-                " t.exit_code, t.signal, t.cancel_requested, s.submitted_at, t.ended_at, s.cwd,"
-                " s.stdout_pattern, s.stderr_pattern"
-                f" FROM tasks t JOIN submissions s ON s.id = t.submission_id WHERE t.id IN ({marks})",
-                tuple(chunk),
+                _ATTEMPT_SELECT + f" WHERE task_id IN ({marks}) ORDER BY task_id, attempt", tuple(chunk)
             ):
-                found[row[0]] = TaskDetail(
-                    *row[:4],
-                    decode_argv(row[4]),
-                    *row[5:15],
-                    bool(row[15]),
-                    *row[16:],
-                    attempts=[],
-                )
-            for row in connection.execute(
-                "SELECT task_id, attempt, hog_id, host, claimed_at, started_at, ended_at, cores,"
-                " gpus, exit_code, signal, reason, max_rss_kib, cpu_user_s, cpu_system_s,"
-                f" stderr_tail FROM attempts WHERE task_id IN ({marks})"
-                " ORDER BY task_id, attempt",
-                tuple(chunk),
-            ):
-                found[row[0]].attempts.append(dict(zip(ATTEMPT_COLUMNS, row[1:], strict=True)))
+                attempt = Attempt._make(row)
+                found[attempt.task_id].attempts.append(attempt)
     missing = [task_id for task_id in task_ids if task_id not in found]
     if missing and not missing_ok:
         raise NotFoundError(f"no task {_id_list(missing)} in {db.path}: `slurm-hog show` lists them")
     return [found[task_id] for task_id in task_ids if task_id in found]
-
-
-ATTEMPT_COLUMNS = (
-    "attempt",
-    "hog_id",
-    "host",
-    "claimed_at",
-    "started_at",
-    "ended_at",
-    "cores",
-    "gpus",
-    "exit_code",
-    "signal",
-    "reason",
-    "max_rss_kib",
-    "cpu_user_s",
-    "cpu_system_s",
-    "stderr_tail",
-)
 
 
 def _rows_for_ids(
@@ -350,12 +308,29 @@ def _rows_for_ids(
     """`columns` of the tasks with these ids; NotFoundError naming the unknown ones."""
     rows: list[tuple] = []
     for chunk in chunks(sorted(set(task_ids)), 500):
-        marks = ",".join("?" * len(chunk))
+        marks = placeholders(chunk)
         rows.extend(connection.execute(f"SELECT {columns} FROM tasks WHERE id IN ({marks})", tuple(chunk)))
     missing = sorted(set(task_ids) - {row[0] for row in rows})
     if missing:
         raise NotFoundError(f"no task {_id_list(missing)} in {db_path}: {consequence}")
     return rows
+
+
+def placeholders(values: Sized) -> str:
+    """One placeholder per value, for `IN (...)`; NULL, which matches nothing, for none."""
+    return ",".join("?" * len(values)) or "NULL"
+
+
+def filtered(
+    select: str, conditions: dict[str, Sequence], order_by: str, limit: int | None
+) -> tuple[str, tuple]:
+    """`select` with every condition (SQL: its values) AND-ed, ordered, at most `limit` rows."""
+    sql = select + (" WHERE " + " AND ".join(conditions) if conditions else "") + f" ORDER BY {order_by}"
+    params = tuple(value for values in conditions.values() for value in values)
+    if limit is not None:
+        sql += " LIMIT ?"
+        params += (limit,)
+    return sql, params
 
 
 def chunks(items: list[int], size: int) -> Iterator[list[int]]:
@@ -372,7 +347,7 @@ def task_states(db: Database, task_ids: list[int]) -> dict[int, str]:
     result: dict[int, str] = {}
     with db.snapshot() as connection:
         for chunk in chunks(sorted(set(task_ids)), 500):
-            marks = ",".join("?" * len(chunk))
+            marks = placeholders(chunk)
             result.update(
                 connection.execute(f"SELECT id, state FROM tasks WHERE id IN ({marks})", tuple(chunk))
             )
@@ -386,8 +361,7 @@ def require_ids_exist(db: Database, task_ids: list[int]) -> None:
         raise NotFoundError(f"no task {_id_list(missing)} in {db.path}: `slurm-hog show` lists them")
 
 
-class Status(Record):
-    __slots__ = ("tasks", "hogs", "finished_last_minute", "seconds_to_empty")
+class Status(NamedTuple):
     tasks: dict[str, int]
     hogs: dict[str, int]
     finished_last_minute: int
@@ -415,8 +389,7 @@ def status(db: Database, now: float | None = None) -> Status:
 # -- user edits ------------------------------------------------------------------------------
 
 
-class CancelOutcome(Record):
-    __slots__ = ("cancelled", "killing", "skipped")
+class CancelOutcome(NamedTuple):
     cancelled: list[int]  # were waiting: cancelled now
     killing: list[int]  # were running: their hogs kill them
     skipped: list[tuple[int, str]]  # had already ended
@@ -438,7 +411,7 @@ def cancel(
             rows = _rows_for_ids(connection, "id, state, attempt", task_ids, db.path, "nothing was cancelled")
         else:
             wanted = state_filter or states.ACTIVE_STATES
-            marks = ",".join("?" * len(wanted))
+            marks = placeholders(wanted)
             rows = list(
                 connection.execute(
                     f"SELECT id, state, attempt FROM tasks WHERE state IN ({marks})", tuple(wanted)
@@ -447,16 +420,14 @@ def cancel(
         for task_id, state, attempt in rows:
             if state == states.WAITING:
                 connection.execute(
-                    "UPDATE tasks SET state = 'cancelled', ended_at = ?"
-                    " WHERE id = ? AND state = 'waiting' AND attempt = ?",
-                    (now, task_id, attempt),
+                    "UPDATE tasks SET state = ?, ended_at = ? WHERE id = ? AND state = ? AND attempt = ?",
+                    (states.CANCELLED, now, task_id, states.WAITING, attempt),
                 )
                 cancelled.append(task_id)
             elif state == states.RUNNING:
                 connection.execute(
-                    "UPDATE tasks SET cancel_requested = 1"
-                    " WHERE id = ? AND state = 'running' AND attempt = ?",
-                    (task_id, attempt),
+                    "UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND state = ? AND attempt = ?",
+                    (task_id, states.RUNNING, attempt),
                 )
                 killing.append(task_id)
             else:
@@ -477,18 +448,21 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
         if task_ids:
             rows = _rows_for_ids(connection, "id, state", task_ids, db.path, "nothing was retried")
         else:
+            ended_badly = (states.FAILED, states.TIMEOUT)
             rows = list(
-                connection.execute("SELECT id, state FROM tasks WHERE state IN ('failed', 'timeout')")
+                connection.execute(
+                    f"SELECT id, state FROM tasks WHERE state IN ({placeholders(ended_badly)})", ended_badly
+                )
             )
         for task_id, state in rows:
             if state not in states.RETRYABLE_STATES:
                 skipped.append((task_id, state))
                 continue
             connection.execute(
-                "UPDATE tasks SET state = 'waiting', retries_used = 0, crashes = 0,"
+                "UPDATE tasks SET state = ?, retries_used = 0, crashes = 0,"
                 " cancel_requested = 0, exit_code = NULL, signal = NULL, ended_at = NULL"
                 " WHERE id = ? AND state = ?",
-                (task_id, state),
+                (states.WAITING, task_id, state),
             )
             requeued.append(task_id)
             moved[state] = moved.get(state, 0) + 1
@@ -512,7 +486,7 @@ def cleanup(
             "cancel them first, or leave out --state"
         )
     wanted = state_filter or states.ENDED_STATES
-    marks = ",".join("?" * len(wanted))
+    marks = placeholders(wanted)
     cutoff = now - older_than_s if older_than_s is not None else now + 1
     with db.transaction() as connection:
         deleted = 0
@@ -536,7 +510,7 @@ def cleanup(
 
 def demand(db: Database) -> int:
     """Tasks waiting to be claimed."""
-    row = db.query_one("SELECT tasks FROM state_counts WHERE state = 'waiting'")
+    row = db.query_one("SELECT tasks FROM state_counts WHERE state = ?", (states.WAITING,))
     return row[0] if row else 0
 
 

@@ -1,13 +1,17 @@
 """The queue database's tables, as readable DDL, and its versioned migrations."""
 
-from hog.store.states import HOG_STATES, TASK_STATES
+from hog.store.states import HOG_STATES, RUNNING, TASK_STATES, WAITING
 
 # "Hog!" in ASCII: marks a file as ours before anything else is read from it.
 APPLICATION_ID = 0x486F6721
 
 
+def _quoted(state: str) -> str:
+    return f"'{state}'"
+
+
 def _in(states: tuple[str, ...]) -> str:
-    return ", ".join(f"'{state}'" for state in states)
+    return ", ".join(map(_quoted, states))
 
 
 SCHEMA_V1 = f"""
@@ -47,7 +51,7 @@ CREATE TABLE tasks (
     command TEXT NOT NULL CHECK (command <> ''),
     argv TEXT,  -- JSON list when run without a shell
     priority INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ({_in(TASK_STATES)})),
+    state TEXT NOT NULL DEFAULT {_quoted(WAITING)} CHECK (state IN ({_in(TASK_STATES)})),
     attempt INTEGER NOT NULL DEFAULT 0,  -- number of the current or latest attempt
     retries_used INTEGER NOT NULL DEFAULT 0,
     crashes INTEGER NOT NULL DEFAULT 0,  -- attempts whose hog was lost
@@ -56,7 +60,7 @@ CREATE TABLE tasks (
     exit_code INTEGER,
     signal INTEGER,
     ended_at REAL,
-    CHECK ((state = 'running') = (hog_id IS NOT NULL))
+    CHECK ((state = {_quoted(RUNNING)}) = (hog_id IS NOT NULL))
 );
 CREATE INDEX tasks_queue ON tasks(state, priority DESC, id);
 CREATE INDEX tasks_hog ON tasks(hog_id) WHERE hog_id IS NOT NULL;
@@ -111,7 +115,7 @@ CREATE TABLE state_counts (
     state TEXT PRIMARY KEY,
     tasks INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO state_counts(state, tasks) VALUES {", ".join(f"('{s}', 0)" for s in TASK_STATES)};
+INSERT INTO state_counts(state, tasks) VALUES {", ".join(f"({_quoted(s)}, 0)" for s in TASK_STATES)};
 """
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.

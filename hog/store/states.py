@@ -30,6 +30,7 @@ HOG_CANCELLED = "cancelled"
 
 HOG_STATES = (HOG_PENDING, HOG_RUNNING, HOG_FINISHED, HOG_LOST, HOG_CANCELLED)
 HOG_LIVE_STATES = (HOG_PENDING, HOG_RUNNING)
+HOG_ENDED_STATES = (HOG_FINISHED, HOG_LOST, HOG_CANCELLED)
 
 HOG_TRANSITIONS: dict[str, frozenset[str]] = {
     HOG_PENDING: frozenset({HOG_RUNNING, HOG_LOST, HOG_CANCELLED, HOG_FINISHED}),
@@ -50,3 +51,8 @@ REASON_START_FAILED = "start-failed"  # could not be started (bad cwd, no such p
 
 def can_move(transitions: dict[str, frozenset[str]], old: str, new: str) -> bool:
     return new in transitions.get(old, frozenset())
+
+
+def sources(transitions: dict[str, frozenset[str]], new: str) -> tuple[str, ...]:
+    """The states that may move to `new`."""
+    return tuple(old for old, targets in transitions.items() if new in targets)
