@@ -64,11 +64,19 @@ def hog(db: str, *args: str, stdin=None, check: bool = True) -> subprocess.Compl
     return result
 
 
+def remove_queue(db: str) -> None:
+    """The queue file and every file beside it."""
+    from hog.store.paths import QueueFiles
+
+    files = QueueFiles(db)
+    for path in (db, files.lock, db + "-journal"):
+        if os.path.exists(path):
+            os.unlink(path)
+    remove(files.logs)
+
+
 def new_queue(db: str) -> None:
-    for suffix in ("", ".lock", "-journal"):
-        if os.path.exists(db + suffix):
-            os.unlink(db + suffix)
-    remove(db + ".logs")
+    remove_queue(db)
     hog(db, "init")
 
 

@@ -168,10 +168,7 @@ def main() -> None:
 
 
 def copy_queue(source: str, target: str) -> None:
-    for suffix in ("", ".lock", "-journal"):
-        if os.path.exists(target + suffix):
-            os.unlink(target + suffix)
-    bc.remove(target + ".logs")
+    bc.remove_queue(target)
     shutil.copyfile(source, target)
     os.chmod(target, 0o600)
 
