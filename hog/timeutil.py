@@ -85,3 +85,11 @@ def parse_size(text: str, what: str = "size") -> int:
 def counted(number: int, noun: str) -> str:
     """ "1 task", "2 tasks": a count with its noun in the right number (nouns that add an s)."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def format_size(size: int) -> str:
+    """Short human form in binary units: 512 B, 3.1 MiB, 8.0 GiB."""
+    for unit, factor in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"

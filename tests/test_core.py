@@ -17,6 +17,7 @@ from helpers import child_env, cli, cli_json
 from hog.errors import DatabaseError, LockTimeoutError, NotFoundError, UsageError
 from hog.store import claims, queue, schema, states
 from hog.store import db as hogdb
+from hog.store.cleanup import cleanup
 from hog.store.packing import Resources
 
 BIG_MEM = 1 << 40
@@ -209,7 +210,7 @@ def test_submit_gives_contiguous_ids_and_never_reuses_them(tmp_path):
     assert ids == list(range(1, 1007))
     # Ended tasks deleted: their ids are not handed out again.
     queue.cancel(db, list(range(1000, 1007)))
-    assert queue.cleanup(db, (states.CANCELLED,)) == 7
+    assert cleanup(db, (states.CANCELLED,)).tasks == 7
     assert queue.submit(db, [("true", None)], options()) == (1007, 1007)
 
 
@@ -404,7 +405,7 @@ def test_cleanup_refuses_active_states(tmp_path):
     queue.submit(db, commands(2), options())
     for state in (states.WAITING, states.RUNNING):
         with pytest.raises(UsageError, match="only ended"):
-            queue.cleanup(db, (state,))
+            cleanup(db, (state,))
     assert db.query_one("SELECT count(*) FROM tasks")[0] == 2
 
 
@@ -453,10 +454,9 @@ def test_state_counts_match_the_tasks_after_every_kind_of_change(tmp_path):
     queue.retry(db)  # --failed: none left
     assert_counts_true(db)
 
-    deleted = queue.cleanup(db, (states.DONE,))
-    assert deleted == 1
+    assert cleanup(db, (states.DONE,)).tasks == 1
     assert_counts_true(db)
-    queue.cleanup(db)
+    cleanup(db)
     assert_counts_true(db)
     assert set(actual(db)) == {states.WAITING}
 

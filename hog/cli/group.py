@@ -126,9 +126,10 @@ class _HogFailure(click.ClickException):
 # the module of the command that runs is imported (start-up time).
 COMMANDS = {
     **dict.fromkeys(
-        ("init", "submit", "check", "show", "status", "cancel", "retry", "cleanup", "wait", "log"),
+        ("init", "submit", "check", "show", "cancel", "retry", "cleanup", "log"),
         "hog.cli.tasks",
     ),
+    **dict.fromkeys(("status", "wait"), "hog.cli.progress"),
     **dict.fromkeys(("hog", "monitor", "doctor"), "hog.cli.hogs"),
 }
 

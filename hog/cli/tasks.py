@@ -1,4 +1,4 @@
-"""The commands on tasks: init, submit, check, show, status, cancel, retry, cleanup, wait, log."""
+"""The commands on tasks: init, submit, check, show, cancel, retry, cleanup, log."""
 
 import os
 import re
@@ -25,14 +25,13 @@ from hog.cli.views import (
     check_cell,
     check_row,
     hog_table_row,
-    progress_line,
     task_table_row,
 )
 from hog.errors import HogError, NotFoundError, UsageError
 from hog.ids import parse_ids
 from hog.store import states
 from hog.store.db import create_database
-from hog.timeutil import counted, format_duration
+from hog.timeutil import counted
 
 # -- init ------------------------------------------------------------------------------------
 
@@ -135,9 +134,11 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         raise UsageError("give either a command or --file, not both")
     if task_file is None and not command:
         raise UsageError("nothing to submit: give a command, `-- PROGRAM ARGS`, or --file FILE")
+    if options["name"] is not None and queue.readable(options["name"]) != options["name"]:
+        raise UsageError("--name holds a byte that is not UTF-8: give a name in plain text")
     cwd = os.path.abspath(options["cwd"] or os.getcwd())
     if not os.path.isdir(cwd):
-        raise UsageError(f"--cwd {options['cwd']}: no such folder")
+        raise UsageError(f"--cwd {queue.readable(options['cwd'])}: no such folder")
     for option in ("stdout_pattern", "stderr_pattern"):
         if options[option] is not None:
             check_pattern(options[option], "--" + option.split("_")[0])
@@ -201,20 +202,22 @@ def _one_command(words: tuple[str, ...], exact_argv: bool, assignments: int = 0)
     """The command text and, for several words, the exact argv (after `assignments` NAME=value)."""
     if any("\0" in word for word in words):
         raise UsageError("the command contains a NUL byte, which no program can receive")
+    from hog.store.queue import encode_argv, readable
+
     if len(words) == 1 and not exact_argv:
         if not words[0].strip():
             raise UsageError("the command is empty: give the program to run")
-        return words[0], None
+        text = readable(words[0])
+        # Bytes that are not UTF-8 stay exact in the argv; the text shows them as escapes.
+        return text, None if text == words[0] else encode_argv(["/bin/sh", "-c", words[0]])
     if not words[assignments]:
         raise UsageError("the program name is empty: give the program to run after --")
     import shlex
 
-    from hog.store.queue import encode_argv
-
-    return shlex.join(words), encode_argv(list(words[assignments:]))
+    return readable(shlex.join(words)), encode_argv(list(words[assignments:]))
 
 
-# -- check / show / status -------------------------------------------------------------------
+# -- check / show ----------------------------------------------------------------------------
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
@@ -320,58 +323,6 @@ def _expand_states(state_filter: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(expanded)
 
 
-@click.command(cls=HogCommand, context_settings=CONTEXT)
-@format_options
-@db_options
-def status(fmt: str, as_json: bool) -> None:
-    """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
-
-    \b
-    Example:
-      watch slurm-hog status
-    """
-    from hog.store import queue
-
-    result = queue.status(current_settings().open())
-    fmt = output_format(fmt, as_json)
-    if fmt == "json":
-        import json
-
-        click.echo(
-            json.dumps(
-                {
-                    "tasks": result.tasks,
-                    "hogs": result.hogs,
-                    "finished_last_minute": result.finished_last_minute,
-                    "seconds_to_empty": result.seconds_to_empty,
-                }
-            )
-        )
-        return
-    rows = [("tasks", state, count) for state, count in result.tasks.items()]
-    rows += [("hogs", state, count) for state, count in result.hogs.items() if count]
-    if fmt == "csv":
-        emit(("kind", "state", "count"), rows, fmt)
-        return
-    from tabulate import tabulate
-
-    click.echo(tabulate([row[1:] for row in rows if row[0] == "tasks"], headers=("tasks", "count")))
-    hog_rows = [row[1:] for row in rows if row[0] == "hogs"]
-    click.echo()
-    click.echo(tabulate(hog_rows, headers=("hogs", "count")) if hog_rows else "no hogs yet")
-    click.echo()
-    click.echo(f"finished in the last minute: {result.finished_last_minute}")
-    if result.active == 0:
-        click.echo("the queue is empty")
-    elif result.seconds_to_empty is None:
-        click.echo(f"{counted(result.active, 'task')} to go; no rate yet to estimate when they are done")
-    else:
-        click.echo(
-            f"{counted(result.active, 'task')} to go: empty in about "
-            f"{format_duration(result.seconds_to_empty)} at the recent rate"
-        )
-
-
 # -- cancel / retry / cleanup ----------------------------------------------------------------
 
 
@@ -437,96 +388,36 @@ def retry(ids: tuple[str, ...], failed: bool) -> None:
 @click.command(cls=HogCommand, context_settings=CONTEXT)
 @state_option(states.ENDED_STATES, "Only tasks in this ended state (default: every ended state).")
 @duration_option("--older-than", help="Only tasks that ended longer ago than this.")
+@click.option("--keep-output", is_flag=True, help="Keep the output files beside the queue.")
 @db_options
-def cleanup(state_filter: tuple[str, ...], older_than: float | None) -> None:
-    """Delete ended tasks and their attempts; waiting and running tasks are never touched.
+def cleanup(state_filter: tuple[str, ...], older_than: float | None, keep_output: bool) -> None:
+    """Delete ended tasks, their attempts and their output files; waiting and running tasks are
+    never touched.
+
+    The output files removed are those beside the queue (FILE.logs/tasks/), of every attempt;
+    files named with submit's -o/-e are yours and stay. --keep-output keeps them all.
 
     \b
     Example:
       slurm-hog cleanup --state done --older-than 7d
     """
-    from hog.store import queue
+    from hog.store.cleanup import cleanup as delete_ended
+    from hog.timeutil import format_size
 
-    deleted = queue.cleanup(current_settings().open(), state_filter, older_than)
-    click.echo(f"deleted {counted(deleted, 'task')}")
-
-
-# -- wait / log ------------------------------------------------------------------------------
-
-
-@click.command(cls=HogCommand, context_settings=CONTEXT)
-@click.argument("ids", nargs=-1)
-@duration_option("--poll", default="1s", show_default=True, help="How often to look.")
-@duration_option("--max-wait", help="Give up after this long: a message, and exit status 3.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@db_options
-def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool) -> None:
-    """Block until the tasks (default: all) have ended; exit 0 only if all are done.
-
-    Exit status: 0 all done, 1 some failed, timed out or were cancelled, 3 --max-wait passed.
-
-    \b
-    Example:
-      slurm-hog wait && echo all good
-    """
-    from hog.store import queue
-
-    db = current_settings().open()
-    task_ids = parse_ids(ids)
-    if task_ids:
-        queue.require_ids_exist(db, task_ids)
-    show_bar = not quiet and sys.stderr.isatty()
-    deadline = None if max_wait is None else time.monotonic() + max_wait
-    try:
-        counts, total = _wait_for(db, task_ids, poll, deadline, show_bar)
-    except KeyboardInterrupt:
-        if show_bar:
-            click.echo(err=True)
-        click.echo("wait: the tasks go on", err=True)
-        raise
-    if show_bar:
-        click.echo(err=True)
-    if counts is None:
+    cleaned = delete_ended(current_settings().open(), state_filter, older_than, keep_output=keep_output)
+    text = f"deleted {counted(cleaned.tasks, 'task')}"
+    if not keep_output:
+        text += f", {counted(cleaned.files, 'file')}, {format_size(cleaned.bytes)}"
+    click.echo(text)
+    if cleaned.failed:
         click.echo(
-            f"wait: gave up after {format_duration(max_wait)} (--max-wait): "
-            f"{counted(total, 'task')} not ended",
+            f"cleanup: could not remove {counted(cleaned.failed, 'file')}: {'; '.join(cleaned.failures)}"
+            + ("; ..." if cleaned.failed > len(cleaned.failures) else ""),
             err=True,
         )
-        raise SystemExit(3)
-    unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
-    if unsuccessful:
-        click.echo(f"{unsuccessful} of {counted(total, 'task')} did not succeed", err=True)
-        raise SystemExit(1)
 
 
-def _wait_for(
-    db, task_ids: list[int], poll: float, deadline: float | None, show_bar: bool
-) -> tuple[dict[str, int] | None, int]:
-    """Poll until the tasks have ended: their counts by state and how many; (None, still active)
-    once `deadline` (monotonic) has passed."""
-    from hog.store import queue
-
-    while True:
-        if task_ids:
-            found = queue.task_states(db, task_ids)
-            counts: dict[str, int] = {}
-            for state in found.values():
-                counts[state] = counts.get(state, 0) + 1
-        else:
-            counts = queue.status(db).tasks
-        active = sum(counts.get(s, 0) for s in states.ACTIVE_STATES)
-        total = sum(counts.values())
-        if show_bar:
-            progress_line(total - active, total, counts)
-        if active == 0:
-            return counts, total
-        if deadline is None:
-            time.sleep(poll)
-            continue
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None, active
-        time.sleep(min(poll, left))  # --max-wait ends on time, not a poll late
+# -- log -------------------------------------------------------------------------------------
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)

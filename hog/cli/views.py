@@ -1,14 +1,17 @@
-"""How tasks and hogs look in tables: the rows of check, show and show -H, and wait's bar."""
+"""How tasks and hogs look in tables: the rows of check, show and show -H, wait's bar, and the
+words for waiting tasks that no hog can run."""
 
 from typing import TYPE_CHECKING
 
 import click
 
 from hog.store import states
-from hog.timeutil import format_duration
+from hog.timeutil import counted, format_duration, format_size
 
 if TYPE_CHECKING:  # the store's modules are imported only by the commands that read them
     from hog.store.claims import HogRow
+    from hog.store.outlook import Misfits
+    from hog.store.packing import Resources
     from hog.store.queue import TaskDetail, TaskRow
 
 
@@ -111,13 +114,34 @@ def hog_table_row(hog: "HogRow", now: float) -> tuple:
     )
 
 
-def progress_line(ended: int, total: int, counts: dict[str, int]) -> None:
+def progress_line(ended: int, total: int, counts: dict[str, int], claimed: int = 0) -> None:
+    """wait's bar; `claimed` running tasks are held by a hog but not started (claimed ahead)."""
     width = 30
     filled = int(width * ended / total) if total else width
     bad = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
     text = f"\r[{'#' * filled}{'.' * (width - filled)}] {ended}/{total} ended"
-    text += f", {counts.get(states.RUNNING, 0)} running" + (f", {bad} not ok" if bad else "")
+    text += f", {counts.get(states.RUNNING, 0) - claimed} running"
+    text += (f", {claimed} claimed" if claimed else "") + (f", {bad} not ok" if bad else "")
     click.echo(text + "   ", nl=False, err=True)
+
+
+def misfits_text(misfits: "Misfits") -> str:
+    """Why some waiting tasks never start: they ask for more than any hog seen has."""
+    count = misfits.count
+    text = f"{counted(count, 'waiting task')} {'fits' if count == 1 else 'fit'} none of the hogs seen"
+    text += f" (at most {_resources_text(misfits.largest, gpus_always=True)})"
+    if misfits.first is not None and misfits.needs is not None:
+        text += f": task {misfits.first} asks for {_resources_text(misfits.needs)}"
+    return text + f"; {'it waits' if count == 1 else 'they wait'} until a larger hog starts"
+
+
+def _resources_text(resources: "Resources", gpus_always: bool = False) -> str:
+    words = [counted(resources.cores, "core")]
+    if resources.gpus or gpus_always:
+        words.append(counted(resources.gpus, "GPU"))
+    if resources.mem_bytes:
+        words.append(format_size(resources.mem_bytes))
+    return ", ".join(words)
 
 
 def _killed_by(number: int | None) -> str | None:

@@ -13,7 +13,15 @@ import apsw
 from hog.store import states
 from hog.store.db import Database
 from hog.store.packing import Busy, Candidate, Resources, choose
-from hog.store.queue import decode_argv, decode_environment, filtered, move_counts, placeholders
+from hog.store.queue import (
+    decode_argv,
+    decode_environment,
+    filtered,
+    move_counts,
+    placeholders,
+    readable,
+    stored_text,
+)
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
 # what kills them.
@@ -297,7 +305,8 @@ def _close_attempt(connection: apsw.Connection, result: TaskResult, ended: float
             result.max_rss_kib,
             result.cpu_user_s,
             result.cpu_system_s,
-            result.stderr_tail,
+            # A start failure names the program, whose name may hold bytes that are not UTF-8.
+            None if result.stderr_tail is None else readable(result.stderr_tail),
             result.cores,
             result.gpus,
             result.task_id,
@@ -356,7 +365,8 @@ def _claimed_task(
             "SELECT variables FROM environments WHERE id = ?", (environment_id,)
         ).fetchall()
         environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
-    return ClaimedTask(*row[:-2], decode_argv(argv), environments[environment_id])
+    # The folder and the output patterns are bytes when they are not UTF-8 text (queue.storable).
+    return ClaimedTask(*map(stored_text, row[:-2]), decode_argv(argv), environments[environment_id])
 
 
 def _claim_params(claim: ClaimRequest, window: int) -> dict:

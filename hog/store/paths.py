@@ -53,8 +53,11 @@ class QueueFiles(NamedTuple):
 
     def task_output(self, task_id: int, attempt: int, stream: str) -> str:
         """The default file for `stream` ("out" or "err") of one attempt."""
-        folder = f"{task_id // TASKS_PER_FOLDER:06d}"
-        return os.path.join(self.tasks, folder, f"{task_id}.{attempt}.{stream}")
+        return os.path.join(self.task_folder(task_id), f"{task_id}.{attempt}.{stream}")
+
+    def task_folder(self, task_id: int) -> str:
+        """The folder of the default files of `task_id` and its neighbours (TASKS_PER_FOLDER)."""
+        return os.path.join(self.tasks, f"{task_id // TASKS_PER_FOLDER:06d}")
 
     def hog_log(self, hog_id: int) -> str:
         return os.path.join(self.hogs, f"hog-{hog_id}.log")

@@ -57,13 +57,38 @@ def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str
     }
 
 
-def encode_environment(environment: dict[str, str]) -> str:
+def storable(text: str) -> str | bytes:
+    """`text` as a column holds it: itself when it is UTF-8 text, else its exact bytes (a BLOB).
+
+    Python gives bytes that are not UTF-8 (in a variable, an argument, a folder's name) as lone
+    surrogates, which sqlite's text cannot hold; stored as bytes, the task gets exactly those.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return os.fsencode(text)
+    return text
+
+
+def stored_text(value: object) -> object:
+    """A column written by `storable` as Python's text again; other values as they are."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def readable(text: str) -> str:
+    """`text` for display: a byte that is not UTF-8 is written as an escape (\\xff)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def encode_environment(environment: dict[str, str]) -> str | bytes:
     """NAME=value pairs joined by NUL, which no variable can hold; sorted, so equal ones match."""
-    return "\0".join(f"{name}={value}" for name, value in sorted(environment.items()))
+    return storable("\0".join(f"{name}={value}" for name, value in sorted(environment.items())))
 
 
-def decode_environment(variables: str) -> dict[str, str]:
-    return dict(pair.split("=", 1) for pair in variables.split("\0") if pair)
+def decode_environment(variables: str | bytes) -> dict[str, str]:
+    text = os.fsdecode(variables) if isinstance(variables, bytes) else variables
+    return dict(pair.split("=", 1) for pair in text.split("\0") if pair)
 
 
 def encode_argv(argv: list[str]) -> str:
@@ -92,6 +117,7 @@ def submit(
     """
     now = time.time() if now is None else now
     variables = encode_environment(options.environment or {})
+    patterns = (options.stdout_pattern, options.stderr_pattern)
     with db.transaction() as connection:
         environment_id = _environment_id(connection, variables)
         connection.execute(
@@ -100,9 +126,9 @@ def submit(
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 now,
-                os.environ.get("USER"),
+                readable(os.environ.get("USER", "")) or None,
                 os.uname().nodename,
-                options.cwd,
+                storable(options.cwd),
                 environment_id,
                 options.name,
                 options.cores,
@@ -110,8 +136,7 @@ def submit(
                 options.mem_bytes,
                 options.time_limit_s,
                 options.max_retries,
-                options.stdout_pattern,
-                options.stderr_pattern,
+                *(None if pattern is None else storable(pattern) for pattern in patterns),
             ),
         )
         submission_id = connection.last_insert_rowid()
@@ -134,7 +159,7 @@ def submit(
     return first, last
 
 
-def _environment_id(connection: apsw.Connection, variables: str) -> int:
+def _environment_id(connection: apsw.Connection, variables: str | bytes) -> int:
     for (environment_id,) in connection.execute(
         "SELECT id FROM environments WHERE variables = ?", (variables,)
     ):
@@ -277,7 +302,7 @@ FROM tasks t JOIN submissions s ON s.id = t.submission_id
 def _task_detail(row: tuple) -> TaskDetail:
     """A _DETAIL_SELECT row; its attempts are added as they are read."""
     *copied, argv, cancel_requested = row
-    return TaskDetail(*copied, decode_argv(argv), bool(cancel_requested), [])
+    return TaskDetail(*map(stored_text, copied), decode_argv(argv), bool(cancel_requested), [])
 
 
 def get_tasks(db: Database, task_ids: list[int], missing_ok: bool = False) -> list[TaskDetail]:
@@ -372,7 +397,9 @@ class Status(NamedTuple):
         return self.tasks.get(states.WAITING, 0) + self.tasks.get(states.RUNNING, 0)
 
 
-def status(db: Database, now: float | None = None) -> Status:
+def status(db: Database, now: float | None = None, stuck: int = 0) -> Status:
+    """Counts and the recent rate; the time to empty leaves out `stuck` waiting tasks, which no
+    hog can run (outlook.misfits), and is None when only those remain or no task ended lately."""
     now = time.time() if now is None else now
     with db.snapshot() as connection:
         counts = dict(connection.execute("SELECT state, tasks FROM state_counts"))
@@ -381,8 +408,10 @@ def status(db: Database, now: float | None = None) -> Status:
             0
         ][0]
     tasks = {state: counts.get(state, 0) for state in states.TASK_STATES}
-    remaining = tasks[states.WAITING] + tasks[states.RUNNING]
-    seconds = remaining / (recent / 60.0) if recent and remaining else (0.0 if not remaining else None)
+    remaining = max(0, tasks[states.WAITING] + tasks[states.RUNNING] - stuck)
+    seconds = (
+        remaining / (recent / 60.0) if recent and remaining > 0 else (None if remaining or stuck else 0.0)
+    )
     return Status(tasks, {s: hogs.get(s, 0) for s in states.HOG_STATES}, recent, seconds)
 
 
@@ -469,43 +498,6 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
         for state, number in moved.items():
             move_counts(connection, state, states.WAITING, number)
     return requeued, skipped
-
-
-def cleanup(
-    db: Database,
-    state_filter: tuple[str, ...] = (),
-    older_than_s: float | None = None,
-    now: float | None = None,
-) -> int:
-    """Delete ended tasks (never waiting or running ones); return how many."""
-    now = time.time() if now is None else now
-    active = [state for state in state_filter if state not in states.ENDED_STATES]
-    if active:
-        raise UsageError(
-            f"cleanup deletes only ended tasks, not {', '.join(active)} ones: "
-            "cancel them first, or leave out --state"
-        )
-    wanted = state_filter or states.ENDED_STATES
-    marks = placeholders(wanted)
-    cutoff = now - older_than_s if older_than_s is not None else now + 1
-    with db.transaction() as connection:
-        deleted = 0
-        for state in wanted:
-            connection.execute(
-                f"DELETE FROM tasks WHERE state = ? AND ended_at <= ? AND state IN ({marks})",
-                (state, cutoff, *wanted),
-            )
-            number = connection.changes()
-            count_tasks(connection, state, -number)
-            deleted += number
-        if deleted:
-            connection.execute(
-                "DELETE FROM submissions WHERE id NOT IN (SELECT DISTINCT submission_id FROM tasks)"
-            )
-            connection.execute(
-                "DELETE FROM environments WHERE id NOT IN (SELECT DISTINCT environment_id FROM submissions)"
-            )
-    return deleted
 
 
 def demand(db: Database) -> int:

@@ -1,0 +1,217 @@
+"""The commands that follow the work: status and wait."""
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from hog.cli.group import (
+    CONTEXT,
+    HogCommand,
+    current_settings,
+    db_options,
+    duration_option,
+    format_options,
+    output_format,
+)
+from hog.cli.render import emit
+from hog.cli.views import misfits_text, progress_line
+from hog.ids import parse_ids
+from hog.store import states
+from hog.timeutil import counted, format_duration
+
+if TYPE_CHECKING:  # the store is imported by the commands that read it (start-up time)
+    from hog.store.db import Database
+
+
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@format_options
+@db_options
+def status(fmt: str, as_json: bool) -> None:
+    """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
+
+    Running tasks that a hog has claimed ahead but not started are counted apart, and waiting
+    tasks that ask for more than any hog seen lately has are named: they never start.
+
+    \b
+    Example:
+      watch slurm-hog status
+    """
+    from hog.store import outlook, queue
+
+    db = current_settings().open()
+    misfits = outlook.misfits(db)
+    stuck = misfits.count if misfits else 0
+    result = queue.status(db, stuck=stuck)
+    claimed = outlook.claimed_ahead(db) if result.tasks[states.RUNNING] else 0
+    fmt = output_format(fmt, as_json)
+    if fmt == "json":
+        import json
+
+        click.echo(
+            json.dumps(
+                {
+                    "tasks": result.tasks,
+                    "hogs": result.hogs,
+                    "finished_last_minute": result.finished_last_minute,
+                    "seconds_to_empty": result.seconds_to_empty,
+                    "claimed_ahead": claimed,
+                    "waiting_fit_no_hog": None if misfits is None else stuck,
+                }
+            )
+        )
+        return
+    rows = [("tasks", state, count) for state, count in result.tasks.items()]
+    rows += [("hogs", state, count) for state, count in result.hogs.items() if count]
+    if fmt == "csv":
+        emit(("kind", "state", "count"), rows, fmt)
+        return
+    from tabulate import tabulate
+
+    click.echo(tabulate([row[1:] for row in rows if row[0] == "tasks"], headers=("tasks", "count")))
+    if claimed:
+        started = result.tasks[states.RUNNING] - claimed
+        click.echo(f"running: {started} started, {claimed} claimed ahead by their hogs (not started yet)")
+    hog_rows = [row[1:] for row in rows if row[0] == "hogs"]
+    click.echo()
+    click.echo(tabulate(hog_rows, headers=("hogs", "count")) if hog_rows else "no hogs yet")
+    click.echo()
+    click.echo(f"finished in the last minute: {result.finished_last_minute}")
+    if misfits and misfits.count:
+        click.echo(misfits_text(misfits))
+    elif misfits is None and result.tasks[states.WAITING] and hog_rows:
+        click.echo("no hog seen lately: whether the waiting tasks fit one is not known")
+    runnable = result.active - stuck
+    other = "other " if stuck else ""
+    if result.active == 0:
+        click.echo("the queue is empty")
+    elif runnable > 0 and result.seconds_to_empty is None:
+        click.echo(f"{counted(runnable, other + 'task')} to go; no rate yet to estimate when they are done")
+    elif runnable > 0:  # else the line above says why none of them will start
+        click.echo(
+            f"{counted(runnable, other + 'task')} to go: {'done' if stuck else 'empty'} in about "
+            f"{format_duration(result.seconds_to_empty)} at the recent rate"
+        )
+
+
+@click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.argument("ids", nargs=-1)
+@duration_option("--poll", default="1s", show_default=True, help="How often to look.")
+@duration_option("--max-wait", help="Give up after this long: a message, and exit status 3.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@db_options
+def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool) -> None:
+    """Block until the tasks (default: all) have ended; exit 0 only if all are done.
+
+    Exit status: 0 all done, 1 some failed, timed out or were cancelled, 3 --max-wait passed.
+    On a terminal the bar counts apart the tasks a hog has claimed ahead but not started. Says
+    once, and keeps waiting, when waiting tasks fit none of the hogs seen, and when no hog is
+    alive and no monitor serves the queue.
+
+    \b
+    Example:
+      slurm-hog wait && echo all good
+    """
+    from hog.store import queue
+
+    db = current_settings().open()
+    task_ids = parse_ids(ids)
+    if task_ids:
+        queue.require_ids_exist(db, task_ids)
+    show_bar = not quiet and sys.stderr.isatty()
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    try:
+        counts, total = _wait_for(db, task_ids, poll, deadline, show_bar)
+    except KeyboardInterrupt:
+        if show_bar:
+            click.echo(err=True)
+        click.echo("wait: the tasks go on", err=True)
+        raise
+    if show_bar:
+        click.echo(err=True)
+    if counts is None:
+        click.echo(
+            f"wait: gave up after {format_duration(max_wait)} (--max-wait): "
+            f"{counted(total, 'task')} not ended",
+            err=True,
+        )
+        raise SystemExit(3)
+    unsuccessful = sum(counts.get(s, 0) for s in (states.FAILED, states.TIMEOUT, states.CANCELLED))
+    if unsuccessful:
+        click.echo(f"{unsuccessful} of {counted(total, 'task')} did not succeed", err=True)
+        raise SystemExit(1)
+
+
+def _wait_for(
+    db: "Database", task_ids: list[int], poll: float, deadline: float | None, show_bar: bool
+) -> tuple[dict[str, int] | None, int]:
+    """Poll until the tasks have ended: their counts by state and how many; (None, still active)
+    once `deadline` (monotonic) has passed."""
+    from hog.store import outlook, queue
+
+    warnings = _WaitWarnings(db, task_ids or None, show_bar)
+    while True:
+        if task_ids:
+            found = queue.task_states(db, task_ids)
+            counts: dict[str, int] = {}
+            for state in found.values():
+                counts[state] = counts.get(state, 0) + 1
+        else:
+            counts = queue.status(db).tasks
+        active = sum(counts.get(s, 0) for s in states.ACTIVE_STATES)
+        total = sum(counts.values())
+        if show_bar:
+            claimed = outlook.claimed_ahead(db, task_ids or None) if counts.get(states.RUNNING) else 0
+            progress_line(total - active, total, counts, claimed)
+        if active:
+            warnings.look(counts.get(states.WAITING, 0), active)
+        if active == 0:
+            return counts, total
+        if deadline is None:
+            time.sleep(poll)
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, active
+        time.sleep(min(poll, left))  # --max-wait ends on time, not a poll late
+
+
+# How often `wait` asks which waiting tasks fit no hog: on a queue where some submission asks for
+# more than the hogs seen have, that reads every waiting task.
+MISFITS_EVERY_S = 10.0
+
+
+class _WaitWarnings:
+    """What `wait` says once on stderr, and then keeps waiting: that some of its tasks fit none
+    of the hogs seen, and that no hog and no monitor is alive to run any."""
+
+    def __init__(self, db: "Database", task_ids: list[int] | None, show_bar: bool) -> None:
+        self.db = db
+        self.task_ids = task_ids
+        self.show_bar = show_bar
+        self.misfits_due = 0.0  # monotonic
+        self.said: set[str] = set()
+
+    def look(self, waiting: int, active: int) -> None:
+        from hog.store import outlook
+
+        if waiting and "misfits" not in self.said and time.monotonic() >= self.misfits_due:
+            self.misfits_due = time.monotonic() + MISFITS_EVERY_S
+            misfits = outlook.misfits(self.db, self.task_ids)
+            if misfits and misfits.count:
+                self.say("misfits", misfits_text(misfits))
+        alive = "nothing alive" in self.said or outlook.hogs_alive(self.db) or outlook.monitor_alive(self.db)
+        if not alive:
+            self.say(
+                "nothing alive",
+                f"no hog runs and no monitor serves {self.db.path}: nothing runs the "
+                f"{counted(active, 'task')} left until one starts (`slurm-hog monitor --daemon`, or "
+                "`slurm-hog hog` in an allocation)",
+            )
+
+    def say(self, key: str, text: str) -> None:
+        self.said.add(key)
+        if self.show_bar:
+            click.echo(err=True)  # ends the bar's line: the next poll draws it under the warning
+        click.echo(f"wait: {text}", err=True)

@@ -1,0 +1,134 @@
+"""What stands between waiting tasks and their end, as `status` and `wait` tell a user.
+
+Tasks that fit none of the hogs seen lately, claimed tasks that have not started, and whether
+any hog or monitor is alive to run anything. Reads only.
+"""
+
+import fcntl
+import os
+import time
+from typing import NamedTuple
+
+from hog.store import states
+from hog.store.db import Database
+from hog.store.packing import Resources
+from hog.store.queue import chunks, placeholders
+
+# Hogs whose size says what can run: live ones, and those that ended within this long (a queue's
+# hogs come and go with its work; one from last month says little about today's pool).
+HOGS_SEEN_S = 86400.0
+
+# The GPU count of a hog row, whose `gpus` holds the ids: "0,1" is two, "" none.
+_HOG_GPUS = (
+    "CASE WHEN coalesce(gpus, '') = '' THEN 0 ELSE length(gpus) - length(replace(gpus, ',', '')) + 1 END"
+)
+
+
+class Misfits(NamedTuple):
+    """Waiting tasks that fit none of the hogs seen: no hog seen will ever claim them."""
+
+    count: int
+    first: int | None  # the lowest id among them
+    needs: Resources | None  # what the first asks for
+    largest: Resources  # the most of each that a hog seen had
+
+
+def hog_sizes(db: Database, now: float | None = None) -> list[Resources]:
+    """The sizes of the hogs seen (running, or ended within HOGS_SEEN_S), none smaller than another."""
+    now = time.time() if now is None else now
+    rows = db.query(
+        f"SELECT DISTINCT cores, {_HOG_GPUS}, coalesce(mem_bytes, 0) FROM hogs"
+        " WHERE cores IS NOT NULL AND (state = ? OR ended_at > ?)",
+        (states.HOG_RUNNING, now - HOGS_SEEN_S),
+    )
+    sizes = [Resources(*row) for row in rows]
+    return [size for size in sizes if not any(size != other and size.fits_in(other) for other in sizes)]
+
+
+def misfits(db: Database, task_ids: list[int] | None = None, now: float | None = None) -> Misfits | None:
+    """The waiting tasks (of `task_ids`, or all) that fit none of the hogs seen; None when no hog
+    was seen, so that nothing can be told."""
+    sizes = hog_sizes(db, now)
+    if not sizes:
+        return None
+    largest = Resources(*(max(size[field] for size in sizes) for field in range(3)))
+    fits_one = " OR ".join(["(s.cores <= ? AND s.gpus <= ? AND coalesce(s.mem_bytes, 0) <= ?)"] * len(sizes))
+    fits_params = tuple(value for size in sizes for value in size)
+    # Sizes belong to submissions, which are far fewer than tasks in most queues: only when one
+    # fits no hog are the waiting tasks read.
+    if not db.query_one(f"SELECT 1 FROM submissions s WHERE NOT ({fits_one}) LIMIT 1", fits_params):
+        return Misfits(0, None, None, largest)
+    rows = _rows_for(
+        db,
+        "SELECT count(*), min(t.id) FROM tasks t JOIN submissions s ON s.id = t.submission_id"
+        f" WHERE t.state = ? AND NOT ({fits_one})",
+        (states.WAITING, *fits_params),
+        task_ids,
+    )
+    count = sum(row[0] for row in rows)
+    first = min((row[1] for row in rows if row[1] is not None), default=None)
+    needs = None
+    if first is not None:
+        row = db.query_one(
+            "SELECT s.cores, s.gpus, coalesce(s.mem_bytes, 0) FROM tasks t"
+            " JOIN submissions s ON s.id = t.submission_id WHERE t.id = ?",
+            (first,),
+        )
+        needs = Resources(*row) if row else None
+    return Misfits(count, first, needs, largest)
+
+
+def claimed_ahead(db: Database, task_ids: list[int] | None = None) -> int:
+    """Running tasks (of `task_ids`, or all) that a hog has claimed but not started yet: a hog
+    takes a few tasks ahead per core, and records a start when the task's process runs."""
+    rows = _rows_for(
+        db,
+        "SELECT count(*) FROM tasks t JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt"
+        " WHERE t.state = ? AND a.started_at IS NULL",
+        (states.RUNNING,),
+        task_ids,
+    )
+    return sum(row[0] for row in rows)
+
+
+def _rows_for(db: Database, select: str, params: tuple, task_ids: list[int] | None) -> list[tuple]:
+    """The rows of `select` (an aggregate over tasks `t`) for all tasks, or per 500 of `task_ids`."""
+    if task_ids is None:
+        return db.query(select, params)
+    return [
+        db.query(select + f" AND t.id IN ({placeholders(chunk)})", (*params, *chunk))[0]
+        for chunk in chunks(sorted(set(task_ids)), 500)
+    ]
+
+
+def hogs_alive(db: Database, now: float | None = None) -> int:
+    """Hogs that may run tasks: pending ones (their monitor started them) and running ones whose
+    heartbeat is within their lease."""
+    now = time.time() if now is None else now
+    row = db.query_one(
+        "SELECT count(*) FROM hogs WHERE state = ? OR (state = ? AND heartbeat_at + lease_s >= ?)",
+        (states.HOG_PENDING, states.HOG_RUNNING, now),
+    )
+    return row[0] if row else 0
+
+
+def monitor_alive(db: Database) -> bool:
+    """Whether a monitor holds its lock on this queue (on this machine's view of the file).
+
+    A lock file that cannot be opened for another reason than its absence counts as held: the
+    caller warns only when sure. The probe holds a shared lock for a moment; a monitor starting
+    in that very moment would find its lock taken, so callers probe only when no hog is alive.
+    """
+    try:
+        fd = os.open(db.files.monitor_lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False  # no monitor ever ran beside this queue
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False  # closing the file lets go of the lock at once
+    except OSError:  # BlockingIOError: a monitor holds it; any other: cannot tell
+        return True
+    finally:
+        os.close(fd)
