@@ -1,5 +1,6 @@
 """The monitor with real local hogs (the nohup prefix), and the sbatch backend's parsing."""
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -126,6 +127,31 @@ def test_a_second_monitor_on_the_same_database_refuses(db: Path) -> None:
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=20) == 0
+
+
+def test_a_monitor_starts_while_status_probes_its_lock(db: Path) -> None:
+    """`status`, `wait` and `monitor --status` hold the monitor's lock for a moment to look: a
+    monitor starting then must not take that for another monitor."""
+    lock = f"{db}.monitor.lock"
+    probe = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(probe, fcntl.LOCK_SH)
+    monitor = start_monitor(db, "--hogs", "1")
+    try:
+        # It has opened the lock file: it is trying to take the lock while the probe holds it.
+        wait_until(
+            lambda: (
+                monitor.poll() is not None
+                or lock in [f.path for f in psutil.Process(monitor.pid).open_files()]
+            ),
+            message="the monitor at its lock",
+        )
+        os.close(probe)
+        wait_until(lambda: cli(db, "monitor", "--status").returncode == 0, message="the monitor up")
+        assert monitor.poll() is None, "it took a probe for another monitor"
+    finally:
+        if monitor.poll() is None:
+            monitor.send_signal(signal.SIGTERM)
+        monitor.wait(timeout=20)
 
 
 def test_daemon_status_and_stop(db: Path) -> None:

@@ -270,14 +270,26 @@ class Monitor:
 # -- one monitor per database ------------------------------------------------------------------
 
 
+# `status`, `wait` and `--status` probe the lock for a moment to see whether a monitor runs: a
+# monitor starting meanwhile tries again for this long before it takes the lock for another's.
+LOCK_PROBE_GRACE_S = 1.0
+
+
 def _take_monitor_lock(config: MonitorConfig, db: Database) -> int:
     fd = os.open(config.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise MonitorRunningError(f"a monitor already serves {config.db_path}: {_holder_text(db)}") from None
-    return fd
+    deadline = time.monotonic() + LOCK_PROBE_GRACE_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
+            os.close(fd)
+            raise MonitorRunningError(
+                f"a monitor already serves {config.db_path}: {_holder_text(db)}"
+            ) from None
 
 
 def _holder_text(db: Database) -> str:
