@@ -723,6 +723,8 @@ def test_show_bad_values(mixed):
 def test_status_counts(mixed):
     status = cli_json(mixed, "status")
     assert status["tasks"] == {
+        "held": 0,
+        "blocked": 0,
         "waiting": 2,
         "running": 0,
         "done": 2,

@@ -122,6 +122,8 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "name": "named",
         "argv": ["printf", "%s", "x"],
         "environment": {"ONLY": "this"},
+        "array_index": None,
+        "entry": None,
     }
     (hog,) = claims.iter_hogs(db)
     assert (hog.id, hog.state, hog.host, hog.backend, hog.slurm_job_id, hog.gpus) == (

@@ -27,6 +27,7 @@ from hog.cli.views import (
     hog_table_row,
     task_table_row,
 )
+from hog.cli.workflows import related_ids, related_options, workflow_options, workflow_request
 from hog.errors import HogError, NotFoundError, UsageError
 from hog.ids import parse_ids
 from hog.store import states
@@ -107,6 +108,7 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
 )
 @click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
 @click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
+@workflow_options
 @db_options
 @click.pass_context
 def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, **options) -> None:
@@ -130,9 +132,12 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
     from hog.store import queue
 
     as_json = options.pop("as_json")
+    request = workflow_request(options)
+    if request.workflow is not None and (command or task_file is not None):
+        raise UsageError("give either a command, --file or --workflow, not two of them")
     if task_file is not None and command:
         raise UsageError("give either a command or --file, not both")
-    if task_file is None and not command:
+    if task_file is None and not command and request.workflow is None:
         raise UsageError("nothing to submit: give a command, `-- PROGRAM ARGS`, or --file FILE")
     if options["name"] is not None and queue.readable(options["name"]) != options["name"]:
         raise UsageError("--name holds a byte that is not UTF-8: give a name in plain text")
@@ -164,12 +169,23 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         environment=environment,
     )
     db = current_settings().open()
-    if task_file is not None:
-        from hog.taskfile import read_task_file
+    if request.workflow is not None:
+        from hog.cli.workflows import submit_workflow
 
-        first, last = queue.submit(db, read_task_file(task_file), submit_options)
+        first, last = submit_workflow(db, request, submit_options)
     else:
-        first, last = queue.submit(db, [_one_command(command, exact_argv, len(assignments))], submit_options)
+        if task_file is not None:
+            from hog.taskfile import read_task_file
+
+            commands = read_task_file(task_file)
+        else:
+            commands = [_one_command(command, exact_argv, len(assignments))]
+        if request.used:
+            from hog.cli.workflows import submit_request
+
+            first, last = submit_request(db, request, commands, submit_options)
+        else:
+            first, last = queue.submit(db, commands, submit_options)
     if as_json:
         import json
 
@@ -238,9 +254,12 @@ def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
     task_ids = parse_ids(ids)
     if not task_ids:
         raise UsageError("no task id given: `slurm-hog show` lists them")
-    details = queue.get_tasks(current_settings().open(), task_ids, missing_ok=True)
+    db = current_settings().open()
+    details = queue.get_tasks(db, task_ids, missing_ok=True)
     if details or as_json or fmt != "table":
-        rows = [check_row(detail) for detail in details]
+        from hog.cli.workflows import with_reasons
+
+        rows = with_reasons(db, [check_row(detail) for detail in details])
         emit(CHECK_COLUMNS, rows, output_format(fmt, as_json), cell=check_cell)
     missing = sorted(set(task_ids) - {detail.id for detail in details})
     if missing:
@@ -261,6 +280,7 @@ def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
 @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
 @click.option("--name", help="Only tasks submitted with this --name.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@related_options
 @format_options
 @db_options
 def show(
@@ -270,6 +290,7 @@ def show(
     limit: int | None,
     fmt: str,
     as_json: bool,
+    **related: int | None,
 ) -> None:
     """List tasks (or hogs with -H), oldest first.
 
@@ -307,7 +328,8 @@ def show(
             f"{wrong[0]!r} is not a task state: use {', '.join(states.TASK_STATES)}, active or ended"
         )
     wanted = _expand_states(state_filter)
-    rows = queue.iter_tasks(db, wanted, name, limit)
+    linked = related_ids(db, **related)
+    rows = queue.iter_tasks(db, wanted, name, limit, linked or ()) if linked != () else iter(())
     if fmt == "table":
         now = time.time()
         emit(TASK_TABLE_COLUMNS, (task_table_row(row, now) for row in rows), fmt)
@@ -444,7 +466,10 @@ def log(task_id: int, stream: str, attempt: int | None) -> None:
     if attempt > detail.attempt:
         raise UsageError(f"task {task_id} has {detail.attempt} attempts, not {attempt}")
     pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
-    path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream)
+    from hog.store.workflows import array_place
+
+    place = array_place(settings.open(), task_id)
+    path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream, *place)
     if path == os.devnull:
         option = "-o" if stream == "out" else "-e"
         click.echo(

@@ -28,6 +28,10 @@ class TaskEnvironment:
         env["HOG_HOG_ID"] = self.hog_id
         env["HOG_CORES"] = str(task.cores)
         env["OMP_NUM_THREADS"] = str(task.cores)
+        if task.array_index is not None:
+            env["HOG_ARRAY_INDEX"] = str(task.array_index)
+        if task.entry is not None:
+            env["HOG_ENTRY"] = task.entry
         if self.has_gpus:
             for variable in GPU_VARIABLES:
                 env[variable] = ",".join(gpu_ids)

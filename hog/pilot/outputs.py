@@ -5,11 +5,11 @@ import os
 from hog.errors import UsageError
 from hog.store.paths import QueueFiles
 
-PLACEHOLDERS = ("id", "attempt", "name")
+PLACEHOLDERS = ("id", "attempt", "name", "index", "entry")
 
 
 def check_pattern(pattern: str, option: str) -> str:
-    """Refuse a pattern with placeholders other than {id}, {attempt} and {name}."""
+    """Refuse a pattern with placeholders other than {id}, {attempt}, {name}, {index} and {entry}."""
     import string
 
     try:
@@ -20,7 +20,7 @@ def check_pattern(pattern: str, option: str) -> str:
     if unknown:
         raise UsageError(
             f"bad {option} pattern {pattern!r}: unknown placeholder {{{unknown[0]}}}; "
-            "use {id}, {attempt} or {name}"
+            "use {id}, {attempt}, {name}, {index} or {entry}"
         )
     if "\0" in pattern:
         raise UsageError(f"bad {option} pattern: it contains a NUL byte")
@@ -35,9 +35,17 @@ def output_path(
     attempt: int,
     name: str | None,
     stream: str,
+    array_index: int | None = None,
+    entry: str | None = None,
 ) -> str:
-    """The file for `stream` ("out" or "err") of one attempt."""
+    """The file for `stream` ("out" or "err") of one attempt ({index} and {entry}: of arrays)."""
     if not pattern:
         return QueueFiles(db_path).task_output(task_id, attempt, stream)
-    path = pattern.format(id=task_id, attempt=attempt, name=name or f"task{task_id}")
+    path = pattern.format(
+        id=task_id,
+        attempt=attempt,
+        name=name or f"task{task_id}",
+        index="" if array_index is None else array_index,
+        entry=entry or "",
+    )
     return os.path.join(cwd, path)

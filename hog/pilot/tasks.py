@@ -136,7 +136,17 @@ class Tasks:
             self.buffered.append(task)
 
     def _output_path(self, task: claims.ClaimedTask, pattern: str | None, stream: str) -> str:
-        return output_path(self.db_path, pattern, task.cwd, task.task_id, task.attempt, task.name, stream)
+        return output_path(
+            self.db_path,
+            pattern,
+            task.cwd,
+            task.task_id,
+            task.attempt,
+            task.name,
+            stream,
+            task.array_index,
+            task.entry,
+        )
 
     def cancel(self, cancelled: set[tuple[int, int]], now: float) -> None:
         """Kill the running tasks whose cancel was asked for; give back the unstarted ones."""

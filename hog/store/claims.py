@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import apsw
 
-from hog.store import states
+from hog.store import dependencies, states
 from hog.store.db import Database
 from hog.store.packing import Busy, Candidate, Resources, choose
 from hog.store.queue import (
@@ -133,6 +133,8 @@ class ClaimedTask(NamedTuple):
     name: str | None
     argv: list[str] | None
     environment: dict[str, str]
+    array_index: int | None = None  # submit --array
+    entry: str | None = None  # submit --each-line
 
     @property
     def needs(self) -> Resources:
@@ -200,6 +202,7 @@ def exchange(
         recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
+        dependencies.settle(connection, [result.task_id for result in results], now)
         claimed: list[ClaimedTask] = []
         queue_has_work = True
         hogs_running = 1
@@ -331,10 +334,12 @@ def _state_after(
     return (states.TIMEOUT if result.reason == states.REASON_TIMEOUT else states.FAILED), retries_used
 
 
-# In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up.
+# In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up, then
+# the array index and entry.
 _CANDIDATES = """
 SELECT t.id, t.attempt + 1, t.command, s.cores, s.gpus, coalesce(s.mem_bytes, 0), s.time_limit_s,
-       s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv, s.environment_id
+       s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv, s.environment_id,
+       t.array_index, t.entry
 FROM tasks t JOIN submissions s ON s.id = t.submission_id
 WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :gpus
   AND coalesce(s.mem_bytes, 0) <= :mem
@@ -359,14 +364,16 @@ def _claimed_task(
     connection: apsw.Connection, row: tuple, environments: dict[int, dict[str, str]]
 ) -> ClaimedTask:
     """A _CANDIDATES row as the task its claim hands out: its next attempt, with its environment."""
-    argv, environment_id = row[-2:]
+    argv, environment_id, array_index, entry = row[-4:]
     if environment_id not in environments:
         variables = connection.execute(
             "SELECT variables FROM environments WHERE id = ?", (environment_id,)
         ).fetchall()
         environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
     # The folder and the output patterns are bytes when they are not UTF-8 text (queue.storable).
-    return ClaimedTask(*map(stored_text, row[:-2]), decode_argv(argv), environments[environment_id])
+    return ClaimedTask(
+        *map(stored_text, row[:-4]), decode_argv(argv), environments[environment_id], array_index, entry
+    )
 
 
 def _claim_params(claim: ClaimRequest, window: int) -> dict:
@@ -441,15 +448,18 @@ def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[i
         ]
         if db.last_lock_wait_s > REAP_AFTER_LOCK_WAIT_S:
             expired = []
+        ended: list[int] = []
         for hog_id in {*expired, *also_lost}:
             reason = "no heartbeat" if hog_id in expired else "its backend job ended"
             if _move_hog(connection, hog_id, states.HOG_LOST, ended_at=now, end_reason=reason):
-                _requeue_tasks_of_lost_hog(connection, hog_id, now)
+                ended += _requeue_tasks_of_lost_hog(connection, hog_id, now)
                 reaped.append(hog_id)
+        dependencies.settle(connection, ended, now)
     return reaped
 
 
-def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: float) -> None:
+def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: float) -> list[int]:
+    """Requeue the hog's running tasks (fail or cancel those that must); their ids."""
     rows = connection.execute(
         "SELECT id, attempt, crashes, cancel_requested FROM tasks WHERE hog_id = ? AND state = ?",
         (hog_id, states.RUNNING),
@@ -472,6 +482,7 @@ def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: fl
             " WHERE task_id = ? AND attempt = ? AND ended_at IS NULL",
             (now, states.REASON_LOST, task_id, attempt),
         )
+    return [row[0] for row in rows]
 
 
 def set_hog_state(db: Database, hog_id: int, new_state: str, reason: str, now: float | None = None) -> bool:
@@ -482,7 +493,7 @@ def set_hog_state(db: Database, hog_id: int, new_state: str, reason: str, now: f
     with db.transaction() as connection:
         if not _move_hog(connection, hog_id, new_state, ended_at=now, end_reason=reason):
             return False
-        _requeue_tasks_of_lost_hog(connection, hog_id, now)
+        dependencies.settle(connection, _requeue_tasks_of_lost_hog(connection, hog_id, now), now)
     return True
 
 

@@ -297,13 +297,25 @@ def _read_header(connection: apsw.Connection, path: str) -> tuple[int, int]:
 
 def _migrate(database: Database, version: int) -> None:
     # Each step and its version bump commit together, so a crash leaves a whole version.
-    for step in range(version, schema.SCHEMA_VERSION):
-        with database.transaction() as connection:
-            current = connection.execute("PRAGMA user_version").fetchall()[0][0]
-            if current != step:
-                continue
-            connection.execute(schema.MIGRATIONS[step])
-            connection.execute(f"PRAGMA user_version = {step + 1}")
+    # Foreign keys are off meanwhile (the pragma is a no-op inside a transaction): a step that
+    # rebuilds a table drops the old one, which must not delete the rows that refer to it.
+    database.connection.execute("PRAGMA foreign_keys = OFF")
+    try:
+        for step in range(version, schema.SCHEMA_VERSION):
+            with database.transaction() as connection:
+                current = connection.execute("PRAGMA user_version").fetchall()[0][0]
+                if current != step:
+                    continue
+                connection.execute(schema.MIGRATIONS[step])
+                broken = connection.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise DatabaseError(
+                        f"{database.path}: upgrading to schema {step + 1} broke references "
+                        f"({broken[0]}): nothing was changed; report this"
+                    )
+                connection.execute(f"PRAGMA user_version = {step + 1}")
+    finally:
+        database.connection.execute("PRAGMA foreign_keys = ON")
 
 
 def create_database(path: str, group: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:

@@ -117,29 +117,8 @@ def submit(
     """
     now = time.time() if now is None else now
     variables = encode_environment(options.environment or {})
-    patterns = (options.stdout_pattern, options.stderr_pattern)
     with db.transaction() as connection:
-        environment_id = _environment_id(connection, variables)
-        connection.execute(
-            "INSERT INTO submissions(submitted_at, user, host, cwd, environment_id, name, cores,"
-            " gpus, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                now,
-                readable(os.environ.get("USER", "")) or None,
-                os.uname().nodename,
-                storable(options.cwd),
-                environment_id,
-                options.name,
-                options.cores,
-                options.gpus,
-                options.mem_bytes,
-                options.time_limit_s,
-                options.max_retries,
-                *(None if pattern is None else storable(pattern) for pattern in patterns),
-            ),
-        )
-        submission_id = connection.last_insert_rowid()
+        submission_id = add_submission(connection, options, variables, now)
         counter = [0]
 
         def rows() -> Iterator[tuple]:
@@ -157,6 +136,40 @@ def submit(
         first = last - counter[0] + 1
         count_tasks(connection, states.WAITING, last - first + 1)
     return first, last
+
+
+def add_submission(
+    connection: apsw.Connection,
+    options: SubmitOptions,
+    variables: str | bytes,
+    now: float,
+    bundle: str | None = None,
+) -> int:
+    """The row of one submit's shared settings, with its encoded environment `variables`."""
+    connection.execute(
+        "INSERT INTO submissions(submitted_at, user, host, cwd, environment_id, name, cores,"
+        " gpus, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            now,
+            readable(os.environ.get("USER", "")) or None,
+            os.uname().nodename,
+            storable(options.cwd),
+            _environment_id(connection, variables),
+            options.name,
+            options.cores,
+            options.gpus,
+            options.mem_bytes,
+            options.time_limit_s,
+            options.max_retries,
+            *(
+                None if pattern is None else storable(pattern)
+                for pattern in (options.stdout_pattern, options.stderr_pattern)
+            ),
+            bundle,
+        ),
+    )
+    return connection.last_insert_rowid()
 
 
 def _environment_id(connection: apsw.Connection, variables: str | bytes) -> int:
@@ -446,13 +459,15 @@ def cancel(
                     f"SELECT id, state, attempt FROM tasks WHERE state IN ({marks})", tuple(wanted)
                 )
             )
+        moved: dict[str, int] = {}
         for task_id, state, attempt in rows:
-            if state == states.WAITING:
+            if state in (states.WAITING, states.BLOCKED, states.HELD):
                 connection.execute(
                     "UPDATE tasks SET state = ?, ended_at = ? WHERE id = ? AND state = ? AND attempt = ?",
-                    (states.CANCELLED, now, task_id, states.WAITING, attempt),
+                    (states.CANCELLED, now, task_id, state, attempt),
                 )
                 cancelled.append(task_id)
+                moved[state] = moved.get(state, 0) + 1
             elif state == states.RUNNING:
                 connection.execute(
                     "UPDATE tasks SET cancel_requested = 1 WHERE id = ? AND state = ? AND attempt = ?",
@@ -461,7 +476,11 @@ def cancel(
                 killing.append(task_id)
             else:
                 skipped.append((task_id, state))
-        move_counts(connection, states.WAITING, states.CANCELLED, len(cancelled))
+        for state, number in moved.items():
+            move_counts(connection, state, states.CANCELLED, number)
+        from hog.store.dependencies import settle  # imports this module
+
+        settle(connection, cancelled, now)
     return CancelOutcome(cancelled, killing, skipped)
 
 
@@ -497,6 +516,9 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
             moved[state] = moved.get(state, 0) + 1
         for state, number in moved.items():
             move_counts(connection, state, states.WAITING, number)
+        from hog.store.dependencies import rearm  # imports this module
+
+        rearm(connection, requeued)
     return requeued, skipped
 
 

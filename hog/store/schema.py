@@ -1,6 +1,16 @@
 """The queue database's tables, as readable DDL, and its versioned migrations."""
 
-from hog.store.states import HOG_STATES, RUNNING, TASK_STATES, WAITING
+from hog.store.states import (
+    BLOCKED,
+    HELD,
+    HOG_STATES,
+    RUNNING,
+    SCHEMA_V1_TASK_STATES,
+    TASK_STATES,
+    WAITING,
+)
+
+_V1_STATES = SCHEMA_V1_TASK_STATES
 
 # "Hog!" in ASCII: marks a file as ours before anything else is read from it.
 APPLICATION_ID = 0x486F6721
@@ -12,6 +22,25 @@ def _quoted(state: str) -> str:
 
 def _in(states: tuple[str, ...]) -> str:
     return ", ".join(map(_quoted, states))
+
+
+def _task_columns(task_states: tuple[str, ...]) -> str:
+    """The tasks table's columns of schema 1, whose CHECK lists `task_states`."""
+    return f"""    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    submission_id INTEGER NOT NULL REFERENCES submissions(id),
+    command TEXT NOT NULL CHECK (command <> ''),
+    argv TEXT,  -- JSON list when run without a shell
+    priority INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL DEFAULT {_quoted(WAITING)} CHECK (state IN ({_in(task_states)})),
+    attempt INTEGER NOT NULL DEFAULT 0,  -- number of the current or latest attempt
+    retries_used INTEGER NOT NULL DEFAULT 0,
+    crashes INTEGER NOT NULL DEFAULT 0,  -- attempts whose hog was lost
+    hog_id INTEGER REFERENCES hogs(id),
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    exit_code INTEGER,
+    signal INTEGER,
+    ended_at REAL,
+"""
 
 
 SCHEMA_V1 = f"""
@@ -46,21 +75,7 @@ CREATE TABLE submissions (
 
 -- AUTOINCREMENT: ids are never reused after cleanup, so logs and scripts stay unambiguous.
 CREATE TABLE tasks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    submission_id INTEGER NOT NULL REFERENCES submissions(id),
-    command TEXT NOT NULL CHECK (command <> ''),
-    argv TEXT,  -- JSON list when run without a shell
-    priority INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT {_quoted(WAITING)} CHECK (state IN ({_in(TASK_STATES)})),
-    attempt INTEGER NOT NULL DEFAULT 0,  -- number of the current or latest attempt
-    retries_used INTEGER NOT NULL DEFAULT 0,
-    crashes INTEGER NOT NULL DEFAULT 0,  -- attempts whose hog was lost
-    hog_id INTEGER REFERENCES hogs(id),
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    exit_code INTEGER,
-    signal INTEGER,
-    ended_at REAL,
-    CHECK ((state = {_quoted(RUNNING)}) = (hog_id IS NOT NULL))
+{_task_columns(_V1_STATES)}    CHECK ((state = {_quoted(RUNNING)}) = (hog_id IS NOT NULL))
 );
 CREATE INDEX tasks_queue ON tasks(state, priority DESC, id);
 CREATE INDEX tasks_hog ON tasks(hog_id) WHERE hog_id IS NOT NULL;
@@ -115,9 +130,64 @@ CREATE TABLE state_counts (
     state TEXT PRIMARY KEY,
     tasks INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO state_counts(state, tasks) VALUES {", ".join(f"({_quoted(s)}, 0)" for s in TASK_STATES)};
+INSERT INTO state_counts(state, tasks) VALUES {", ".join(f"({_quoted(s)}, 0)" for s in _V1_STATES)};
+"""
+
+_TASK_COLUMNS_V1 = (
+    "id, submission_id, command, argv, priority, state, attempt, retries_used, crashes, hog_id,"
+    " cancel_requested, exit_code, signal, ended_at"
+)
+
+# Workflows: the states blocked and held, dependencies between tasks, array indexes and entries,
+# bundles. The tasks table's CHECK lists its states, so it is rebuilt as sqlite's documentation
+# says for changing a constraint (https://www.sqlite.org/lang_altertable.html#otheralter): make
+# the new table, copy, drop the old, rename; foreign keys are off meanwhile (db._migrate), so
+# dropping the old table deletes no attempts. Ids, the AUTOINCREMENT counter (which cleanup may
+# have left above the largest id) and the indexes are kept.
+SCHEMA_V2 = f"""
+CREATE TABLE new_tasks (
+{_task_columns(TASK_STATES)}    -- Parents whose end has not yet been settled: released to waiting at 0, so a
+    -- release costs one decrement per child instead of a count over its parents.
+    unmet INTEGER NOT NULL DEFAULT 0 CHECK (unmet >= 0),
+    cancelled_by INTEGER,  -- the task whose end cancelled it (a retry of that one re-arms it)
+    reason TEXT,  -- why it was cancelled without running ("parent 12 failed")
+    array_index INTEGER,  -- submit --array: $HOG_ARRAY_INDEX and {{index}}
+    entry TEXT,  -- submit --each-line: $HOG_ENTRY and {{entry}}
+    CHECK ((state = {_quoted(RUNNING)}) = (hog_id IS NOT NULL)),
+    CHECK (state <> {_quoted(BLOCKED)} OR unmet > 0)
+);
+INSERT INTO new_tasks({_TASK_COLUMNS_V1}) SELECT {_TASK_COLUMNS_V1} FROM tasks ORDER BY id;
+DELETE FROM sqlite_sequence WHERE name = 'new_tasks';
+INSERT INTO sqlite_sequence(name, seq) SELECT 'new_tasks', seq FROM sqlite_sequence WHERE name = 'tasks';
+DROP TABLE tasks;
+ALTER TABLE new_tasks RENAME TO tasks;
+CREATE INDEX tasks_queue ON tasks(state, priority DESC, id);
+CREATE INDEX tasks_hog ON tasks(hog_id) WHERE hog_id IS NOT NULL;
+CREATE INDEX tasks_ended ON tasks(ended_at) WHERE ended_at IS NOT NULL;
+-- A name or a bundle stands for its tasks: found through their submissions.
+CREATE INDEX tasks_submission ON tasks(submission_id);
+CREATE INDEX tasks_cancelled_by ON tasks(cancelled_by) WHERE cancelled_by IS NOT NULL;
+
+ALTER TABLE submissions ADD COLUMN bundle TEXT;
+CREATE INDEX submissions_name ON submissions(name) WHERE name IS NOT NULL;
+CREATE INDEX submissions_bundle ON submissions(bundle) WHERE bundle IS NOT NULL;
+
+-- child runs after parent: 'ok' when the parent must end done, 'any' when it must only end.
+-- settled: the parent's end has been applied to the child (its unmet count, or its cancel).
+-- A parent always exists before its child, so a parent's id is below its child's.
+CREATE TABLE dependencies (
+    child INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    parent INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('ok', 'any')),
+    settled INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (child, parent),
+    CHECK (parent < child)
+) WITHOUT ROWID;
+CREATE INDEX dependencies_parent ON dependencies(parent, settled);
+
+INSERT INTO state_counts(state, tasks) VALUES ({_quoted(BLOCKED)}, 0), ({_quoted(HELD)}, 0);
 """
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)

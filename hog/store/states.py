@@ -6,20 +6,31 @@ DONE = "done"
 FAILED = "failed"
 TIMEOUT = "timeout"
 CANCELLED = "cancelled"
+BLOCKED = "blocked"  # parents have not ended as its dependencies ask
+HELD = "held"  # submitted with --hold: waits for `release`
 
-TASK_STATES = (WAITING, RUNNING, DONE, FAILED, TIMEOUT, CANCELLED)
-ACTIVE_STATES = (WAITING, RUNNING)
+# The states of schema 1, whose CHECK constraint lists them: its DDL must not change.
+SCHEMA_V1_TASK_STATES = (WAITING, RUNNING, DONE, FAILED, TIMEOUT, CANCELLED)
+TASK_STATES = (HELD, BLOCKED, WAITING, RUNNING, DONE, FAILED, TIMEOUT, CANCELLED)
+ACTIVE_STATES = (HELD, BLOCKED, WAITING, RUNNING)
 ENDED_STATES = (DONE, FAILED, TIMEOUT, CANCELLED)
 RETRYABLE_STATES = (FAILED, TIMEOUT, CANCELLED)
 
 TASK_TRANSITIONS: dict[str, frozenset[str]] = {
-    WAITING: frozenset({RUNNING, CANCELLED}),
+    # Held until released: blocked while parents remain, else waiting.
+    HELD: frozenset({BLOCKED, WAITING, CANCELLED}),
+    # Waiting in the same transaction that records its last parent's end; cancelled when a
+    # parent ends so that it can never run.
+    BLOCKED: frozenset({WAITING, CANCELLED}),
+    # Back to blocked when a retry finds parents still to end.
+    WAITING: frozenset({RUNNING, CANCELLED, BLOCKED}),
     # Back to waiting when the hog drains, is lost, or a retry remains.
     RUNNING: frozenset({DONE, FAILED, TIMEOUT, CANCELLED, WAITING}),
     DONE: frozenset(),
     FAILED: frozenset({WAITING}),
     TIMEOUT: frozenset({WAITING}),
-    CANCELLED: frozenset({WAITING}),
+    # Blocked again when a retry of the parent that cancelled it re-arms it.
+    CANCELLED: frozenset({WAITING, BLOCKED}),
 }
 
 HOG_PENDING = "pending"
