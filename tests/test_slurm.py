@@ -16,7 +16,7 @@ from hog.store.db import open_database
 
 pytestmark = pytest.mark.slurm
 CLUSTER = REPO / "scripts" / "slurm-cluster.sh"
-HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "3s", "--margin", "20s")
+HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "3s")
 
 
 @pytest.fixture(scope="session")
@@ -264,3 +264,44 @@ def test_a_hog_still_pending_in_slurm_is_not_lost(db: Path, slurm_env: dict) -> 
         finish(process, timeout=30)
         for hog in cli_json(db, "show", "-H", env=slurm_env):
             run(["scancel", hog["backend_id"]], slurm_env)
+
+
+def test_a_five_minute_allocation_runs_tasks_with_the_default_margin(db: Path, slurm_env: dict) -> None:
+    """The default margin is a tenth of the allocation here (30 s), not 5 minutes."""
+    submit_lines(db, "sleep 0.2", 120, env=slurm_env)
+    process = monitor(db, slurm_env, "--command-prefix", "srun -N1 --exclusive -t 5", "--hogs", "2", "--once")
+    assert finish(process, timeout=300) == 0
+    assert task_counts(db)["done"] == 120
+
+
+def test_a_margin_not_shorter_than_the_job_is_refused_by_the_hog(db: Path, slurm_env: dict) -> None:
+    assert cli(db, "submit", "true", env=slurm_env).returncode == 0
+    hog_argv = [sys.executable, "-m", "hog", "--db", str(db), "hog", "--margin", "5m"]
+    hog = run(["srun", "-N1", "--exclusive", "-t", "1", *hog_argv], slurm_env, timeout=120)
+    assert hog.returncode == 2, hog.stderr[-2000:]
+    assert "--margin 5m is not shorter than" in hog.stderr and "SLURM job" in hog.stderr
+    assert cli_json(db, "show", "-H", env=slurm_env) == []
+    assert task_counts(db)["waiting"] == 1
+
+
+def test_a_task_sees_its_own_share_of_the_slurm_job(db: Path, slurm_env: dict, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    login = dict(slurm_env, TMPDIR="/login/tmp", HOSTNAME="login1")
+    pattern = str(out / "{id}.env")
+    for cores, mem in (("1", "100M"), ("2", "200M")):
+        assert cli(db, "submit", "-c", cores, "--mem", mem, "-o", pattern, "env", env=login).returncode == 0
+    hog_argv = [sys.executable, "-m", "hog", "--db", str(db), "hog", *HOG_OPTIONS]
+    hog = run(["srun", "-N1", "--exclusive", "-t", "5", *hog_argv], dict(slurm_env, TMPDIR=str(node_tmp)))
+    assert hog.returncode == 0, hog.stderr[-2000:]
+    (row,) = cli_json(db, "show", "-H", env=slurm_env)
+    assert row["cores"] == 4 and task_counts(db)["done"] == 2
+    for task_id, cores, mem in ((1, "1", "100"), (2, "2", "200")):
+        lines = (out / f"{task_id}.env").read_text().splitlines()
+        env = dict(line.split("=", 1) for line in lines if "=" in line)
+        assert env["SLURM_JOB_ID"] == row["slurm_job_id"] and env["SLURMD_NODENAME"] == row["host"]
+        assert env["SLURM_CPUS_ON_NODE"] == env["SLURM_CPUS_PER_TASK"] == cores
+        assert env["SLURM_MEM_PER_NODE"] == mem
+        assert env["TMPDIR"] == str(node_tmp)

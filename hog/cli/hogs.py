@@ -1,11 +1,23 @@
 """The commands that run hogs: hog, monitor, doctor."""
 
+import re
 from typing import TYPE_CHECKING
 
 import click
 
-from hog.cli.group import CONTEXT, DURATION, SIZE, HogCommand, Settings, current_settings, db_options
-from hog.pilot.options import HogOptions
+from hog.cli.group import (
+    CONTEXT,
+    SIZE,
+    HogCommand,
+    ParsedType,
+    Settings,
+    current_settings,
+    db_options,
+    duration_option,
+)
+from hog.errors import UsageError
+from hog.pilot.options import DEFAULT_MARGIN_S, DEFAULT_MARGIN_SHARE, HogOptions, shown_duration
+from hog.timeutil import parse_duration
 
 if TYPE_CHECKING:
     from hog.fleet.monitor import MonitorConfig
@@ -13,9 +25,45 @@ if TYPE_CHECKING:
 # -- hog / monitor / doctor ------------------------------------------------------------------
 
 
+# A hog's walltime and margin take no bare number: the first slurm_hog.py read `-t 4` as hours,
+# SLURM reads minutes, and a guess either way wastes an allocation.
+UNIT_DURATION_FORMS = "90s, 15m, 2h, 1d, or SLURM's M:S, H:M:S, D-H:M; a bare number is refused (4h or 4m?)"
+
+
+def parse_unit_duration(text: str, what: str = "duration") -> float:
+    """A DURATION that says its unit; a bare number is refused, naming both readings."""
+    number = text.strip()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", number):
+        raise UsageError(
+            f"bad {what} {text!r}: {number}h or {number}m? Give the unit "
+            "(the first slurm_hog.py read hours, SLURM reads minutes)"
+        )
+    return parse_duration(text, what)
+
+
+class GpusType(click.ParamType):
+    """A count or a list of ids, checked here so that a monitor never passes a bad one on; kept
+    as written, for the hog to parse again."""
+
+    name = "N|LIST"
+
+    def convert(self, value, param, ctx):
+        from hog.pilot.resources import parse_gpus
+
+        try:
+            parse_gpus(value)
+        except UsageError as error:
+            self.fail(str(error), param, ctx)
+        return value
+
+
+UNIT_DURATION = ParsedType("DURATION", parse_unit_duration, float)
+GPUS = GpusType()
+
+
 def hog_options(function):
     """The options of a hog, which the monitor passes on to the hogs it starts; each is named as
-    its field of HogOptions, whose defaults they show."""
+    its field of HogOptions, whose defaults its help shows."""
     defaults = HogOptions()
     for option in reversed(
         [
@@ -29,7 +77,7 @@ def hog_options(function):
             click.option(
                 "--gpus",
                 "gpus",
-                metavar="N|LIST",
+                type=GPUS,
                 help="GPUs: a count or ids like 0,1 (default: detected).",
             ),
             click.option("--mem", "mem_bytes", type=SIZE, help="Memory to hand out (default: detected)."),
@@ -37,40 +85,47 @@ def hog_options(function):
                 "-t",
                 "--walltime",
                 "walltime_s",
-                type=DURATION,
-                help="Leave after this long (default: from SLURM).",
+                type=UNIT_DURATION,
+                help=(
+                    "Leave after this long (default: from SLURM, else never). "
+                    f"DURATION: {UNIT_DURATION_FORMS}."
+                ),
             ),
             click.option(
                 "--end-time",
                 "end_at",
                 type=click.FloatRange(min=0),
                 metavar="EPOCH",
-                help="Leave by this time (epoch seconds).",
+                help="Leave by this time (epoch seconds), instead of --walltime.",
             ),
             click.option(
                 "-m",
                 "--margin",
                 "margin_s",
-                type=DURATION,
-                default=defaults.margin_s,
-                show_default=f"{defaults.margin_s:g}s",
-                help="Start tasks without --time only while more than this remains.",
+                type=UNIT_DURATION,
+                help=(
+                    "Start tasks without --time only while more than this remains (default: the "
+                    f"smaller of {shown_duration(DEFAULT_MARGIN_S)} and {DEFAULT_MARGIN_SHARE:.0%} "
+                    f"of the allocation). DURATION: {UNIT_DURATION_FORMS}."
+                ),
             ),
-            click.option(
+            duration_option(
                 "--idle-timeout",
                 "idle_timeout_s",
-                type=DURATION,
                 default=defaults.idle_timeout_s,
-                show_default=f"{defaults.idle_timeout_s:g}s",
-                help="Leave after this long with nothing to run.",
+                help=(
+                    "Leave after this long with nothing to run "
+                    f"(default {shown_duration(defaults.idle_timeout_s)})."
+                ),
             ),
-            click.option(
+            duration_option(
                 "--heartbeat",
                 "heartbeat_s",
-                type=DURATION,
                 default=defaults.heartbeat_s,
-                show_default=f"{defaults.heartbeat_s:g}s",
-                help="How often to beat.",
+                help=(
+                    f"How often to beat (default {shown_duration(defaults.heartbeat_s)}); a hog silent for "
+                    "three beats and 2s more is declared lost."
+                ),
             ),
         ]
     ):
@@ -94,13 +149,16 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
       srun -N1 --exclusive slurm-hog hog --margin 10m
     """
     from hog.pilot.runner import run_hog
+    from hog.pilot.walltime import check_options
 
+    parsed = HogOptions(**options)
+    check_options(parsed)
     configure_logging()
     settings = current_settings()
     status = run_hog(
         settings.path,
         settings.timeout_s,
-        HogOptions(**options),
+        parsed,
         hog_id=hog_id,
         allow_insecure=allow_insecure,
     )
@@ -125,19 +183,14 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
 )
 @click.option("--backend", type=click.Choice(["prefix", "sbatch"]), default="prefix", show_default=True)
 @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
-@click.option("--poll", type=DURATION, default="5s", show_default=True, help="Time between passes.")
+@duration_option("--poll", default="5s", help="Time between passes (default 5s).")
 @click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
-@click.option(
-    "--daemon",
-    "action",
-    flag_value="daemon",
-    help="Detach; pid and log files beside the database.",
-)
-@click.option("--status", "action", flag_value="status", help="Is a detached monitor running?")
-@click.option("--stop", "action", flag_value="stop", help="Stop the detached monitor (hogs go on).")
+@click.option("--daemon", is_flag=True, help="Detach; pid and log files beside the database.")
+@click.option("--status", is_flag=True, help="Is a detached monitor running?")
+@click.option("--stop", is_flag=True, help="Stop the detached monitor (hogs go on).")
 @hog_options
 @db_options
-def monitor(action: str | None, **params) -> None:
+def monitor(daemon: bool, status: bool, stop: bool, **params) -> None:
     """Keep up to --hogs hogs submitted while tasks wait; replace hogs that die.
 
     \b
@@ -147,8 +200,14 @@ def monitor(action: str | None, **params) -> None:
     """
     from hog.fleet.monitor import daemon_status, run_monitor, start_daemon, stop_daemon
 
+    action = monitor_action(daemon=daemon, status=status, stop=stop)
     configure_logging()
     config = monitor_config(current_settings(), **params)
+    if action in (None, "daemon"):
+        from hog.pilot.walltime import check_options
+
+        # Each hog would refuse them, and the monitor would only start and lose hogs.
+        check_options(config.hog_options)
     if action == "status":
         message, running = daemon_status(config)
         click.echo(message)
@@ -161,6 +220,14 @@ def monitor(action: str | None, **params) -> None:
         click.echo(start_daemon(config, verbosity))
         return
     raise SystemExit(run_monitor(config))
+
+
+def monitor_action(**flags: bool) -> str | None:
+    """The one of --daemon, --status and --stop given, if any."""
+    given = [name for name, value in flags.items() if value]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join('--' + name for name in given)} ask for different things: give one")
+    return given[0] if given else None
 
 
 def monitor_config(

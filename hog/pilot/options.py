@@ -6,10 +6,20 @@ backends write them back as the hog's command line with `to_argv`.
 
 from dataclasses import dataclass
 
+# Without --margin, tasks without a time limit start only while more than the smaller of these
+# remains: a fixed 5 minutes would leave a 5-minute allocation (`srun -t 5`) nothing to run.
+DEFAULT_MARGIN_S = 300.0
+DEFAULT_MARGIN_SHARE = 0.1  # of the allocation
+
 
 def lease_for(heartbeat_s: float) -> float:
     """How long a hog may stay silent before others may declare it lost."""
     return 3 * heartbeat_s + 2.0
+
+
+def default_margin(allocation_s: float) -> float:
+    """The margin of a hog whose allocation lasts `allocation_s` from its start."""
+    return min(DEFAULT_MARGIN_S, max(0.0, allocation_s) * DEFAULT_MARGIN_SHARE)
 
 
 @dataclass(frozen=True)
@@ -19,7 +29,7 @@ class HogOptions:
     mem_bytes: int | None = None  # None: detected
     walltime_s: float | None = None  # leave after this long; None: from SLURM
     end_at: float | None = None  # leave by this epoch; None: from --walltime or SLURM
-    margin_s: float = 300.0  # tasks without a time limit start only while more than this remains
+    margin_s: float | None = None  # see Walltime.margin_s; None: default_margin of the allocation
     idle_timeout_s: float = 60.0  # leave after this long with nothing to run
     heartbeat_s: float = 30.0
 
@@ -28,7 +38,8 @@ class HogOptions:
         return lease_for(self.heartbeat_s)
 
     def to_argv(self) -> list[str]:
-        """The `hog` command's options that give these values, in forms that parse back exactly."""
+        """The `hog` command's options that give these values, in forms that parse back exactly
+        (durations always with their unit: the hog refuses a bare number for some)."""
         argv: list[str] = []
         if self.cores is not None:
             argv += ["--cores", str(self.cores)]
@@ -40,7 +51,8 @@ class HogOptions:
             argv += ["--walltime", seconds_argument(self.walltime_s)]
         if self.end_at is not None:
             argv += ["--end-time", repr(self.end_at)]
-        argv += ["--margin", seconds_argument(self.margin_s)]
+        if self.margin_s is not None:
+            argv += ["--margin", seconds_argument(self.margin_s)]
         argv += ["--idle-timeout", seconds_argument(self.idle_timeout_s)]
         argv += ["--heartbeat", seconds_argument(self.heartbeat_s)]
         return argv
@@ -51,6 +63,18 @@ def seconds_argument(seconds: float) -> str:
     from decimal import Decimal
 
     return f"{Decimal(repr(float(seconds))).normalize():f}s"
+
+
+def shown_duration(seconds: float) -> str:
+    """A duration as help texts and messages show it: 5m, 30s, 4h, 1m30s."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    from hog.timeutil import format_duration
+
+    return format_duration(seconds)
 
 
 def _kibibytes(size: int) -> str:

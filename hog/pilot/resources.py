@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,6 +12,10 @@ from hog.errors import UsageError
 log = logging.getLogger(__name__)
 
 GPU_VARIABLES = ("CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
+MAX_GPUS = 1024
+_COUNT = r"[0-9]+"
+# A GPU's index, or its UUID (GPU-..., MIG-...) as CUDA_VISIBLE_DEVICES also takes it.
+_GPU_ID = r"[0-9]+|(?:GPU|MIG)-[0-9A-Za-z/-]+"
 
 
 @dataclass(frozen=True)
@@ -47,13 +52,15 @@ def detect(
 
 
 def parse_gpus(text: str) -> list[str]:
-    """`4` means GPUs 0-3; `0,2` means those ids."""
+    """`4` means GPUs 0-3; `0,2` means those ids: indices, or UUIDs as nvidia-smi -L shows them."""
     text = text.strip()
-    if text.isdigit() and "," not in text:
+    if re.fullmatch(_COUNT, text):
+        if int(text) > MAX_GPUS:
+            raise UsageError(f"bad --gpus {text}: more GPUs than a node has; give a count up to {MAX_GPUS}")
         return [str(index) for index in range(int(text))]
     ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids or any(not part.replace("-", "").isalnum() for part in ids):
-        raise UsageError(f"bad --gpus {text!r}: give a count like 4 or ids like 0,1,2,3")
+    if not ids or not all(re.fullmatch(_GPU_ID, part) for part in ids):
+        raise UsageError(f"bad --gpus {text!r}: give a count like 4, or ids like 0,1 or GPU-<uuid>")
     if len(set(ids)) != len(ids):
         raise UsageError(f"bad --gpus {text!r}: an id appears twice")
     return ids

@@ -22,14 +22,14 @@ from hog.pilot import slurm
 from hog.pilot.background import DatabaseThread
 from hog.pilot.launcher import Launcher
 from hog.pilot.ledger import Ledger
-from hog.pilot.options import HogOptions
+from hog.pilot.options import HogOptions, shown_duration
 from hog.pilot.procs import OutputFiles
 from hog.pilot.resources import NodeResources, detect
 from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcome
 from hog.pilot.tasks import Tasks
 from hog.pilot.walltime import Walltime
-from hog.store import claims
-from hog.store.db import open_database
+from hog.store import claims, states
+from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles, make_private_dirs
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 # The hog's exit status.
 EXIT_OK = 0  # left (idle, drained, walltime, stopped) with its results written
 EXIT_FAILED = 1  # could not open the queue, or its last results stayed unwritten (lock taken)
+EXIT_USAGE = 2  # its options cannot work with its allocation (a --margin not shorter than it)
 # It could write nothing more: the queue file was deleted or replaced under it, or it was declared
 # lost or cancelled meanwhile. Its tasks are killed; their next attempts belong to other hogs.
 EXIT_GIVEN_UP = 3
@@ -233,9 +234,12 @@ def run_hog(
         return EXIT_FAILED
     if not allow_insecure:
         db.check_secure()
-    node = detect(options.cores, options.gpus, options.mem_bytes)
     slurm_job_id = slurm.job_id()
     walltime = Walltime.of(options, slurm_job_id)
+    problem = walltime.problem()
+    if problem is not None:
+        return _refuse(db, hog_id, problem)
+    node = detect(options.cores, options.gpus, options.mem_bytes)
     host = slurm.node_name()
     info = claims.HogInfo(
         host=host,
@@ -322,6 +326,16 @@ def run_hog(
             db.close()
 
 
+def _refuse(db: Database, hog_id: int | None, problem: str) -> int:
+    """Leave before starting, saying why in the log and on the pending row the monitor made
+    (the monitor names the reason when it stops starting hogs)."""
+    log.error("hog%s: %s", "" if hog_id is None else f" {hog_id}", problem)
+    if hog_id is not None:
+        claims.set_hog_state(db, hog_id, states.HOG_CANCELLED, problem)
+    db.close()
+    return EXIT_USAGE
+
+
 def _open_pids_file(path: str, folder_mode: int, name: str) -> int:
     """The file where the slots note the tasks' process groups, for a reaper; -1 if it cannot be."""
     try:
@@ -341,5 +355,10 @@ def _log_start(name: str, node: NodeResources, walltime: Walltime) -> None:
         "" if node.cpu_ids is not None else " (unpinned)",
         len(node.gpus),
         node.mem_bytes / (1 << 30),
-        f"leaves by {time.strftime('%H:%M:%S', time.localtime(end_by))}" if end_by else "no walltime",
+        (
+            f"leaves by {time.strftime('%H:%M:%S', time.localtime(end_by))} ({walltime.source}; "
+            f"tasks without --time start while more than {shown_duration(walltime.margin_s)} remain)"
+            if end_by
+            else "no walltime"
+        ),
     )

@@ -69,7 +69,7 @@ class Tasks:
         self.suspects: list[tuple[float, claims.TaskResult]] = []
         self.draining = False  # nothing starts any more; what was claimed goes back
         self.stopping = False  # the hog stops now: what is killed goes back, not failed
-        self.environment = TaskEnvironment(db_path, hog_id, ledger.has_gpus)
+        self.environment = TaskEnvironment(db_path, hog_id)
         self.debug = log.isEnabledFor(logging.DEBUG)
 
     # -- what the loop and the rounds ask ----------------------------------------------------

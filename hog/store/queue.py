@@ -18,10 +18,13 @@ from hog.errors import NotFoundError, UsageError
 from hog.store import states
 from hog.store.db import Database
 
-# Variables that describe the submitting shell's own job or the hog's placement: the hog sets
-# its own, so a submit from inside an allocation must not pin tasks to that allocation's devices.
+# Variables that describe the submitting shell's own node and job or the hog's placement: the hog
+# sets its own, so a submit from inside an allocation must not pin tasks to that allocation's
+# devices, nor send them to the login node's TMPDIR.
 _NOT_CAPTURED_PREFIXES = ("SLURM_", "SLURMD_", "HOG_")
 _NOT_CAPTURED = {
+    "TMPDIR",
+    "HOSTNAME",
     "CUDA_VISIBLE_DEVICES",
     "ROCR_VISIBLE_DEVICES",
     "HIP_VISIBLE_DEVICES",
