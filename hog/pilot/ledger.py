@@ -19,7 +19,6 @@ class Ledger:
 
     def __init__(self, node: NodeResources) -> None:
         self.total = Resources(node.cores, len(node.gpus), node.mem_bytes)
-        self.has_gpus = bool(node.gpus)
         self._gpu_order = {gpu: index for index, gpu in enumerate(node.gpus)}
         self._cores = node.cores
         self._gpus = list(node.gpus)
