@@ -15,6 +15,17 @@ if [ "$(id -u)" = 0 ] && [ "${SLURM_HOG_NO_CLUSTER:-}" != 1 ]; then
     fi
 fi
 
+# The shared-queue tests run slurm-hog as other Unix users, who cannot reach an interpreter under
+# /root: they run the system's Python of this version (with .venv's packages on PYTHONPATH).
+version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if [ "$(id -u)" = 0 ] && [ ! -x "/usr/bin/python$version" ] && command -v apt-get >/dev/null; then
+    echo "test: installing python$version (apt-get) for the shared-queue tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "python$version" >/dev/null; }; then
+        echo "test: python$version could not be installed: the shared-queue tests skip (fail in CI)" >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -38,7 +38,9 @@ from hog.timeutil import counted
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
-@click.option("--group", metavar="NAME", help="Share with this group: mode 0660 and chgrp.")
+@click.option(
+    "--group", metavar="NAME", help="Share with this group: files 0660, folders 2770, in the group."
+)
 @click.option(
     "--check-locking",
     is_flag=True,
@@ -46,7 +48,7 @@ from hog.timeutil import counted
 )
 @db_options
 def init(group: str | None, check_locking: bool) -> None:
-    """Create a new, empty queue database (mode 0600, or 0660 with --group).
+    """Create a new, empty queue database (mode 0600, or 0660 for the group with --group).
 
     \b
     Example:
@@ -482,3 +484,8 @@ def log(task_id: int, stream: str, attempt: int | None) -> None:
                 sys.stdout.buffer.write(chunk)
     except FileNotFoundError:
         raise UsageError(f"no output file {path} (the task may not have started yet)") from None
+    except PermissionError:
+        from hog.store.paths import missing_permission
+
+        problem = missing_permission(path) or f"you may not read {path}"
+        raise HogError(f"permission denied: {problem}") from None

@@ -11,6 +11,7 @@ from hog.errors import HogError
 from hog.pilot.options import HogOptions
 from hog.pilot.procs import open_for_writing, process_start_ticks
 from hog.pilot.slurm import COMMAND_TIMEOUT_S, node_name
+from hog.store.paths import OWNER_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,14 @@ class PrefixBackend:
 
     name = "prefix"
 
-    def __init__(self, prefix: list[str]) -> None:
+    def __init__(self, prefix: list[str], log_mode: int = OWNER_ONLY.file) -> None:
         self.prefix = prefix
+        self.log_mode = log_mode  # the queue's: a group's members all read the hogs' logs
         self.host = node_name()
         self.children: dict[str, subprocess.Popen] = {}
 
     def start(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
-        with open_for_writing(log_path, 0o600, append=True) as log_file:
+        with open_for_writing(log_path, self.log_mode, append=True) as log_file:
             try:
                 process = subprocess.Popen(
                     self.prefix + hog_argv,
@@ -108,16 +110,17 @@ class SbatchBackend:
 
     name = "sbatch"
 
-    def __init__(self, sbatch_args: str, walltime_s: float | None) -> None:
+    def __init__(self, sbatch_args: str, walltime_s: float | None, log_mode: int = OWNER_ONLY.file) -> None:
         self.sbatch_args = shlex.split(sbatch_args)
         self.walltime_s = walltime_s
+        self.log_mode = log_mode  # for its batch scripts
 
     def start(self, hog_id: int, hog_argv: list[str], log_path: str) -> str:
         script_path = (
             log_path[: -len(".log")] + ".sbatch" if log_path.endswith(".log") else log_path + ".sbatch"
         )
-        with open(script_path, "w") as script:
-            script.write(self.batch_script(hog_id, hog_argv, log_path))
+        with open_for_writing(script_path, self.log_mode) as script:
+            script.write(self.batch_script(hog_id, hog_argv, log_path).encode())
         result = _run(["sbatch", "--parsable", *self.sbatch_args, script_path])
         if result.returncode != 0:
             raise BackendError(

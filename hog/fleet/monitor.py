@@ -20,11 +20,10 @@ from hog.errors import HogError, MonitorRunningError, UsageError
 from hog.fleet.backends import BackendError, PrefixBackend, SbatchBackend, hog_command
 from hog.pilot.healing import heal
 from hog.pilot.options import HogOptions, seconds_argument
-from hog.pilot.procs import open_for_writing
 from hog.pilot.slurm import node_name
 from hog.store import claims, queue, states
 from hog.store.db import Database, open_database
-from hog.store.paths import QueueFiles, make_private_dirs
+from hog.store.paths import QueueFiles
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +82,20 @@ class MonitorConfig:
         return argv + self.hog_options.to_argv()
 
     @property
+    def files(self) -> QueueFiles:
+        return QueueFiles(self.db_path)
+
+    @property
     def pid_path(self) -> str:
-        return QueueFiles(self.db_path).monitor_pid
+        return self.files.monitor_pid
 
     @property
     def log_path(self) -> str:
-        return QueueFiles(self.db_path).monitor_log
+        return self.files.monitor_log
 
     @property
     def lock_path(self) -> str:
-        return QueueFiles(self.db_path).monitor_lock
+        return self.files.monitor_lock
 
 
 class Monitor:
@@ -100,25 +103,26 @@ class Monitor:
         self.config = config
         self.db = db
         self.host = node_name()
+        self.files = config.files
+        log_mode = self.files.private_modes().file
         if config.backend == "sbatch":
             self.backend: PrefixBackend | SbatchBackend = SbatchBackend(
-                config.sbatch_args, config.hog_options.walltime_s
+                config.sbatch_args, config.hog_options.walltime_s, log_mode
             )
         else:
-            self.backend = PrefixBackend(config.prefix)
+            self.backend = PrefixBackend(config.prefix, log_mode)
         self.stop_requested = False
         self.futile_hogs = 0  # in a row: died before starting, or found nothing to run
         self.futile_reason = ""
         self.backoff_until = 0.0
         self.last_pass_at = time.time()
-        self.files = QueueFiles(config.db_path)
         self.lease_s = config.hog_options.lease_s
 
     def name(self) -> str:
         return f"monitor on {self.host}"
 
     def run(self) -> int:
-        make_private_dirs(self.files.hogs, self.files.private_modes().folder)
+        self.files.make_folders(self.files.hogs)
         log.info(
             "%s: keeping up to %d hogs through %s",
             self.name(),
@@ -276,7 +280,7 @@ LOCK_PROBE_GRACE_S = 1.0
 
 
 def _take_monitor_lock(config: MonitorConfig, db: Database) -> int:
-    fd = os.open(config.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = config.files.open_beside(config.lock_path, os.O_RDWR)
     deadline = time.monotonic() + LOCK_PROBE_GRACE_S
     while True:
         try:
@@ -324,7 +328,8 @@ def run_monitor(config: MonitorConfig) -> int:
         "start_ticks": _own_start_ticks(),
     }
     queue.set_meta(db, MONITOR_META_KEY, json.dumps(holder))
-    with open(config.pid_path + ".tmp", "w") as pid_file:
+    pid_fd = config.files.open_beside(config.pid_path + ".tmp", os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(pid_fd, "w") as pid_file:
         pid_file.write(f"{os.getpid()}\n")
     os.replace(config.pid_path + ".tmp", config.pid_path)
     monitor = Monitor(config, db)
@@ -354,7 +359,15 @@ def _own_start_ticks() -> str:
 
 def _running_holder(config: MonitorConfig) -> dict | None:
     """The monitor holding the lock, or None when none runs."""
-    fd = os.open(config.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        # Read-only is enough for flock; no lock file, no monitor (and none is made for asking).
+        fd = os.open(config.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise HogError(
+            f"cannot tell whether a monitor runs: permission denied for {config.lock_path}"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -392,9 +405,8 @@ def start_daemon(config: MonitorConfig, verbosity: int = 0) -> str:
             f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
         )
     argv = [sys.executable, "-m", "hog", *(["-" + "v" * verbosity] if verbosity else []), *config.to_argv()]
-    with open_for_writing(
-        config.log_path, QueueFiles(config.db_path).private_modes().file, append=True
-    ) as log_file:
+    log_fd = config.files.open_beside(config.log_path, os.O_WRONLY | os.O_APPEND)
+    with os.fdopen(log_fd, "ab") as log_file:
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

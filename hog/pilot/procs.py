@@ -5,7 +5,7 @@ import os
 import signal
 from typing import NamedTuple
 
-from hog.store.paths import make_private_dirs
+from hog.store.paths import create_file, make_private_dirs
 
 
 class Exited(NamedTuple):  # a tuple: one is made for every task, on the hog's hot path
@@ -87,7 +87,7 @@ class OutputFiles:
                     if folder not in self._folders:
                         make_private_dirs(folder, self.folder_mode)
                         self._folders.add(folder)
-                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode))
+                    os.close(create_file(path, os.O_WRONLY | os.O_TRUNC, mode))
             except OSError as failed:
                 error = failed
             with self._cond:
@@ -97,9 +97,10 @@ class OutputFiles:
 
 
 def open_for_writing(path: str, mode: int, append: bool = False):
-    """A binary file created with `mode` (less the umask), truncated unless `append`."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-    return os.fdopen(os.open(path, flags, mode), "ab" if append else "wb")
+    """A binary file created with `mode` (kept whatever the umask: `create_file`), truncated
+    unless `append`."""
+    flags = os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(create_file(path, flags, mode), "ab" if append else "wb")
 
 
 def exited_from(pid: int, status: int, max_rss_kib: int, cpu_user_s: float, cpu_system_s: float) -> Exited:

@@ -16,7 +16,14 @@ import apsw
 
 from hog.errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
 from hog.store import schema
-from hog.store.paths import OWNER_AND_GROUP, OWNER_ONLY, QueueFiles, make_private_dirs
+from hog.store.paths import (
+    OWNER_AND_GROUP,
+    OWNER_ONLY,
+    QueueFiles,
+    keep_mode,
+    make_private_dirs,
+    missing_permission,
+)
 
 DEFAULT_DB = "jobs.sqlite"
 DEFAULT_TIMEOUT_S = 300.0
@@ -94,18 +101,22 @@ class Database:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _open_lock_file(self) -> int:
+        # Made again by whoever needs it first: private like the database, or its group's.
         try:
-            mode = stat.S_IMODE(os.stat(self.path).st_mode) & OWNER_AND_GROUP.file
-        except FileNotFoundError:
-            raise _gone(self.path) from None
-        try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+            fd = self.files.open_beside(self.lock_path, os.O_RDWR)
+        except FileNotFoundError as error:
+            if error.filename == self.path:
+                raise _gone(self.path) from None
+            raise self._lock_error(error) from None
         except OSError as error:
-            raise DatabaseError(
-                f"cannot open the lock file {self.lock_path}: {error.strerror}; "
-                "the folder of the database must be writable for anyone who changes the queue"
-            ) from None
+            raise self._lock_error(error) from None
         return fd
+
+    def _lock_error(self, error: OSError) -> DatabaseError:
+        return DatabaseError(
+            f"cannot open the lock file {self.lock_path}: {error.strerror}; "
+            "the folder of the database must be writable for anyone who changes the queue"
+        )
 
     def _acquire_lock(self) -> None:
         started = time.monotonic()
@@ -232,6 +243,7 @@ def _translated_errors(path: str) -> Iterator[None]:
             f"{path} is not a slurm-hog database or is damaged: point --db at the queue database"
         ) from None
     except apsw.CantOpenError:
+        _refuse_if_denied(path)
         raise DatabaseError(
             f"cannot open {path}: the file and its folder must exist and be readable, and "
             "writable to change the queue (sqlite writes its journal beside the file)"
@@ -244,6 +256,16 @@ def _translated_errors(path: str) -> Iterator[None]:
         raise
 
 
+def _refuse_if_denied(path: str) -> None:
+    """Say which permission is missing when this user may not reach or read the queue."""
+    problem = missing_permission(path)
+    if problem:
+        raise DatabaseError(
+            f"permission denied: {problem}; ask the queue's owner for access (a queue "
+            "made with `init --group` is open to that group's members: `id -Gn` lists yours)"
+        )
+
+
 def _gone(path: str) -> DatabaseGoneError:
     return DatabaseGoneError(
         f"{path} was deleted or replaced while this process had it open: nothing more can be "
@@ -253,12 +275,17 @@ def _gone(path: str) -> DatabaseGoneError:
 
 def open_database(path: str, timeout_s: float = DEFAULT_TIMEOUT_S, migrate: bool = True) -> Database:
     """Open an existing queue database, refusing files that are not ours or are newer than us."""
-    if not os.path.exists(path):
+    try:
+        info = os.stat(path)
+    except PermissionError:
+        _refuse_if_denied(path)
+        raise DatabaseError(f"permission denied for {path}: ask the queue's owner for access") from None
+    except (FileNotFoundError, NotADirectoryError):
         raise DatabaseError(
             f"no queue database at {path}: create one with `slurm-hog init --db {path}`, "
             "or point --db or $SLURM_HOG_DB at an existing one"
-        )
-    if os.path.isdir(path):
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
         raise DatabaseError(f"{path} is a folder, not a queue database: point --db at the file")
     with _translated_errors(path):
         connection = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
@@ -330,17 +357,17 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
     files = QueueFiles(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
+        _refuse_if_denied(path)
         raise DatabaseError(f"cannot create {path}: the folder {folder} does not exist")
     created: list[str] = []
     try:
         for file_path in (path, files.lock):
-            fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, modes.file)
+            fd = os.open(file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, modes.file)
             created.append(file_path)
-            # The umask may have removed bits we asked for.
-            os.fchmod(fd, modes.file)
-            if gid is not None:
-                os.fchown(fd, -1, gid)
-            os.close(fd)
+            try:
+                keep_mode(fd, modes.file, gid)
+            finally:
+                os.close(fd)
         with _translated_errors(path):
             connection = apsw.Connection(path)
             connection.execute("PRAGMA journal_mode = DELETE")
@@ -349,10 +376,7 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
         database = open_database(path, timeout_s)
         database.close()
         for folder in (files.tasks, files.hogs):
-            make_private_dirs(folder, modes.folder)
-        if gid is not None:
-            for folder in (files.logs, files.tasks, files.hogs):
-                os.chown(folder, -1, gid)
+            make_private_dirs(folder, modes.folder, gid)
     except OSError as error:
         _remove_all(created)
         if error.errno == errno.ENOSPC:

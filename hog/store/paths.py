@@ -7,10 +7,16 @@ For the queue FILE:
     FILE.logs/hogs/hog-N.log                   the log of a hog the monitor started
     FILE.logs/hogs/hog-N.pids                  a hog's tasks' process groups, for its reaper
     FILE.monitor.pid, .log, .lock              the monitor's pid file, log and lock
+
+A queue shared with a group (`init --group`) stays usable by every member whoever makes a file:
+its folders are setgid, so what is made inside keeps the queue's group; the files beside the
+database are given its group; and the queue's modes are kept whatever the creator's umask.
 """
 
 import contextlib
+import functools
 import os
+import stat
 from typing import NamedTuple
 
 # Tasks per output folder: with .out and .err per attempt a folder holds a few thousand files.
@@ -23,7 +29,8 @@ class Modes(NamedTuple):
 
 
 OWNER_ONLY = Modes(0o700, 0o600)
-OWNER_AND_GROUP = Modes(0o770, 0o660)
+# setgid: the folders and files made inside keep the queue's group, whoever makes them.
+OWNER_AND_GROUP = Modes(0o2770, 0o660)
 
 
 class QueueFiles(NamedTuple):
@@ -81,14 +88,32 @@ class QueueFiles(NamedTuple):
     def private_modes(self) -> Modes:
         """Modes for the logs: owner and group when the database is shared with its group."""
         try:
-            shared = os.stat(self.database).st_mode & 0o060 == 0o060
+            return self._sharing()[0]
         except OSError:
-            shared = False
-        return OWNER_AND_GROUP if shared else OWNER_ONLY
+            return OWNER_ONLY
+
+    def open_beside(self, path: str, flags: int) -> int:
+        """Open, creating it if need be, one of the files beside the database (its lock, the
+        monitor's files) as private as the database: for a shared one, in its group."""
+        modes, group_id = self._sharing()
+        return create_file(path, flags, modes.file, group_id)
+
+    def make_folders(self, path: str) -> None:
+        """Make the folder `path` (in the logs) and those missing above it, as private as the
+        database: for a shared one, setgid and in its group."""
+        modes, group_id = self._sharing()
+        make_private_dirs(path, modes.folder, group_id)
+
+    def _sharing(self) -> tuple[Modes, int | None]:
+        """The queue's modes, and its group when it is shared with one."""
+        info = os.stat(self.database)
+        shared = info.st_mode & 0o060 == 0o060
+        return (OWNER_AND_GROUP, info.st_gid) if shared else (OWNER_ONLY, None)
 
 
-def make_private_dirs(path: str, mode: int) -> None:
-    """Like os.makedirs, but every folder it creates gets `mode` (makedirs gives only the last)."""
+def make_private_dirs(path: str, mode: int, group_id: int | None = None) -> None:
+    """Like os.makedirs, but every folder it creates gets `mode` whatever the umask (makedirs
+    gives only the last), and `group_id` if given (else its parent's, when that is setgid)."""
     missing = []
     while path and not os.path.isdir(path):
         missing.append(path)
@@ -96,4 +121,94 @@ def make_private_dirs(path: str, mode: int) -> None:
     for folder in reversed(missing):
         with contextlib.suppress(FileExistsError):
             os.mkdir(folder, mode)
-            os.chmod(folder, mode)  # the umask may have taken bits away
+            if group_id is not None:
+                os.chown(folder, -1, group_id)
+            os.chmod(folder, mode)  # after chown, which may clear setgid; the umask took bits too
+
+
+def create_file(path: str, flags: int, mode: int, group_id: int | None = None) -> int:
+    """os.open(path, flags | O_CREAT | O_CLOEXEC, mode), then `keep_mode`."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, mode)
+    try:
+        keep_mode(fd, mode, group_id)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def keep_mode(fd: int, mode: int, group_id: int | None = None) -> None:
+    """Give a file just opened the queue's `mode` whatever the umask, and `group_id` if given.
+
+    A mode that gives other users nothing (0600, 0660: the queue's own files) is kept whatever
+    the umask, so that the members of a group can all write what one of them made; a mode that
+    does (0666, for a file the user named) is left to the umask, as open(2) does. Only a file
+    this process owns is changed. Costs nothing when the umask takes no bits of `mode` and no
+    group is asked for.
+    """
+    if group_id is not None:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid():
+            if info.st_gid != group_id:
+                os.fchown(fd, -1, group_id)
+            if stat.S_IMODE(info.st_mode) != mode:
+                os.fchmod(fd, mode)
+    elif not mode & 0o007 and mode & _umask():
+        # A file made earlier by another user keeps the mode its owner gave it.
+        with contextlib.suppress(PermissionError):
+            os.fchmod(fd, mode)
+
+
+@functools.cache
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, for every thread)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777  # unknown: assume it takes every bit, and set the mode each time
+
+
+def missing_permission(path: str) -> str | None:
+    """What keeps this user from reading `path`, in words: the first folder on the way that they
+    may not enter, or the file itself; None when nothing does."""
+    absolute = os.path.abspath(path)
+    folder = os.path.dirname(absolute)
+    ancestors = []
+    while True:
+        ancestors.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for folder in reversed(ancestors):
+        if not os.access(folder, os.X_OK):
+            if not os.path.isdir(folder):
+                return None  # missing, not closed
+            return f"you may not enter the folder {folder} ({_owners(folder)}) on the way to {absolute}"
+    if os.path.lexists(absolute) and not os.access(absolute, os.R_OK):
+        return f"you may not read {absolute} ({_owners(absolute)})"
+    return None
+
+
+def _owners(path: str) -> str:
+    """`mode 2770, owner alice, group lab`: who may do what with a path."""
+    import grp  # only for messages: not imported on every start
+    import pwd
+
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        return error.strerror or "cannot tell why"
+    try:
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        owner = str(info.st_uid)
+    try:
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        group = str(info.st_gid)
+    return f"mode {stat.S_IMODE(info.st_mode):o}, owner {owner}, group {group}"
