@@ -5,14 +5,20 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
 import pytest
-from helpers import child_env, cli, cli_json, states_of, task_counts, wait_until
+from helpers import child_env, cli, cli_json, holds_for, states_of, task_counts, wait_until
 
 from hog.fleet.backends import PrefixBackend, SbatchBackend, hog_command
+from hog.fleet.monitor import Monitor, MonitorConfig
+from hog.fleet.sizing import HogSize, hogs_for
 from hog.pilot.options import HogOptions
+from hog.store import claims, states
+from hog.store.db import open_database
+from hog.store.packing import Resources
 
 HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
 
@@ -259,3 +265,134 @@ def test_monitor_survives_a_pass_that_cannot_write_a_hog_log(db: Path) -> None:
     assert task_counts(db)["done"] == 1
     log_text = "".join(p.read_text() for p in Path(db).parent.glob("*.monitor-*.out"))
     assert "Is a directory" in log_text and "trying again" in log_text
+
+
+# -- a hog counts against --hogs until its backend has ended ------------------------------------
+
+
+def hog_processes(monitor: subprocess.Popen) -> int:
+    """The monitor's hog processes alive now (a zombie holds no node)."""
+    count = 0
+    try:
+        children = psutil.Process(monitor.pid).children()
+    except psutil.NoSuchProcess:
+        return 0
+    for child in children:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "--hog-id" in child.cmdline():
+                count += 1
+        except psutil.NoSuchProcess:
+            pass
+    return count
+
+
+def test_a_hog_that_has_said_goodbye_counts_until_its_process_has_ended(db: Path) -> None:
+    """Hogs that leave at their walltime while work waits: each replacement must wait until the
+    leaving hog's process is gone, not only its row (the window is a few milliseconds, so many
+    hogs come and go)."""
+    submit_lines(db, "sleep 0.1", 300)
+    # A 6 s walltime stops a hog after a second of work (it stops 5 s before the end).
+    leaving = ("--walltime", "6s", "--margin", "0.5s", "--idle-timeout", "1s", "--poll", "0.1s")
+    monitor = start_monitor(db, "--hogs", "2", "--once", *leaving)
+    peak = 0
+    try:
+        while monitor.poll() is None:
+            peak = max(peak, hog_processes(monitor))
+            assert peak <= 2, f"{peak} hog processes at once under --hogs 2"
+            time.sleep(0.002)
+    finally:
+        if monitor.poll() is None:
+            monitor.kill()
+    assert monitor.returncode == 0
+    assert task_counts(db)["done"] == 300
+    assert len(hogs(db)) >= 6, "too few hogs came and went to test anything"
+
+
+def write_fake_squeue(bin_dir: Path, lines: str) -> None:
+    (bin_dir / "squeue").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+
+
+def sbatch_monitor(db: Path, hogs: int) -> Monitor:
+    config = MonitorConfig.from_options(
+        str(db), 30, None, hogs, "sbatch", "", 1.0, False, HogOptions(cores=2)
+    )
+    return Monitor(config, open_database(str(db)))
+
+
+@pytest.mark.parametrize(
+    ("state", "still_listed", "ended"),
+    [
+        # It has said goodbye, but its job is still completing.
+        (states.HOG_FINISHED, "4242 COMPLETING\\n", "4242 COMPLETED\\n"),
+        # Declared lost (no heartbeat), but its job runs on: a hung node is still allocated.
+        (states.HOG_LOST, "4242 RUNNING\\n", ""),
+    ],
+    ids=["finished-completing", "lost-running"],
+)
+def test_an_ended_hog_whose_job_squeue_still_lists_counts(
+    db: Path, fake_slurm: Path, state: str, still_listed: str, ended: str
+) -> None:
+    monitor = sbatch_monitor(db, hogs=1)
+    try:
+        hog_id = claims.create_pending_hog(monitor.db, "sbatch", "login", 60)
+        claims.set_hog_backend(monitor.db, hog_id, "4242", str(fake_slurm / "hog.log"))
+        claims.set_hog_state(monitor.db, hog_id, state, "ended")
+        assert cli(db, "submit", "true").returncode == 0
+        write_fake_squeue(fake_slurm / "fake-bin", still_listed)
+        monitor.one_pass()
+        assert not (fake_slurm / "sbatch.args").exists(), "a second job while the first is listed"
+        assert [hog["id"] for hog in hogs(db)] == [hog_id]
+        # Once squeue says the job ended, or lists it no more, the next one is submitted.
+        write_fake_squeue(fake_slurm / "fake-bin", ended)
+        monitor.one_pass()
+        assert (fake_slurm / "sbatch.args").exists()
+        assert len(hogs(db)) == 2
+    finally:
+        monitor.db.close()
+
+
+# -- demand counts every resource ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task_options", "tasks", "hog_options", "wanted"),
+    [
+        (("-g", "1"), 6, ("--cores", "4", "--gpus", "2"), 3),  # by cores alone: 2
+        (("--mem", "2G"), 3, ("--cores", "4", "--mem", "3G"), 3),  # by cores alone: 1
+    ],
+    ids=["gpus", "memory"],
+)
+def test_the_monitor_asks_for_hogs_by_every_resource_tasks_need(
+    db: Path, tmp_path: Path, task_options: tuple, tasks: int, hog_options: tuple, wanted: int
+) -> None:
+    go = tmp_path / "go"
+    # Hogs wait for the test to let them start: what the monitor asked for is all there is.
+    gate = f"sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; exec \"$@\"' {go}"
+    result = cli(db, "submit", "--file", "-", *task_options, input="true\n" * tasks)
+    assert result.returncode == 0, result.stderr
+    monitor = start_monitor(db, "--hogs", "8", "--once", "--command-prefix", gate, *hog_options)
+    try:
+        wait_until(lambda: len(hogs(db)) >= wanted, message=f"{wanted} hogs asked for")
+        assert all(hog["state"] == "pending" for hog in hogs(db))
+        assert holds_for(lambda: len(hogs(db)) == wanted, 1.5), "more hogs than the tasks can use"
+    finally:
+        go.touch()
+        assert monitor.wait(timeout=120) == 0
+    assert task_counts(db)["done"] == tasks
+
+
+@pytest.mark.parametrize(
+    ("needs", "size", "wanted"),
+    [
+        ([((1, 1, 0), 7)], (64, 2, None), 4),  # 1-GPU tasks, 2 per hog
+        ([((1, 0, 10 << 30), 7)], (64, None, 32 << 30), 3),  # 10 GiB tasks, 3 per 32 GiB hog
+        ([((40, 0, 0), 3)], (64, None, None), 3),  # one 40-core task per 64-core hog
+        ([((1, 0, 0), 100), ((1, 1, 0), 2)], (64, 2, None), 2),  # GPU tasks share hogs with others
+        ([((1, 1, 0), 5)], (64, 0, None), 0),  # no hog has a GPU: more hogs would not help
+        ([((1, 1, 0), 5)], (64, None, None), 1),  # GPUs not known yet: counted by cores
+        ([((128, 0, 0), 1), ((1, 0, 0), 1)], (64, None, None), 1),  # too big for a hog: not counted
+    ],
+)
+def test_hogs_for_counts_the_resource_that_asks_for_most(needs: list, size: tuple, wanted: int) -> None:
+
+    assert hogs_for([(Resources(*shape), count) for shape, count in needs], HogSize(*size)) == wanted

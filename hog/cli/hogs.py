@@ -179,7 +179,7 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
     type=click.IntRange(min=0),
     default=1,
     show_default=True,
-    help="Most hogs at once.",
+    help="Most hogs at once (a hog counts until its process or job has ended).",
 )
 @click.option("--backend", type=click.Choice(["prefix", "sbatch"]), default="prefix", show_default=True)
 @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
@@ -191,7 +191,8 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
 @hog_options
 @db_options
 def monitor(daemon: bool, status: bool, stop: bool, **params) -> None:
-    """Keep up to --hogs hogs submitted while tasks wait; replace hogs that die.
+    """Keep up to --hogs hogs submitted while tasks wait, as many as their cores, GPUs and memory
+    can use; replace hogs that die.
 
     \b
     Example:

@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
 import shlex
 import signal
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 from hog.errors import HogError, MonitorRunningError, UsageError
 from hog.fleet.backends import BackendError, PrefixBackend, SbatchBackend, hog_command
+from hog.fleet.sizing import HogSize, hog_size, hogs_for
 from hog.pilot.healing import heal
 from hog.pilot.options import HogOptions, seconds_argument
 from hog.pilot.slurm import node_name
@@ -32,6 +32,9 @@ MONITOR_META_KEY = "monitor"
 # the monitor stops starting more (--once) or backs off: starting them again would only churn.
 FUTILE_HOGS_LIMIT = 3
 MAX_BACKOFF_S = 600.0
+# How long after its row ended a hog's backend process or job is still asked about: one declared
+# lost may live on (a hung node), and holds its allocation meanwhile.
+LINGER_WINDOW_S = 86400.0
 
 
 class MonitorGaveUp(HogError):
@@ -116,6 +119,7 @@ class Monitor:
         self.futile_reason = ""
         self.backoff_until = 0.0
         self.last_pass_at = time.time()
+        self.released: set[int] = set()  # ended hogs whose backend has ended too
         self.lease_s = config.hog_options.lease_s
 
     def name(self) -> str:
@@ -165,20 +169,21 @@ class Monitor:
 
     def one_pass(self) -> bool:
         """Heal, then start hogs for waiting work. True when --once has nothing left to do."""
-        self.heal()
-        live = claims.live_hogs(self.db)
-        waiting = queue.demand(self.db)
-        self.judge_ended_hogs(waiting)
-        wanted = self.hogs_wanted(waiting, live)
-        if wanted > len(live) and not self.may_start_hogs():
-            wanted = len(live)
-        for _ in range(wanted - len(live)):
+        held = self.follow_hogs()
+        size = hog_size(self.db, self.backend.name, self.config.hog_options)
+        # Each task takes at least one core: more than a node-full per hog cannot change the count.
+        demand = queue.demand(self.db, self.config.hogs * size.cores)
+        self.judge_ended_hogs(demand.waiting)
+        wanted = self.hogs_wanted(demand, size, held)
+        if wanted > len(held) and not self.may_start_hogs():
+            wanted = len(held)
+        for _ in range(wanted - len(held)):
             if self.stop_requested:
                 break
             self.start_hog()
         if self.config.once:
             status = queue.status(self.db)
-            return status.active == 0 and not claims.live_hogs(self.db)
+            return status.active == 0 and not self.follow_hogs()
         return False
 
     def judge_ended_hogs(self, waiting: int) -> None:
@@ -215,30 +220,47 @@ class Monitor:
         self.backoff_until = now + delay
         return True
 
-    def hogs_wanted(self, waiting: int, live: list[dict]) -> int:
+    def hogs_wanted(self, demand: queue.Demand, size: HogSize, held: list[dict]) -> int:
         """At most N, none beyond what waiting tasks can use, and never zero while one waits."""
-        if waiting == 0:
-            return len(live)  # never more; hogs that run out of work leave on their own
-        cores = self.cores_per_hog()
-        busy = sum(1 for hog in live if hog["state"] == states.HOG_RUNNING)
-        pending = len(live) - busy
-        extra = max(0, math.ceil(waiting / cores) - pending)
-        return max(len(live), min(self.config.hogs, busy + pending + extra))
+        if demand.waiting == 0:
+            return len(held)  # never more; hogs that run out of work leave on their own
+        pending = sum(1 for hog in held if hog["state"] == states.HOG_PENDING)
+        busy = len(held) - pending  # running, or ended but still holding their allocation
+        extra = max(0, max(1, hogs_for(demand.needs, size)) - pending)
+        return max(len(held), min(self.config.hogs, busy + pending + extra))
 
-    def cores_per_hog(self) -> int:
-        configured = self.config.hog_options.cores
-        if configured:
-            return configured
-        row = self.db.query_one("SELECT cores FROM hogs WHERE cores IS NOT NULL ORDER BY id DESC LIMIT 1")
-        if row and row[0]:
-            return row[0]
-        return os.cpu_count() or 1
+    def follow_hogs(self) -> list[dict]:
+        """Heal, and return the hogs that hold an allocation: they count against --hogs.
 
-    def heal(self) -> None:
-        """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
+        Those are the live ones, and those whose row has ended while their backend process or
+        job still runs: a hog that has said goodbye is still leaving, and one declared lost may
+        not be dead. Starting a replacement before they are gone would hold N+1 allocations,
+        which a QOS limit may refuse. One question to the backend covers both.
+        """
         live = claims.live_hogs(self.db)
         mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
-        alive = self.backend.alive([hog["backend_id"] for hog in mine])
+        recent = [
+            hog
+            for hog in claims.ended_since(self.db, time.time() - LINGER_WINDOW_S)
+            if hog["backend"] == self.backend.name and hog["backend_id"]
+        ]
+        self.released &= {hog["id"] for hog in recent}
+        ended = [hog for hog in recent if hog["id"] not in self.released]
+        alive = self.backend.alive([hog["backend_id"] for hog in mine + ended])
+        self.heal(mine, alive)
+        held = claims.live_hogs(self.db)
+        held_ids = {hog["id"] for hog in held}
+        for hog in mine + ended:
+            if hog["id"] in held_ids:
+                continue
+            if alive.get(hog["backend_id"]):
+                held.append(hog)
+            elif alive.get(hog["backend_id"]) is False:
+                self.released.add(hog["id"])  # gone for good: not asked about again
+        return held
+
+    def heal(self, mine: list[dict], alive: dict[str, bool | None]) -> None:
+        """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
         ended = [hog["id"] for hog in mine if alive.get(hog["backend_id"]) is False]
         if ended:
             # The hog may have said goodbye just before its process ended: read again.

@@ -17,6 +17,7 @@ import apsw
 from hog.errors import NotFoundError, UsageError
 from hog.store import states
 from hog.store.db import Database
+from hog.store.packing import Resources
 
 # Variables that describe the submitting shell's own node and job or the hog's placement: the hog
 # sets its own, so a submit from inside an allocation must not pin tasks to that allocation's
@@ -525,10 +526,27 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
     return requeued, skipped
 
 
-def demand(db: Database) -> int:
-    """Tasks waiting to be claimed."""
-    row = db.query_one("SELECT tasks FROM state_counts WHERE state = ?", (states.WAITING,))
-    return row[0] if row else 0
+class Demand(NamedTuple):
+    waiting: int  # tasks waiting to be claimed
+    needs: list[tuple[Resources, int]]  # what the first of them ask for: (cores, GPUs, memory), count
+
+
+def demand(db: Database, limit: int) -> Demand:
+    """Tasks waiting to be claimed, and what the first `limit` of them (in claim order) need, for
+    the monitor to size its hogs by: reading a few node-fulls costs the same on any queue size."""
+    with db.snapshot() as connection:
+        row = connection.execute(
+            "SELECT tasks FROM state_counts WHERE state = ?", (states.WAITING,)
+        ).fetchall()
+        needs = connection.execute(
+            "SELECT cores, gpus, mem_bytes, count(*) FROM ("
+            " SELECT s.cores, s.gpus, coalesce(s.mem_bytes, 0) AS mem_bytes"
+            " FROM tasks t JOIN submissions s ON s.id = t.submission_id"
+            " WHERE t.state = ? ORDER BY t.priority DESC, t.id LIMIT ?"
+            ") GROUP BY cores, gpus, mem_bytes",
+            (states.WAITING, limit),
+        ).fetchall()
+    return Demand(row[0][0] if row else 0, [(Resources(*shape), count) for *shape, count in needs])
 
 
 # -- monitor ownership -----------------------------------------------------------------------
