@@ -1179,3 +1179,27 @@ def test_shell_completion_knows_the_lazy_commands():
     env = child_env(_SLURM_HOG_COMPLETE="bash_complete", COMP_WORDS="slurm-hog su", COMP_CWORD="1")
     result = subprocess.run([sys.executable, "-m", "hog"], capture_output=True, text=True, env=env)
     assert "submit" in result.stdout.split("\n")[0].split(",")
+
+
+def test_submit_from_a_slow_pipe_does_not_hold_the_queue(db):
+    """`submit --file -` reads its pipe to the end before it takes the queue's lock: a slow
+    producer must not stop every hog and every other command meanwhile."""
+    feeder = subprocess.Popen(
+        [sys.executable, "-m", "hog", "--db", str(db), "submit", "--file", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    try:
+        feeder.stdin.write("echo first\n")
+        feeder.stdin.flush()
+        other = cli(db, "--timeout", "3", "submit", "echo other")
+        assert other.returncode == 0, other.stderr
+        assert feeder.poll() is None, "the first submit ended before its input did"
+        feeder.stdin.write("echo second\n")
+    finally:
+        feeder.stdin.close()
+        feeder.wait(timeout=30)
+    assert feeder.returncode == 0
+    assert sorted(task["command"] for task in tasks(db)) == ["echo first", "echo other", "echo second"]
