@@ -107,6 +107,8 @@ def add_edges(
     connection: apsw.Connection, children: Iterable[int], parents: dict[int, str], unmet: dict[int, bool]
 ) -> None:
     """Edges from each parent to each child; those whose parent has ended are settled already."""
+    if not parents:
+        return  # not even a walk over the children: an array of a million has none
     edges = [(parent, kind, 0 if unmet[parent] else 1) for parent, kind in parents.items()]
 
     def rows() -> Iterator[tuple]:
