@@ -6,6 +6,12 @@
       {"name": "sum", "command": "./summarise", "after_any": ["run"]}
     ]}
 
+The same as TOML (a file named *.toml), where Python has tomllib (3.11 and newer):
+
+    [[tasks]]
+    name = "prep"
+    command = "./prepare"
+
 Parsing refuses, with the line, what would make a wrong graph: invalid JSON (line and column),
 names used twice, unknown names, cycles (named `a -> b -> a`); tasks come back in topological
 order, each after the tasks it names.
@@ -13,6 +19,7 @@ order, each after the tasks it names.
 
 import json
 import re
+import sys
 from typing import Any, NamedTuple
 
 from hog.errors import UsageError
@@ -46,15 +53,12 @@ class WorkflowTask(NamedTuple):
 
 def parse(text: str, source: str) -> list[WorkflowTask]:
     """The tasks of a workflow file, parents before children (else file order)."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise UsageError(
-            f"{source}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
+    document = _toml(text, source) if source.endswith(".toml") else _json(text, source)
     entries = document.get("tasks") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not entries:
-        raise UsageError(f'{source}: a workflow file is an object with a non-empty "tasks" list')
+        raise UsageError(
+            f'{source}: a workflow file is an object with a non-empty "tasks" list ([[tasks]] in TOML)'
+        )
     tasks: dict[str, WorkflowTask] = {}
     searched_from = 0
     for number, entry in enumerate(entries, 1):
@@ -84,6 +88,30 @@ def parse(text: str, source: str) -> list[WorkflowTask]:
                     f"{source}:{line}: task {task.name!r} is after {parent!r}, which no task is named"
                 )
     return _topological(tasks, source)
+
+
+def _json(text: str, source: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"{source}: not valid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+
+
+def _toml(text: str, source: str) -> object:
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        version = ".".join(map(str, sys.version_info[:2]))
+        raise UsageError(
+            f"{source}: TOML workflow files need Python 3.11 or newer (this is {version}); "
+            "write it as JSON (the same fields)"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{source}: not valid TOML: {error}") from None
 
 
 def _names(value: object, source: str, line: int, name: str, kind: str) -> tuple[str, ...]:

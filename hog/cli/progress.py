@@ -82,17 +82,32 @@ def status(fmt: str, as_json: bool) -> None:
         click.echo(misfits_text(misfits))
     elif misfits is None and result.tasks[states.WAITING] and hog_rows:
         click.echo("no hog seen lately: whether the waiting tasks fit one is not known")
-    runnable = result.active - stuck
-    other = "other " if stuck else ""
-    if result.active == 0:
+    runnable = result.to_go - stuck
+    to_go = (
+        counted(runnable, ("other " if stuck else "") + "task") + " to go" + _not_yet_runnable(result.tasks)
+    )
+    if result.to_go == 0:
         click.echo("the queue is empty")
     elif runnable > 0 and result.seconds_to_empty is None:
-        click.echo(f"{counted(runnable, other + 'task')} to go; no rate yet to estimate when they are done")
+        click.echo(f"{to_go}; no rate yet to estimate when they are done")
     elif runnable > 0:  # else the line above says why none of them will start
         click.echo(
-            f"{counted(runnable, other + 'task')} to go: {'done' if stuck else 'empty'} in about "
+            f"{to_go}: {'done' if stuck else 'empty'} in about "
             f"{format_duration(result.seconds_to_empty)} at the recent rate"
         )
+
+
+def _not_yet_runnable(tasks: dict[str, int]) -> str:
+    """`(3 waiting for their parents, 2 held until released)`, or nothing when none wait so."""
+    parts = [
+        f"{tasks[state]} {words}"
+        for state, words in (
+            (states.BLOCKED, "waiting for their parents"),
+            (states.HELD, "held until released"),
+        )
+        if tasks.get(state)
+    ]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)

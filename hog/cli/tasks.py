@@ -370,9 +370,13 @@ def cancel(ids: tuple[str, ...], all_tasks: bool, state_filter: tuple[str, ...])
     if chosen != 1:
         raise UsageError("say what to cancel: task ids, --all, or --state STATE (one of them)")
     outcome = queue.cancel(current_settings().open(), task_ids or None, state_filter)
-    click.echo(
-        f"cancelled {len(outcome.cancelled)} waiting, {len(outcome.killing)} running (their hogs kill them)"
-    )
+    # By the state each was in: "cancelled 2 waiting, 3 blocked, 0 running (...)".
+    waited = [
+        (state, outcome.cancelled_from.get(state, 0))
+        for state in (states.WAITING, states.BLOCKED, states.HELD)
+    ]
+    parts = [f"{number} {state}" for state, number in waited if number or state == states.WAITING]
+    click.echo(f"cancelled {', '.join(parts)}, {len(outcome.killing)} running (their hogs kill them)")
     for task_id, state in outcome.skipped[:20]:
         click.echo(f"task {task_id} is already {state}: left alone", err=True)
 

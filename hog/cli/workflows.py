@@ -60,7 +60,8 @@ def workflow_options(function):
         click.option(
             "--workflow",
             metavar="FILE",
-            help="Submit the tasks of a workflow file (JSON), all or none; the other options are defaults.",
+            help="Submit the tasks of a workflow file (JSON, or *.toml on Python 3.11+), all or none; "
+            "the other options are defaults.",
         ),
     ]
     for option in reversed(options):

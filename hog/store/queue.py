@@ -413,6 +413,11 @@ class Status(NamedTuple):
     def active(self) -> int:
         return self.tasks.get(states.WAITING, 0) + self.tasks.get(states.RUNNING, 0)
 
+    @property
+    def to_go(self) -> int:
+        """Every task still to end: active ones and those waiting for their parents or a release."""
+        return self.active + self.tasks.get(states.BLOCKED, 0) + self.tasks.get(states.HELD, 0)
+
 
 def status(db: Database, now: float | None = None, stuck: int = 0) -> Status:
     """Counts and the recent rate; the time to empty leaves out `stuck` waiting tasks, which no
@@ -425,20 +430,23 @@ def status(db: Database, now: float | None = None, stuck: int = 0) -> Status:
             0
         ][0]
     tasks = {state: counts.get(state, 0) for state in states.TASK_STATES}
-    remaining = max(0, tasks[states.WAITING] + tasks[states.RUNNING] - stuck)
+    result = Status(tasks, {s: hogs.get(s, 0) for s in states.HOG_STATES}, recent, None)
+    # Blocked and held tasks are work still to do: the queue is empty only once they have run.
+    remaining = max(0, result.to_go - stuck)
     seconds = (
         remaining / (recent / 60.0) if recent and remaining > 0 else (None if remaining or stuck else 0.0)
     )
-    return Status(tasks, {s: hogs.get(s, 0) for s in states.HOG_STATES}, recent, seconds)
+    return result._replace(seconds_to_empty=seconds)
 
 
 # -- user edits ------------------------------------------------------------------------------
 
 
 class CancelOutcome(NamedTuple):
-    cancelled: list[int]  # were waiting: cancelled now
+    cancelled: list[int]  # were waiting, blocked or held: cancelled now
     killing: list[int]  # were running: their hogs kill them
     skipped: list[tuple[int, str]]  # had already ended
+    cancelled_from: dict[str, int]  # how many of `cancelled` were in each state
 
 
 def cancel(
@@ -485,7 +493,7 @@ def cancel(
         from hog.store.dependencies import settle  # imports this module
 
         settle(connection, cancelled, now)
-    return CancelOutcome(cancelled, killing, skipped)
+    return CancelOutcome(cancelled, killing, skipped, moved)
 
 
 def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], list[tuple[int, str]]]:
