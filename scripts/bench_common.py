@@ -102,6 +102,15 @@ def timed_run(argv: Sequence[str], **popen_args) -> tuple[float, float, int]:
     return wall, usage.ru_utime + usage.ru_stime, process.returncode
 
 
+def run_local_hog(db: str, folder: str) -> tuple[float, float, float]:
+    """`hog --cores 2 --idle-timeout 1s` until the queue is empty: (epoch it started, wall s, CPU s)."""
+    started = time.time()
+    wall, cpu, status = timed_run(hog_argv(db, "hog", "--cores", "2", "--idle-timeout", "1s"), cwd=folder)
+    if status:
+        raise SystemExit(f"bench: the hog exited with status {status}")
+    return started, wall, cpu
+
+
 def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 

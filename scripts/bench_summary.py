@@ -12,7 +12,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc
 
-ORDER = ("startup", "submit", "queue_size", "throughput", "lock", "slurm")
+ORDER = ("startup", "submit", "queue_size", "throughput", "lock", "workflows", "slurm")
 
 
 def main() -> None:

@@ -214,12 +214,7 @@ def run_slurm_hog(folder: str, task_file: str, tasks: int, submit_options: tuple
     )
     if status:
         raise SystemExit("bench: submit failed")
-    hog_started = time.time()
-    hog_wall, hog_cpu, status = bc.timed_run(
-        bc.hog_argv(db, "hog", "--cores", "2", "--idle-timeout", "1s"), cwd=folder
-    )
-    if status:
-        raise SystemExit(f"bench: the hog exited with status {status}")
+    hog_started, hog_wall, hog_cpu = bc.run_local_hog(db, folder)
     connection = apsw.Connection(db, flags=apsw.SQLITE_OPEN_READONLY)
     first_start, last_end, count = connection.execute(
         "SELECT min(started_at), max(ended_at), count(*) FROM attempts WHERE exit_code = 0"
