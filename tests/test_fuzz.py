@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hog.cli.group import cli
@@ -51,6 +51,8 @@ WORDS = st.text(st.characters(blacklist_categories=("Cs",)), max_size=60)
 
 @FUZZ
 @given(option=st.sampled_from(["-t", "--mem", "-c", "-g", "--priority", "--retries", "-o"]), value=WORDS)
+@example(option="-c", value="9223372036854775808")  # past sqlite's integers
+@example(option="-g", value="9223372036854775808")
 def test_submit_options_never_raise(queue_path: str, option: str, value: str) -> None:
     result = CliRunner().invoke(cli, ["--db", queue_path, "submit", option, value, "true"])
     assert result.exit_code in (0, 1, 2), result.output

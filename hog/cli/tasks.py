@@ -87,8 +87,9 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
 @click.command(cls=SubmitCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
 @click.argument("command", nargs=-1)
 @click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
-@click.option("-c", "--cores", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("-g", "--gpus", type=click.IntRange(min=0), default=0, show_default=True)
+# Bounds far beyond any node, that keep sums of many tasks' needs within sqlite's integers.
+@click.option("-c", "--cores", type=click.IntRange(1, 100_000), default=1, show_default=True)
+@click.option("-g", "--gpus", type=click.IntRange(0, 1024), default=0, show_default=True)
 @click.option("--mem", type=SIZE, help="Memory per task, e.g. 500M or 4G.")
 @duration_option("-t", "--time", "time_limit", help="Time limit of each task (default: none).")
 @click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True)
