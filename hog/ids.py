@@ -3,6 +3,7 @@
 from hog.errors import UsageError
 
 MAX_RANGE = 10_000_000
+MAX_ID = (1 << 63) - 1  # sqlite's largest integer
 
 
 def parse_ids(words: tuple[str, ...] | list[str]) -> list[int]:
@@ -23,6 +24,8 @@ def parse_ids(words: tuple[str, ...] | list[str]) -> list[int]:
                 ) from None
             if low < 1:
                 raise UsageError(f"bad task id {part!r}: ids start at 1")
+            if high > MAX_ID:
+                raise UsageError(f"bad task id {part!r}: no id is larger than {MAX_ID}")
             if high < low:
                 raise UsageError(f"bad task id range {part!r}: a range goes from low to high, like 3-9")
             if high - low >= MAX_RANGE:

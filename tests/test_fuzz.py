@@ -64,6 +64,7 @@ def test_submit_options_never_raise(queue_path: str, option: str, value: str) ->
     command=st.sampled_from(["check", "cancel", "retry", "wait"]),
     words=st.lists(WORDS, min_size=1, max_size=4),
 )
+@example(command="check", words=["9223372036854775808"])  # past sqlite's integers
 def test_id_lists_never_raise(queue_path: str, command: str, words: list[str]) -> None:
     args = ["--db", queue_path, command, *words] + (["--max-wait", "0.1s", "-q"] if command == "wait" else [])
     result = CliRunner().invoke(cli, args)
