@@ -59,7 +59,9 @@ TASK_TABLE_COLUMNS = (
 def task_table_row(task: "TaskRow", now: float) -> tuple:
     runtime = None
     if task.started_at:
-        if task.state != states.WAITING:
+        if task.state == states.RUNNING:
+            runtime = f"running {format_duration(now - task.started_at)}"
+        elif task.state != states.WAITING:
             runtime = format_duration((task.ended_at or now) - task.started_at)
     elif task.state == states.RUNNING:
         runtime = "starting"

@@ -25,7 +25,7 @@ from hog.store.packing import Busy, Resources
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 1.0  # longest a finished result waits before it is committed
+FLUSH_INTERVAL_S = 1.0  # longest a finished result, or a start, waits before it is committed
 RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
@@ -68,6 +68,7 @@ class Round:
 
     results: list[claims.TaskResult]
     oldest_result_mono: float | None
+    starts: dict[tuple[int, int], tuple[claims.TaskStart, float]]
     claim: claims.ClaimRequest | None
     exchange: bool  # write results and the heartbeat (and claim, if `claim`)
     poll_cancels: bool  # only look for cancels (when there is no exchange)
@@ -122,6 +123,10 @@ class DatabaseRounds:
         self.round: Round | None = None  # the job the database thread has in hand
         self.results: list[claims.TaskResult] = []
         self.oldest_result_mono: float | None = None
+        # Starts not written yet, oldest first, with when each was noted (monotonic). A task
+        # that ends before its start is written has it written with its result instead: short
+        # tasks cost no more than before.
+        self.starts: dict[tuple[int, int], tuple[claims.TaskStart, float]] = {}
         self.environments: dict[int, dict[str, str]] = {}  # rows cached by claims.exchange
         self.mean_duration_s: float | None = None
         self.hogs_running = 1  # on the queue, as the last claim found
@@ -135,10 +140,17 @@ class DatabaseRounds:
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
+    def add_start(self, task_id: int, attempt: int, started_at: float) -> None:
+        """A task started: written with the next exchange, at most a second late (so `show`
+        gives its running time), unless its result comes first."""
+        self.starts[(task_id, attempt)] = (claims.TaskStart(task_id, attempt, started_at), time.monotonic())
+
     def add_result(self, result: claims.TaskResult) -> None:
         if not self.results:
             self.oldest_result_mono = time.monotonic()
         self.results.append(result)
+        if self.starts:
+            self.starts.pop((result.task_id, result.attempt), None)
 
     def note_duration(self, seconds: float) -> None:
         """A task ran this long: claims ahead follow the mean."""
@@ -190,6 +202,8 @@ class DatabaseRounds:
             or now - (self.oldest_result_mono or now) >= FLUSH_INTERVAL_S
             or claim is not None
         )
+        if self.starts and not flush_due:
+            flush_due = now - self._oldest_start_mono() >= FLUSH_INTERVAL_S
         beat_due = now - self.last_exchange_mono >= self.heartbeat_s
         exchange = claim is not None or flush_due or beat_due
         poll_cancels = (
@@ -205,6 +219,7 @@ class DatabaseRounds:
         self.round = Round(
             results=self.results if exchange else [],
             oldest_result_mono=self.oldest_result_mono if exchange else None,
+            starts=self.starts if exchange else {},
             claim=claim,
             exchange=exchange,
             poll_cancels=poll_cancels,
@@ -215,6 +230,7 @@ class DatabaseRounds:
         if exchange:
             self.results = []
             self.oldest_result_mono = None
+            self.starts = {}
         self.thread.give(functools.partial(self._run_round, self.round))
 
     def next_due(self, now: float, tasks_running: bool) -> float:
@@ -225,6 +241,8 @@ class DatabaseRounds:
         due = [self.last_exchange_mono + self.heartbeat_s]
         if self.results:
             due.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+        if self.starts:
+            due.append(self._oldest_start_mono() + FLUSH_INTERVAL_S)
         if tasks_running:
             due.append(now + CANCEL_POLL_S)
         # Past due while the database is unreachable: wait for the retry, do not spin.
@@ -243,6 +261,7 @@ class DatabaseRounds:
                     None,
                     self.environments,
                     finish_reason=finish_reason,
+                    starts=[start for start, _ in self.starts.values()],
                 )
             )
             finished = self._wait()
@@ -310,7 +329,15 @@ class DatabaseRounds:
         """On the database thread: touches only the database and the environment cache."""
         outcome = RoundOutcome()
         if job.exchange:
-            done = claims.exchange(self.db, self.hog_id, self.host, job.results, job.claim, self.environments)
+            done = claims.exchange(
+                self.db,
+                self.hog_id,
+                self.host,
+                job.results,
+                job.claim,
+                self.environments,
+                starts=[start for start, _ in job.starts.values()],
+            )
             outcome.given_up = done.given_up
             outcome.claimed = done.claimed
             outcome.queue_has_work = done.queue_has_work
@@ -349,6 +376,7 @@ class DatabaseRounds:
             if job.results:
                 self.results = job.results + self.results
                 self.oldest_result_mono = job.oldest_result_mono
+            self._restore_starts(job)
             self.retry_after_mono = now + DB_RETRY_S
             return RoundOutcome()
         if outcome.given_up:
@@ -367,6 +395,17 @@ class DatabaseRounds:
                 "%s: declared hogs %s lost; their tasks went back to the queue", self.name, outcome.reaped
             )
         return outcome
+
+    def _oldest_start_mono(self) -> float:
+        return next(iter(self.starts.values()))[1]
+
+    def _restore_starts(self, job: Round) -> None:
+        """A failed round's starts wait for the next, oldest first, less those whose result came
+        meanwhile (it carries the start)."""
+        ended = {(result.task_id, result.attempt) for result in self.results}
+        kept = {key: value for key, value in job.starts.items() if key not in ended}
+        kept.update(self.starts)
+        self.starts = kept
 
     def _warn_if_slow(self, now: float) -> None:
         assert self.round is not None

@@ -251,6 +251,7 @@ class Tasks:
         running = self.running.get(event.key)
         if running is None:
             return  # ended already
+        self.rounds.add_start(event.key[0], event.key[1], running.launch.started_at)
         if running.task.time_limit_s is not None:
             running.deadline_mono = running.launch.started_mono + running.task.time_limit_s
         if running.kill_reason is not None and running.term_sent_mono is None:
@@ -259,8 +260,7 @@ class Tasks:
     def _ended(self, event: Ended) -> None:
         running = self.running.pop(event.key)
         self._free(running)
-        # Leftovers the task put in the background die with it, as in a SLURM step.
-        kill_group(event.exited.pid)
+        # What it left in the background was killed by its slot before the end was reported.
         duration = event.ended_mono - running.launch.started_mono
         self.rounds.note_duration(duration)
         result = running.result(event.exited, duration, self.stopping, self.cpu_labels)

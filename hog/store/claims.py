@@ -159,6 +159,14 @@ class TaskResult(NamedTuple):
     gpus: str | None = None
 
 
+class TaskStart(NamedTuple):
+    """When an attempt started, sent before its result for a task that runs on."""
+
+    task_id: int
+    attempt: int
+    started_at: float
+
+
 class ClaimRequest(NamedTuple):
     free: Resources  # what the new tasks may use together
     total: Resources  # the hog's whole size: tasks larger than this are never its business
@@ -188,8 +196,10 @@ def exchange(
     environments: dict[int, dict[str, str]],
     finish_reason: str | None = None,
     now: float | None = None,
+    starts: Sequence[TaskStart] = (),
 ) -> Exchange:
-    """One short write: record results, beat, claim new tasks, learn about cancels; maybe finish.
+    """One short write: record starts and results, beat, claim new tasks, learn about cancels;
+    maybe finish.
 
     `environments` is the hog's cache of environment rows, filled in as new ids appear.
     """
@@ -198,6 +208,7 @@ def exchange(
         if not _is_running(connection, hog_id):
             # Given up: nothing claimed, nothing recorded, no work to look for.
             return Exchange(True, [], set(), False, 0, 1)
+        _record_starts(connection, hog_id, starts)
         moved: dict[str, int] = {}
         recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
         for state, number in moved.items():
@@ -243,6 +254,17 @@ def _cancel_requests(connection: apsw.Connection, hog_id: int) -> set[tuple[int,
         "SELECT id, attempt FROM tasks WHERE hog_id = ? AND cancel_requested = 1", (hog_id,)
     )
     return {(task_id, attempt) for task_id, attempt in rows}
+
+
+def _record_starts(connection: apsw.Connection, hog_id: int, starts: Sequence[TaskStart]) -> None:
+    """Write when running tasks started, in one statement; an attempt that is no longer this
+    hog's, or has ended, is left alone. A claimed task not started keeps started_at NULL."""
+    if starts:
+        connection.executemany(
+            "UPDATE attempts SET started_at = ?"
+            " WHERE task_id = ? AND attempt = ? AND hog_id = ? AND ended_at IS NULL",
+            [(start.started_at, start.task_id, start.attempt, hog_id) for start in starts],
+        )
 
 
 def _record_result(
