@@ -360,7 +360,12 @@ def test_tasks_that_cannot_start_fail_with_the_reason(db: Path, tmp_path: Path) 
     gone.rmdir()
     (bad_program,) = submit(db, "--", "no-such-program-here", "x")
     (fine,) = submit(db, "--", "printf", "%s", "ok")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    (bad_output,) = submit(db, "-e", str(blocker / "{id}.err"), "true")
     assert finish(start_hog(db, *FAST)) == 0
+    assert check(db, bad_output)["state"] == "failed"
+    assert check(db, bad_output)["why"] == f"could not start: Not a directory: {blocker}/{bad_output}.err"
     assert check(db, bad_folder)["state"] == "failed" and "No such file" in check(db, bad_folder)["why"]
     assert (
         check(db, bad_program)["state"] == "failed"
@@ -478,6 +483,43 @@ def test_direct_argv_keeps_to_plain_words() -> None:
         assert direct_argv(needs_shell) is None, needs_shell
 
 
+def test_default_logs_are_private_and_named_files_follow_the_umask(tmp_path: Path) -> None:
+    import grp
+
+    umask = os.umask(0)
+    os.umask(umask)
+    group = grp.getgrgid(os.getgid()).gr_name
+    for init_options, private in (((), (0o700, 0o600)), (("--group", group), (0o770, 0o660))):
+        folder = tmp_path / str(len(init_options))
+        folder.mkdir()
+        db = folder / "queue.sqlite"
+        assert cli(db, "init", *init_options).returncode == 0
+        (default,) = submit(db, "echo out; echo err >&2")
+        (named,) = submit(db, "-o", str(folder / "named.out"), "echo named")
+        assert finish(start_hog(db, *FAST)) == 0
+        logs = Path(f"{db}.logs") / "tasks" / "000000"
+        assert logs.stat().st_mode & 0o777 == private[0]
+        for path in (logs / f"{default}.1.out", logs / f"{default}.1.err", logs / f"{named}.1.err"):
+            assert path.stat().st_mode & 0o777 == private[1] & ~umask, path
+        assert (folder / "named.out").stat().st_mode & 0o777 == 0o666 & ~umask
+        assert cli(db, "log", str(default), "--stderr").stdout == "err\n"
+        assert (folder / "named.out").read_text() == "named\n"
+
+
+def test_tasks_given_back_unstarted_leave_no_output_files(db: Path, tmp_path: Path) -> None:
+    """Only tasks that started have output files, however many were claimed or queued ahead."""
+    done = tmp_path / "done.txt"
+    ids = submit(db, "--file", "-", stdin=input_lines(f"echo $HOG_TASK_ID >> {done}", 1000))
+    hog = start_hog(db, *FAST, "--cores", "2")
+    wait_until(lambda: done.exists() and len(done.read_text().split()) >= 100, message="100 tasks done")
+    hog.send_signal(signal.SIGINT)
+    assert finish(hog, timeout=30) == 0
+    ran = ran_once_the_rest_waiting(db, ids, done)
+    logs = Path(f"{db}.logs") / "tasks"
+    assert sorted(path.name for path in logs.glob("*/*.out")) == sorted(f"{i}.1.out" for i in ran)
+    assert len(list(logs.glob("*/*.err"))) == len(ran)
+
+
 def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -> None:
     from hog.pilot.procs import OutputFiles
 
@@ -488,8 +530,8 @@ def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -
         keys = [(n, 1) for n in range(300)]
         for task_id, attempt in keys:
             paths = (str(tmp_path / "logs" / f"{task_id}.out"), str(tmp_path / "logs" / f"{task_id}.err"))
-            outputs.request((task_id, attempt), paths, 0o600)
-        outputs.request((999, 1), (str(tmp_path / "old.out"), os.devnull), 0o600)
+            outputs.request((task_id, attempt), paths, (0o600, 0o600))
+        outputs.request((999, 1), (str(tmp_path / "old.out"), os.devnull), (0o600, 0o600))
         for key in [*keys, (999, 1)]:
             outputs.wait(key)
         # Hundreds of tasks claimed ahead must not cost hundreds of fds (the limit is often 1024).
@@ -497,7 +539,7 @@ def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -
         assert len(os.listdir(tmp_path / "logs")) == 600
         assert (tmp_path / "old.out").read_text() == ""
         unstarted = (str(tmp_path / "logs" / "u.out"), str(tmp_path / "logs" / "u.err"))
-        outputs.request((1000, 1), unstarted, 0o600)
+        outputs.request((1000, 1), unstarted, (0o600, 0o600))
         outputs.discard((1000, 1), unstarted)
         assert not any(os.path.exists(path) for path in unstarted)
     finally:

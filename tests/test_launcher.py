@@ -33,11 +33,17 @@ class Slots:
         self.launches: dict[int, Launch] = {}
 
     def launch(
-        self, number: int, command: object, cores: int = 1, latest_start: float | None = None
+        self,
+        number: int,
+        command: object,
+        cores: int = 1,
+        latest_start: float | None = None,
+        paths: tuple[str, str] | None = None,
     ) -> Launch:
         key = (number, 1)
-        paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
-        self.outputs.request(key, paths, 0o600)
+        if paths is None:
+            paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
+        self.outputs.request(key, paths, (0o600, 0o600))
         launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)  # type: ignore[arg-type]
         self.launches[number] = launch
         return launch
@@ -194,3 +200,26 @@ def test_a_slot_lent_to_a_bigger_task_gets_no_one_core_task(tmp_path: Path) -> N
         assert slots.launches[1].slots == (0, 1)
     finally:
         slots.close()
+
+
+def test_one_file_for_both_streams_gets_both_in_order(slots: Slots) -> None:
+    both = str(slots.tmp_path / "both.txt")
+    slots.launcher.queue(slots.launch(1, "echo one; echo two >&2; echo three", paths=(both, both)))
+    assert slots.events(Ended, 1)[0].exited.exit_code == 0
+    assert Path(both).read_text() == "one\ntwo\nthree\n"
+
+
+def test_a_task_whose_output_file_cannot_be_made_is_not_started(slots: Slots) -> None:
+    blocker = slots.tmp_path / "a-file"
+    blocker.write_text("")
+    marker = slots.tmp_path / "ran"
+    bad = str(blocker / "1.err")
+    slots.launcher.queue(slots.launch(1, f"touch {marker}", paths=(str(slots.tmp_path / "1.out"), bad)))
+    assert os.read(slots.wake_read, 16), "the loop is woken to hear of it"
+    (event,) = slots.events(NotStarted, 1)
+    assert isinstance(event.error, NotADirectoryError) and event.error.filename == bad
+    assert slots.launcher.queued == 0
+    # The slot is free for the next one, which keeps no output.
+    slots.launcher.queue(slots.launch(2, f"touch {marker}", paths=(os.devnull, os.devnull)))
+    assert slots.events(Ended, 1)[0].key == (2, 1)
+    assert marker.exists() and not (slots.tmp_path / "2.out").exists()

@@ -128,12 +128,7 @@ class Spawner:
         A shell command of plain words starts directly; if that fails (not found, not
         executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
         """
-        file_actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)] + [
-            (os.POSIX_SPAWN_DUP2, self.devnull, fd)
-            if path == os.devnull
-            else (os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0)
-            for fd, path in ((1, outputs[0]), (2, outputs[1]))
-        ]
+        file_actions = self._file_actions(outputs)
         if cwd != self.cwd:
             os.chdir(cwd)
             self.cwd = cwd
@@ -144,6 +139,19 @@ class Spawner:
             with contextlib.suppress(OSError):
                 return self._posix_spawn(words, env, file_actions)
         return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
+
+    def _file_actions(self, outputs: tuple[str, str]) -> list[tuple]:
+        """stdin from /dev/null, stdout and stderr to their files (os.devnull: discarded). A file
+        named for both is opened once: they share its offset, as with `> file 2>&1`."""
+        actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)]
+        for fd, path in ((1, outputs[0]), (2, outputs[1])):
+            if path == os.devnull:
+                actions.append((os.POSIX_SPAWN_DUP2, self.devnull, fd))
+            elif fd == 2 and path == outputs[0]:
+                actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+            else:
+                actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0))
+        return actions
 
     def _posix_spawn(self, argv: list[str], env: dict[str, str], file_actions: list[tuple]) -> int:
         return os.posix_spawn(

@@ -128,11 +128,13 @@ class Tasks:
                     self._output_path(task, task.stderr_pattern, "err"),
                 )
             # Logs beside the queue are private like it; files the user named follow the umask.
-            private = not task.stdout_pattern and not task.stderr_pattern
-            mode = self.file_mode if private else 0o666
+            modes = (
+                0o666 if task.stdout_pattern else self.file_mode,
+                0o666 if task.stderr_pattern else self.file_mode,
+            )
             key = (task.task_id, task.attempt)
             self.output_paths[key] = paths
-            self.outputs.request(key, paths, mode)
+            self.outputs.request(key, paths, modes)
             self.buffered.append(task)
 
     def _output_path(self, task: claims.ClaimedTask, pattern: str | None, stream: str) -> str:
