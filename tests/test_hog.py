@@ -500,7 +500,8 @@ def test_default_logs_are_private_and_named_files_follow_the_umask(tmp_path: Pat
         logs = Path(f"{db}.logs") / "tasks" / "000000"
         assert logs.stat().st_mode & 0o777 == private[0]
         for path in (logs / f"{default}.1.out", logs / f"{default}.1.err", logs / f"{named}.1.err"):
-            assert path.stat().st_mode & 0o777 == private[1] & ~umask, path
+            # The queue's own modes whatever the umask, so every member of a group can write.
+            assert path.stat().st_mode & 0o777 == private[1], path
         assert (folder / "named.out").stat().st_mode & 0o777 == 0o666 & ~umask
         assert cli(db, "log", str(default), "--stderr").stdout == "err\n"
         assert (folder / "named.out").read_text() == "named\n"
@@ -537,10 +538,25 @@ def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -
         # Hundreds of tasks claimed ahead must not cost hundreds of fds (the limit is often 1024).
         assert len(os.listdir("/proc/self/fd")) <= before + 2
         assert len(os.listdir(tmp_path / "logs")) == 600
-        assert (tmp_path / "old.out").read_text() == ""
+        # An existing file is the child's to truncate as it starts, not before.
+        assert (tmp_path / "old.out").read_text() == "left from an earlier attempt"
         unstarted = (str(tmp_path / "logs" / "u.out"), str(tmp_path / "logs" / "u.err"))
         outputs.request((1000, 1), unstarted, (0o600, 0o600))
-        outputs.discard((1000, 1), unstarted)
+        outputs.discard((1000, 1))
         assert not any(os.path.exists(path) for path in unstarted)
+        # A task handed back unstarted leaves an earlier attempt's file as it was.
+        outputs.discard((999, 1))
+        assert (tmp_path / "old.out").read_text() == "left from an earlier attempt"
     finally:
         outputs.close()
+
+
+def test_a_rerun_truncates_its_named_output_as_it_starts(db: Path, tmp_path: Path) -> None:
+    """A named -o file of an earlier attempt is replaced by the next attempt's output as it
+    starts (made ahead, an existing file is left alone until then)."""
+    out = tmp_path / "result.txt"
+    command = 'if [ "$HOG_ATTEMPT" = 1 ]; then echo a long first attempt; exit 1; fi; echo two'
+    (task_id,) = submit(db, "-o", str(out), "--retries", "1", command)
+    assert finish(start_hog(db, *FAST)) == 0
+    assert check(db, task_id)["state"] == "done"
+    assert out.read_text() == "two\n"

@@ -33,6 +33,10 @@ class OutputFiles:
     where creating was cheap and 0.86x where it was slow. There the creating sits between one
     task's end and the next start, and two slots creating in one folder wait on its lock (the
     kernel spins on it); one thread creates without a rival, off the slots' path.
+
+    A file that exists already (a user's -o file from an earlier attempt) is left as it is: the
+    child truncates it as it starts, so a task handed back unstarted destroys no earlier output.
+    Only files this thread created are removed when their task does not start here.
     """
 
     def __init__(self, folder_mode: int) -> None:
@@ -43,6 +47,7 @@ class OutputFiles:
         self._requests: queues.SimpleQueue = queues.SimpleQueue()
         self._asked: set[tuple[int, int]] = set()
         self._ready: dict[tuple[int, int], OSError | None] = {}
+        self._created: dict[tuple[int, int], list[str]] = {}  # made here, so ours to remove
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0  # threads in wait(): made files wake them only then
         self._folders: set[str] = set()
@@ -71,14 +76,20 @@ class OutputFiles:
         if error is not None:
             raise error
 
-    def discard(self, key: tuple[int, int], paths: tuple[str, str]) -> None:
-        """A requested task that will not start here: remove its files."""
+    def started(self, key: tuple[int, int]) -> None:
+        """A task whose files were waited for has started: they are its own now."""
+        with self._cond:
+            self._created.pop(key, None)
+
+    def discard(self, key: tuple[int, int]) -> None:
+        """A requested task that will not start here: remove the files made for it."""
         with contextlib.suppress(OSError):
             self.wait(key)
-        for path in paths:
-            if path != os.devnull:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        with self._cond:
+            created = self._created.pop(key, [])
+        for path in created:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def close(self) -> None:
         self._requests.put(None)
@@ -88,19 +99,26 @@ class OutputFiles:
         while (request := self._requests.get()) is not None:
             key, paths, modes = request
             error = None
+            created = []
             try:
                 for path, mode in zip(paths, modes, strict=True):
-                    if path == os.devnull:
+                    if path == os.devnull or path in created:
                         continue
                     folder = os.path.dirname(path)
                     if folder not in self._folders:
                         make_private_dirs(folder, self.folder_mode)
                         self._folders.add(folder)
-                    os.close(create_file(path, os.O_WRONLY | os.O_TRUNC, mode))
+                    try:
+                        os.close(create_file(path, os.O_WRONLY | os.O_EXCL, mode))
+                    except FileExistsError:
+                        continue  # truncated by the child as it starts, not before
+                    created.append(path)
             except OSError as failed:
                 error = failed
             with self._cond:
                 self._ready[key] = error
+                if created:
+                    self._created[key] = created
                 if self._waiting:
                     self._cond.notify_all()
 

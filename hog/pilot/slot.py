@@ -150,7 +150,7 @@ class Spawner:
             elif fd == 2 and path == outputs[0]:
                 actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
             else:
-                actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY, 0))
+                actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY | os.O_TRUNC, 0))
         return actions
 
     def _posix_spawn(self, argv: list[str], env: dict[str, str], file_actions: list[tuple]) -> int:

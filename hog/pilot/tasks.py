@@ -176,16 +176,17 @@ class Tasks:
 
     def _unclaim(self, task: claims.ClaimedTask, reason: str = states.REASON_RELEASED) -> None:
         """A buffered task that will not start here goes back (or is cancelled)."""
-        self._hand_back(task, self.output_paths.pop((task.task_id, task.attempt)), reason)
+        del self.output_paths[(task.task_id, task.attempt)]
+        self._hand_back(task, reason)
 
     def _take_back(self, running: RunningTask, reason: str = states.REASON_RELEASED) -> None:
         """A task handed to the launcher that no slot started: freed, and handed back."""
         del self.running[running.launch.key]
         self._free(running)
-        self._hand_back(running.task, running.launch.outputs, reason)
+        self._hand_back(running.task, reason)
 
-    def _hand_back(self, task: claims.ClaimedTask, outputs: tuple[str, str], reason: str) -> None:
-        self.outputs.discard((task.task_id, task.attempt), outputs)
+    def _hand_back(self, task: claims.ClaimedTask, reason: str) -> None:
+        self.outputs.discard((task.task_id, task.attempt))
         self.rounds.add_result(claims.TaskResult(task.task_id, task.attempt, reason))
 
     def _free(self, running: RunningTask) -> None:
@@ -250,6 +251,7 @@ class Tasks:
                 raise event.error
 
     def _started(self, event: Started) -> None:
+        self.outputs.started(event.key)
         running = self.running.get(event.key)
         if running is None:
             return  # ended already
@@ -260,6 +262,7 @@ class Tasks:
             running.signal_term(time.monotonic())  # cancelled or stopped as it started
 
     def _ended(self, event: Ended) -> None:
+        self.outputs.started(event.key)
         running = self.running.pop(event.key)
         self._free(running)
         # What it left in the background was killed by its slot before the end was reported.
@@ -289,6 +292,7 @@ class Tasks:
             self._take_back(running, running.kill_reason or states.REASON_RELEASED)
             return
         del self.running[event.key]
+        self.outputs.started(event.key)  # it failed to start: what was made for it stays, to say so
         self._free(running)
         message, result = start_failure(running.task, event.error, time.time())
         log.warning("%s: task %d %s", self.name, running.task.task_id, message)
