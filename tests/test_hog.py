@@ -427,6 +427,32 @@ def test_tasks_killed_just_before_their_hog_is_stopped_go_back(db: Path, tmp_pat
     assert [a.reason for a in attempts(db, task_id)] == ["released"]
 
 
+def test_a_shell_whose_child_was_killed_before_its_hog_stopped_goes_back(db: Path, tmp_path: Path) -> None:
+    # SLURM signals the job's processes one by one: the shell may outlive its child and exit
+    # 128+15 before the hog hears of the stop.
+    pid_file = tmp_path / "pid"
+    (task_id,) = submit(db, f"sleep 30 & echo $! > {pid_file}; wait $!")
+    hog = start_hog(db, *FAST)
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), message="task start")
+    os.kill(int(pid_file.read_text()), signal.SIGTERM)
+    wait_until(lambda: states_of(db)[task_id] != "running" or not group_alive_of_task(db, task_id))
+    hog.send_signal(signal.SIGTERM)
+    assert finish(hog, timeout=20) == 0
+    assert check(db, task_id)["state"] == "waiting"
+
+
+def group_alive_of_task(db: Path, task_id: int) -> bool:
+    """Whether a process of the task still runs (found by its HOG_TASK_ID)."""
+    for process in psutil.process_iter(["environ", "status"]):
+        try:
+            environ = process.info["environ"] or {}
+        except psutil.Error:
+            continue
+        if environ.get("HOG_TASK_ID") == str(task_id) and process.info["status"] != psutil.STATUS_ZOMBIE:
+            return True
+    return False
+
+
 def test_a_task_killed_from_outside_while_the_hog_runs_on_fails(db: Path, tmp_path: Path) -> None:
     task_id, hog = start_a_task_and_kill_it_from_outside(db, tmp_path)
     assert finish(hog, timeout=30) == 0

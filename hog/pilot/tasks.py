@@ -277,7 +277,7 @@ class Tasks:
                 result.exit_code if result.signal is None else f"signal {result.signal}",
                 duration,
             )
-        if result.reason == states.REASON_EXITED and result.signal in TEARDOWN_SIGNALS and not self.stopping:
+        if result.reason == states.REASON_EXITED and _torn_down(result) and not self.stopping:
             # Killed by someone else: SLURM's scancel or time limit signals every process of
             # the job, the tasks often before the hog. Wait a moment for the hog's own signal.
             self.suspects.append((time.monotonic(), result))
@@ -363,3 +363,11 @@ class Tasks:
         elif self.launcher.withdraw(launch.key):
             self._take_back(running, reason)
         # else its slot answers: NotStarted (taken back) or Started (TERM then)
+
+
+def _torn_down(result: claims.TaskResult) -> bool:
+    """Ended by a signal SLURM tears a job down with: itself, or a shell whose child it killed
+    (a shell exits 128+N then, and may outlive that child for a moment)."""
+    if result.signal is not None:
+        return result.signal in TEARDOWN_SIGNALS
+    return result.exit_code is not None and result.exit_code - 128 in TEARDOWN_SIGNALS
