@@ -248,7 +248,7 @@ def test_monitor_gives_up_on_tasks_no_hog_can_run(db: Path) -> None:
     monitor = start_monitor(db, "--hogs", "1", "--once", "--cores", "2")
     assert monitor.wait(timeout=90) == 1
     log_text = "".join(p.read_text() for p in Path(db).parent.glob("*.monitor-*.out"))
-    assert "tasks wait that no hog can run" in log_text
+    assert "no hog can run the 1 waiting task:" in log_text
     assert task_counts(db)["waiting"] == 1
 
 

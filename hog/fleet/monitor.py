@@ -24,6 +24,7 @@ from hog.pilot.slurm import node_name
 from hog.store import claims, queue, states
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles
+from hog.timeutil import counted
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,9 @@ class Monitor:
     def run(self) -> int:
         self.files.make_folders(self.files.hogs)
         log.info(
-            "%s: keeping up to %d hogs through %s",
+            "%s: keeping up to %s through %s",
             self.name(),
-            self.config.hogs,
+            counted(self.config.hogs, "hog"),
             self._describe_backend(),
         )
         while not self.stop_requested:
@@ -192,15 +193,16 @@ class Monitor:
         for hog in claims.ended_since(self.db, self.last_pass_at):
             if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
                 self.futile_hogs += 1
+                # A hog its backend refused (sbatch said no) has no log: its reason says why.
+                see = f"; see {hog['log_path']}" if hog["log_path"] else ""
                 self.futile_reason = (
-                    f"hogs fail to start (the last, hog {hog['id']}: {hog['end_reason']}; "
-                    f"see {hog['log_path']})"
+                    f"hogs fail to start (the last, hog {hog['id']}: {hog['end_reason']}{see})"
                 )
             elif hog["tasks_run"] == 0 and hog["end_reason"] == "idle" and waiting:
                 self.futile_hogs += 1
                 self.futile_reason = (
-                    f"{waiting} tasks wait that no hog can run: they need more cores, GPUs, memory "
-                    "or time than a hog has (`slurm-hog show -s waiting` lists them)"
+                    f"no hog can run the {counted(waiting, 'waiting task')}: they need more cores, GPUs, "
+                    "memory or time than a hog has (`slurm-hog show -s waiting` lists them)"
                 )
             elif hog["tasks_run"]:
                 self.futile_hogs = 0

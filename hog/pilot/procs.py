@@ -1,4 +1,7 @@
-"""Starting tasks in their own process groups and killing whole groups."""
+"""Processes and their files, for the hog and its reaper: how a task ended, its output files made
+ahead, killing whole process groups, a process's identity by its start time. (The slot processes
+start tasks: slot.py.)
+"""
 
 import contextlib
 import os

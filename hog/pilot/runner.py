@@ -31,6 +31,7 @@ from hog.pilot.walltime import Walltime
 from hog.store import claims, states
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles, make_private_dirs
+from hog.timeutil import counted
 
 log = logging.getLogger(__name__)
 
@@ -349,11 +350,11 @@ def _open_pids_file(path: str, folder_mode: int, name: str) -> int:
 def _log_start(name: str, node: NodeResources, walltime: Walltime) -> None:
     end_by = walltime.end_by
     log.info(
-        "%s: %d cores%s, %d GPUs, %.1f GiB, %s",
+        "%s: %s%s, %s, %.1f GiB, %s",
         name,
-        node.cores,
+        counted(node.cores, "core"),
         "" if node.cpu_ids is not None else " (unpinned)",
-        len(node.gpus),
+        counted(len(node.gpus), "GPU"),
         node.mem_bytes / (1 << 30),
         (
             f"leaves by {time.strftime('%H:%M:%S', time.localtime(end_by))} ({walltime.source}; "
