@@ -47,3 +47,10 @@ def test_the_readme_shows_the_two_commands() -> None:
     assert "scripts/example.sh" in README
     assert "scripts/test.sh" in README
     assert (REPO / ".ci" / "run").read_text().count("scripts/test.sh") == 1
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_says_what_it_is(name: str) -> None:
+    for parameter in command(name).params:
+        if isinstance(parameter, click.Option) and not parameter.hidden:
+            assert parameter.help, f"{max(parameter.opts, key=len)} of `slurm-hog {name}` has no help"

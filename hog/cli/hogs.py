@@ -181,7 +181,13 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
     show_default=True,
     help="Most hogs at once (a hog counts until its process or job has ended).",
 )
-@click.option("--backend", type=click.Choice(["prefix", "sbatch"]), default="prefix", show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["prefix", "sbatch"]),
+    default="prefix",
+    show_default=True,
+    help="How hogs start: a process under --command-prefix, or a batch job through sbatch.",
+)
 @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
 @duration_option("--poll", default="5s", help="Time between passes (default 5s).")
 @click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
@@ -258,7 +264,13 @@ def monitor_config(
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
-@click.option("--processes", type=click.IntRange(2, 64), default=4, show_default=True)
+@click.option(
+    "--processes",
+    type=click.IntRange(2, 64),
+    default=4,
+    show_default=True,
+    help="Processes on this host that contend for the lock at once.",
+)
 @click.option(
     "-c",
     "--command-prefix",

@@ -88,19 +88,36 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
 @click.argument("command", nargs=-1)
 @click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
 # Bounds far beyond any node, that keep sums of many tasks' needs within sqlite's integers.
-@click.option("-c", "--cores", type=click.IntRange(1, 100_000), default=1, show_default=True)
-@click.option("-g", "--gpus", type=click.IntRange(0, 1024), default=0, show_default=True)
-@click.option("--mem", type=SIZE, help="Memory per task, e.g. 500M or 4G.")
+@click.option(
+    "-c", "--cores", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Cores per task."
+)
+@click.option(
+    "-g", "--gpus", type=click.IntRange(0, 1024), default=0, show_default=True, help="Whole GPUs per task."
+)
+@click.option("--mem", type=SIZE, help="Memory per task: 500M, 4G; a bare number is MiB, as in SLURM.")
 @duration_option("-t", "--time", "time_limit", help="Time limit of each task (default: none).")
-@click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True)
-@click.option("--retries", type=click.IntRange(0, 1000), default=0, show_default=True)
+@click.option(
+    "--priority",
+    type=click.IntRange(-1_000_000, 1_000_000),
+    default=0,
+    show_default=True,
+    help="Higher runs first; equal priorities run oldest first.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 1000),
+    default=0,
+    show_default=True,
+    help="Attempts more after a failure or time-out.",
+)
 @click.option("--name", help="A name to find the tasks by (show --name).")
 @click.option(
     "-o",
     "--stdout",
     "stdout_pattern",
     metavar="PATTERN",
-    help="Stdout file; {id}, {attempt}, {name} are replaced.",
+    help="Stdout file, relative to --cwd; {id}, {attempt}, {name}, {index} and {entry} are replaced "
+    "(default: beside the queue; /dev/null keeps nothing).",
 )
 @click.option(
     "-e",
