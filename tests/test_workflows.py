@@ -247,6 +247,9 @@ def test_a_held_bundle_runs_only_once_released(db: Path, tmp_path: Path) -> None
     assert states_of(db)[loose] == "waiting"
     refused(db, "release", "--bundle", "nothing", says="no task in bundle 'nothing'")
     refused(db, "release", "77", says="no task 77")
+    # Released already: nothing to do is said, with a non-zero exit.
+    again = cli(db, "release", "loose")
+    assert again.returncode == 1 and "nothing released" in again.stderr and "Traceback" not in again.stderr
 
 
 def test_array_and_each_line_fill_placeholders_and_variables(db: Path, tmp_path: Path) -> None:

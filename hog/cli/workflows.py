@@ -8,7 +8,8 @@ from typing import NamedTuple
 import click
 
 from hog.cli.group import CONTEXT, HogCommand, current_settings, db_options
-from hog.errors import UsageError
+from hog.errors import HogError, UsageError
+from hog.timeutil import counted
 
 _ID_WORD = re.compile(r"[0-9][0-9,\s-]*")
 
@@ -340,8 +341,13 @@ def release(targets: tuple[str, ...], bundle: str | None) -> None:
     ids = parse_ids([word for word in targets if _ID_WORD.fullmatch(word)])
     names = [word for word in targets if not _ID_WORD.fullmatch(word)]
     released, others = release_tasks(current_settings().open(), ids, names, bundle)
-    message = f"released {len(released)} held task{'s' if len(released) != 1 else ''}"
-    click.echo(message + (f"; {others} were not held" if others else ""))
+    if not released and others:
+        raise HogError(
+            f"nothing released: of {counted(others, 'task')} given, none is held; only held tasks are"
+            " released"
+        )
+    message = f"released {counted(len(released), 'held task')}"
+    click.echo(message + (f"; {counted(others, 'other')} not held, left alone" if others else ""))
 
 
 # -- export and deps -------------------------------------------------------------------------
