@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import psutil
@@ -15,6 +16,7 @@ from helpers import child_env, cli, cli_json, holds_for, states_of, task_counts,
 from hog.fleet.backends import PrefixBackend, SbatchBackend, hog_command
 from hog.fleet.monitor import Monitor, MonitorConfig
 from hog.fleet.sizing import HogSize, hogs_for
+from hog.gpushare import GPU_UNITS
 from hog.pilot.options import HogOptions
 from hog.store import claims, states
 from hog.store.db import open_database
@@ -389,10 +391,12 @@ def test_the_monitor_asks_for_hogs_by_every_resource_tasks_need(
         ([((40, 0, 0), 3)], (64, None, None), 3),  # one 40-core task per 64-core hog
         ([((1, 0, 0), 100), ((1, 1, 0), 2)], (64, 2, None), 2),  # GPU tasks share hogs with others
         ([((1, 1, 0), 5)], (64, 0, None), 0),  # no hog has a GPU: more hogs would not help
+        ([((1, Fraction(1, 2), 0), 9)], (64, 2, None), 3),  # half-GPU tasks, 4 per 2-GPU hog
         ([((1, 1, 0), 5)], (64, None, None), 1),  # GPUs not known yet: counted by cores
         ([((128, 0, 0), 1), ((1, 0, 0), 1)], (64, None, None), 1),  # too big for a hog: not counted
     ],
 )
 def test_hogs_for_counts_the_resource_that_asks_for_most(needs: list, size: tuple, wanted: int) -> None:
 
-    assert hogs_for([(Resources(*shape), count) for shape, count in needs], HogSize(*size)) == wanted
+    in_units = [(Resources(cores, int(gpus * GPU_UNITS), mem), count) for (cores, gpus, mem), count in needs]
+    assert hogs_for(in_units, HogSize(*size)) == wanted

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hog.gpushare import GPU_UNITS
 from hog.store import claims, queue, states
 from hog.store import db as hogdb
 from hog.store.packing import Resources
@@ -34,7 +35,7 @@ def hog_state(db: hogdb.Database, hog_id: int) -> str:
 
 
 def claim_all(db: hogdb.Database, hog_id: int, now: float | None = None) -> list[claims.ClaimedTask]:
-    size = Resources(64, 2, BIG_MEM)
+    size = Resources(64, 2 * GPU_UNITS, BIG_MEM)
     request = claims.ClaimRequest(size, size, [], None, True, 10)
     return claims.exchange(db, hog_id, "node1", [], request, {}, now=now).claimed
 
@@ -93,7 +94,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
     # Every field a distinct value, so that two columns swapped would show.
     options = queue.SubmitOptions(
         cores=3,
-        gpus=2,
+        gpus=2 * GPU_UNITS,
         mem_bytes=5 << 20,
         time_limit_s=600.0,
         priority=9,
@@ -112,7 +113,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "attempt": 1,
         "command": "printf '%s' x",
         "cores": 3,
-        "gpus": 2,
+        "gpus": 2 * GPU_UNITS,
         "mem_bytes": 5 << 20,
         "time_limit_s": 600.0,
         "max_retries": 4,
@@ -152,7 +153,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "state": states.CANCELLED,
         "name": "named",
         "cores": 3,
-        "gpus": 2,
+        "gpus": 2 * GPU_UNITS,
         "priority": 9,
         "attempt": 1,
         "exit_code": None,

@@ -11,6 +11,7 @@ from hog.cli.group import (
     CONTEXT,
     SIZE,
     HogCommand,
+    ParsedType,
     current_settings,
     db_options,
     duration_option,
@@ -70,6 +71,16 @@ def init(group: str | None, check_locking: bool) -> None:
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 
 
+def _parse_gpus(text: str, what: str) -> int:
+    from hog.gpushare import parse_gpus  # fractions imports decimal: only when --gpus is given
+
+    return parse_gpus(text, what)
+
+
+# GPU units (hog.gpushare): whole GPUs or a share of one.
+GPUS = ParsedType("GPUS", _parse_gpus, int)
+
+
 class SubmitCommand(HogCommand):
     """Options end at the first word of the command, as with srun, sbatch, env and xargs: the
     rest belongs to the task, exactly (click stops at the first argument that is no option)."""
@@ -92,7 +103,13 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
     "-c", "--cores", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Cores per task."
 )
 @click.option(
-    "-g", "--gpus", type=click.IntRange(0, 1024), default=0, show_default=True, help="Whole GPUs per task."
+    "-g",
+    "--gpus",
+    type=GPUS,
+    default="0",
+    show_default=True,
+    help="GPUs per task: a bare number is whole GPUs (2); a share of one GPU packs tasks onto it: "
+    "0.5 runs two per GPU, 0.25 four, 1/3 three (1/k for k up to 16).",
 )
 @click.option("--mem", type=SIZE, help="Memory per task: 500M, 4G; a bare number is MiB, as in SLURM.")
 @duration_option("-t", "--time", "time_limit", help="Time limit of each task (default: none).")
@@ -354,7 +371,9 @@ def show(
         now = time.time()
         emit(TASK_TABLE_COLUMNS, (task_table_row(row, now) for row in rows), fmt)
     else:
-        emit(queue.TASK_COLUMNS, rows, fmt)
+        from hog.gpushare import value
+
+        emit(queue.TASK_COLUMNS, (row._replace(gpus=value(row.gpus)) for row in rows), fmt)
 
 
 def _expand_states(state_filter: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hog import gpushare
 from hog.store import states
 from hog.timeutil import counted, format_duration, format_size
 
@@ -71,7 +72,7 @@ def task_table_row(task: "TaskRow", now: float) -> tuple:
         task.state,
         task.name,
         task.cores,
-        task.gpus,
+        gpushare.text(task.gpus),
         task.priority,
         task.attempt,
         exit_text,
@@ -140,7 +141,8 @@ def misfits_text(misfits: "Misfits") -> str:
 def _resources_text(resources: "Resources", gpus_always: bool = False) -> str:
     words = [counted(resources.cores, "core")]
     if resources.gpus or gpus_always:
-        words.append(counted(resources.gpus, "GPU"))
+        amount = gpushare.text(resources.gpus)
+        words.append(f"{amount} GPU{'' if amount == '1' else 's'}")
     if resources.mem_bytes:
         words.append(format_size(resources.mem_bytes))
     return ", ".join(words)

@@ -281,7 +281,7 @@ def workflow_steps(path: str, defaults, request: WorkflowRequest) -> list:
         options = defaults._replace(
             name=task.name,
             cores=_count(fields.get("cores", defaults.cores), 1, where, "cores"),
-            gpus=_count(fields.get("gpus", defaults.gpus), 0, where, "gpus"),
+            gpus=_gpus(fields["gpus"], where) if "gpus" in fields else defaults.gpus,
             mem_bytes=parse_size(str(fields["mem"]), what=f"{where} mem")
             if "mem" in fields
             else defaults.mem_bytes,
@@ -301,6 +301,15 @@ def workflow_steps(path: str, defaults, request: WorkflowRequest) -> list:
         after_steps += tuple((index[name], "any") for name in task.after_any)
         steps.append(Step(options, [new], request.after, after_steps, request.hold, request.bundle))
     return steps
+
+
+def _gpus(value: object, where: str) -> int:
+    """GPU units: a whole number of GPUs, or a share of one (0.5, "1/3")."""
+    from hog.gpushare import parse_gpus
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f'{where}: "gpus" is a whole number of GPUs or a share of one like 0.5')
+    return parse_gpus(str(value), what=f'{where} "gpus"')
 
 
 def _count(value: object, least: int, where: str, field: str) -> int:

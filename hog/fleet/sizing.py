@@ -9,6 +9,7 @@ import os
 from fractions import Fraction
 from typing import NamedTuple
 
+from hog.gpushare import GPU_UNITS
 from hog.pilot.options import HogOptions
 from hog.pilot.resources import parse_gpus
 from hog.store.db import Database
@@ -43,11 +44,12 @@ def hogs_for(needs: list[tuple[Resources, int]], size: HogSize) -> int:
     """How many hogs of `size` tasks with these needs (each with its count) can keep busy.
 
     A task counts for its share of a hog filled with tasks like it: a 1-GPU task for half of a
-    2-GPU hog, a 40-core task for a whole 64-core one (no second fits beside it). The answer is
-    the most that any one resource asks for. A task larger than a hog counts for nothing: more
-    hogs of this size cannot run it.
+    2-GPU hog, a 0.5-GPU task for a quarter of it, a 40-core task for a whole 64-core one (no
+    second fits beside it). The answer is the most that any one resource asks for. A task larger
+    than a hog counts for nothing: more hogs of this size cannot run it.
     """
-    capacity = (size.cores, size.gpus, size.mem_bytes)
+    gpu_units = None if size.gpus is None else size.gpus * GPU_UNITS  # tasks' GPUs are in units
+    capacity = (size.cores, gpu_units, size.mem_bytes)
     totals = [Fraction(0)] * len(capacity)
     for task, count in needs:
         counted = [

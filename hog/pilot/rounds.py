@@ -321,6 +321,7 @@ class DatabaseRounds:
             seconds_left=self.walltime.seconds_left(),
             unlimited_allowed=self.walltime.unlimited_allowed(),
             limit=free.cores,
+            devices=self.ledger.claimable_devices(factor, buffered) if total.gpus else None,
         )
 
     # -- rounds ------------------------------------------------------------------------------

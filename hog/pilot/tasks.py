@@ -233,7 +233,7 @@ class Tasks:
         elif not self.launcher.start_on_idle(launch):
             self.output_paths[key] = launch.outputs
             return False
-        self.ledger.take(task)
+        self.ledger.take(task, gpu_ids)
         self.running[key] = RunningTask(task, gpu_ids, launch)
         return True
 

@@ -10,9 +10,10 @@ from typing import NamedTuple
 
 import apsw
 
+from hog.gpushare import GPU_UNITS
 from hog.store import dependencies, states
 from hog.store.db import Database
-from hog.store.packing import Busy, Candidate, Resources, choose
+from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
 from hog.store.queue import (
     decode_argv,
     decode_environment,
@@ -123,7 +124,7 @@ class ClaimedTask(NamedTuple):
     attempt: int
     command: str
     cores: int
-    gpus: int
+    gpus: int  # GPU units (hog.gpushare)
     mem_bytes: int
     time_limit_s: float | None
     max_retries: int
@@ -174,6 +175,7 @@ class ClaimRequest(NamedTuple):
     seconds_left: float | None  # until the hog stops; None: no walltime
     unlimited_allowed: bool  # tasks without a time limit may still start
     limit: int  # most tasks to take
+    devices: tuple[int, ...] | None = None  # free GPU units of each device (None: by total only)
 
 
 class Exchange(NamedTuple):
@@ -358,12 +360,12 @@ def _state_after(
 
 # In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up, then
 # the array index and entry.
-_CANDIDATES = """
-SELECT t.id, t.attempt + 1, t.command, s.cores, s.gpus, coalesce(s.mem_bytes, 0), s.time_limit_s,
-       s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv, s.environment_id,
-       t.array_index, t.entry
+_CANDIDATES = f"""
+SELECT t.id, t.attempt + 1, t.command, s.cores, {SUBMISSION_GPU_UNITS}, coalesce(s.mem_bytes, 0),
+       s.time_limit_s, s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv,
+       s.environment_id, t.array_index, t.entry
 FROM tasks t JOIN submissions s ON s.id = t.submission_id
-WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :gpus
+WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :devices
   AND coalesce(s.mem_bytes, 0) <= :mem
   AND (:seconds_left IS NULL OR s.time_limit_s <= :seconds_left
        OR (s.time_limit_s IS NULL AND :unlimited))
@@ -402,7 +404,7 @@ def _claim_params(claim: ClaimRequest, window: int) -> dict:
     return {
         "waiting": states.WAITING,
         "cores": claim.total.cores,
-        "gpus": claim.total.gpus,
+        "devices": claim.total.gpus // GPU_UNITS,  # a share touches one device
         "mem": claim.total.mem_bytes,
         "seconds_left": claim.seconds_left,
         "unlimited": 1 if claim.unlimited_allowed else 0,
@@ -420,7 +422,7 @@ def _claim(
 ) -> list[ClaimedTask]:
     window = claim.limit + CLAIM_WINDOW_EXTRA
     rows = connection.execute(_CANDIDATES, _claim_params(claim, window)).fetchall()
-    chosen = choose(_candidates(rows), claim.free, claim.busy, now)[: claim.limit]
+    chosen = choose(_candidates(rows), claim.free, claim.busy, now, claim.devices)[: claim.limit]
     claimed = []
     for candidate in chosen:
         task = _claimed_task(connection, rows[candidate.key], environments)

@@ -9,18 +9,20 @@ import os
 import time
 from typing import NamedTuple
 
+from hog.gpushare import GPU_UNITS
 from hog.store import states
 from hog.store.db import Database
-from hog.store.packing import Resources
+from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
 from hog.store.queue import chunks, placeholders
 
 # Hogs whose size says what can run: live ones, and those that ended within this long (a queue's
 # hogs come and go with its work; one from last month says little about today's pool).
 HOGS_SEEN_S = 86400.0
 
-# The GPU count of a hog row, whose `gpus` holds the ids: "0,1" is two, "" none.
+# The GPUs of a hog row in units, whose `gpus` holds the ids: "0,1" is two, "" none.
 _HOG_GPUS = (
-    "CASE WHEN coalesce(gpus, '') = '' THEN 0 ELSE length(gpus) - length(replace(gpus, ',', '')) + 1 END"
+    "CASE WHEN coalesce(gpus, '') = '' THEN 0"
+    f" ELSE (length(gpus) - length(replace(gpus, ',', '')) + 1) * {GPU_UNITS} END"
 )
 
 
@@ -52,7 +54,8 @@ def misfits(db: Database, task_ids: list[int] | None = None, now: float | None =
     if not sizes:
         return None
     largest = Resources(*(max(size[field] for size in sizes) for field in range(3)))
-    fits_one = " OR ".join(["(s.cores <= ? AND s.gpus <= ? AND coalesce(s.mem_bytes, 0) <= ?)"] * len(sizes))
+    fits = f"(s.cores <= ? AND {SUBMISSION_GPU_UNITS} <= ? AND coalesce(s.mem_bytes, 0) <= ?)"
+    fits_one = " OR ".join([fits] * len(sizes))
     fits_params = tuple(value for size in sizes for value in size)
     # Sizes belong to submissions, which are far fewer than tasks in most queues: only when one
     # fits no hog are the waiting tasks read.
@@ -70,7 +73,7 @@ def misfits(db: Database, task_ids: list[int] | None = None, now: float | None =
     needs = None
     if first is not None:
         row = db.query_one(
-            "SELECT s.cores, s.gpus, coalesce(s.mem_bytes, 0) FROM tasks t"
+            f"SELECT s.cores, {SUBMISSION_GPU_UNITS}, coalesce(s.mem_bytes, 0) FROM tasks t"
             " JOIN submissions s ON s.id = t.submission_id WHERE t.id = ?",
             (first,),
         )

@@ -5,14 +5,28 @@ but not its free ones reserves them. The hog then takes nothing ranked behind it
 are sure to end before the reservation could start (their time limit ends before the running
 tasks' time limits free enough room: EASY backfill). Without time limits nothing is backfilled, so
 the free cores wait for the big task instead of being refilled with small ones forever.
+
+GPUs are counted in integer units (hog.gpushare.GPU_UNITS per device), so that shares of one
+(--gpus 0.5) add up exactly. A total of free units is not enough to say that a task fits: two
+half-free devices hold no whole GPU. So, given the free units of each device, a task is also
+placed on devices (`place`): whole GPUs on wholly free devices, a share on the fullest device
+it fits on, which keeps whole devices free for whole-GPU tasks.
 """
 
+from collections.abc import Sequence
 from typing import NamedTuple
+
+from hog.gpushare import GPU_UNITS
+
+# A submission's GPUs in units, from its columns (devices, and k of a 1/k share).
+SUBMISSION_GPU_UNITS = (
+    f"CASE WHEN s.gpu_split IS NULL THEN s.gpus * {GPU_UNITS} ELSE {GPU_UNITS} / s.gpu_split END"
+)
 
 
 class Resources(NamedTuple):
     cores: int
-    gpus: int
+    gpus: int  # GPU units: GPU_UNITS per device
     mem_bytes: int
 
     def fits_in(self, other: "Resources") -> bool:
@@ -42,8 +56,34 @@ class Busy(NamedTuple):
     ends_at: float | None
 
 
+def place(free: Sequence[int], units: int) -> list[int] | None:
+    """The devices (indices into `free`, each device's free units) a task of `units` takes; None
+    if it does not fit. Whole GPUs take the first wholly free devices; a share takes the device
+    with the least room that still holds it (first of equals): 0.5, 0.5, 0.5, 0.5 on two devices
+    go two to each, and a share never splits a free device while a used one has room."""
+    if units == 0:
+        return []
+    if units % GPU_UNITS == 0:
+        wanted = units // GPU_UNITS
+        devices = [index for index, room in enumerate(free) if room == GPU_UNITS][:wanted]
+        return devices if len(devices) == wanted else None
+    best = None
+    for index, room in enumerate(free):
+        if room >= units and (best is None or room < free[best]):
+            best = index
+    return None if best is None else [best]
+
+
+def per_device(units: int, devices: int) -> int:
+    """Units a task of `units` holds on each of its `devices`: all of each for whole GPUs."""
+    return units // devices if devices else 0
+
+
 def reservation_start(needs: Resources, free: Resources, busy: list[Busy]) -> float | None:
-    """Earliest time `needs` fits if running tasks run to their limits; None if unknowable."""
+    """Earliest time `needs` fits if running tasks run to their limits; None if unknowable.
+
+    By totals: which device each running task frees is not looked at (an estimate, as the
+    time limits themselves are)."""
     available = free
     for item in sorted(busy, key=lambda b: float("inf") if b.ends_at is None else b.ends_at):
         if item.ends_at is None:
@@ -54,15 +94,25 @@ def reservation_start(needs: Resources, free: Resources, busy: list[Busy]) -> fl
     return None
 
 
-def choose(candidates: list[Candidate], free: Resources, busy: list[Busy], now: float) -> list[Candidate]:
-    """Candidates (best first, all fitting the hog's total) to start now within `free`."""
+def choose(
+    candidates: list[Candidate],
+    free: Resources,
+    busy: list[Busy],
+    now: float,
+    devices: Sequence[int] | None = None,
+) -> list[Candidate]:
+    """Candidates (best first, all fitting the hog's total) to start now within `free`, and
+    within `devices` (the free units of each GPU; None: GPUs by their total only)."""
+    rooms = None if devices is None else list(devices)
     chosen: list[Candidate] = []
     reserved_from: float | None = None
     reserving = False
     for candidate in candidates:
         if free.empty:
             break
-        if candidate.needs.fits_in(free):
+        units = candidate.needs.gpus
+        placed = [] if rooms is None or not units else place(rooms, units)
+        if placed is not None and candidate.needs.fits_in(free):
             backfills = (
                 candidate.time_limit_s is not None
                 and reserved_from is not None
@@ -71,6 +121,8 @@ def choose(candidates: list[Candidate], free: Resources, busy: list[Busy], now: 
             if not reserving or backfills:
                 chosen.append(candidate)
                 free = free - candidate.needs
+                for index in placed:
+                    rooms[index] -= per_device(units, len(placed))  # type: ignore[index]
             continue
         if not reserving:
             reserving = True

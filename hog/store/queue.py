@@ -14,10 +14,11 @@ from typing import NamedTuple
 
 import apsw
 
+from hog import gpushare
 from hog.errors import NotFoundError, UsageError
 from hog.store import states
 from hog.store.db import Database
-from hog.store.packing import Resources
+from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
 
 # Variables that describe the submitting shell's own node and job or the hog's placement: the hog
 # sets its own, so a submit from inside an allocation must not pin tasks to that allocation's
@@ -40,7 +41,7 @@ _NOT_CAPTURED = {
 
 class SubmitOptions(NamedTuple):
     cores: int = 1
-    gpus: int = 0
+    gpus: int = 0  # in GPU units (hog.gpushare): whole GPUs or a share of one
     mem_bytes: int | None = None
     time_limit_s: float | None = None
     priority: int = 0
@@ -152,8 +153,8 @@ def add_submission(
     """The row of one submit's shared settings, with its encoded environment `variables`."""
     connection.execute(
         "INSERT INTO submissions(submitted_at, user, host, cwd, environment_id, name, cores,"
-        " gpus, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " gpus, gpu_split, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             now,
             readable(os.environ.get("USER", "")) or None,
@@ -162,7 +163,7 @@ def add_submission(
             _environment_id(connection, variables),
             options.name,
             options.cores,
-            options.gpus,
+            *gpushare.columns(options.gpus),
             options.mem_bytes,
             options.time_limit_s,
             options.max_retries,
@@ -210,7 +211,7 @@ class TaskRow(NamedTuple):
     state: str
     name: str | None
     cores: int
-    gpus: int
+    gpus: int  # GPU units (hog.gpushare)
     priority: int
     attempt: int
     exit_code: int | None
@@ -224,9 +225,9 @@ class TaskRow(NamedTuple):
 TASK_COLUMNS = TaskRow._fields
 
 # In TaskRow's order: TaskRow._make is its row-to-record function.
-_TASK_SELECT = """
-SELECT t.id, t.state, s.name, s.cores, s.gpus, t.priority, t.attempt, t.exit_code, t.signal,
-       a.host, a.started_at, coalesce(t.ended_at, a.ended_at), t.command
+_TASK_SELECT = f"""
+SELECT t.id, t.state, s.name, s.cores, {SUBMISSION_GPU_UNITS}, t.priority, t.attempt, t.exit_code,
+       t.signal, a.host, a.started_at, coalesce(t.ended_at, a.ended_at), t.command
 FROM tasks t
 JOIN submissions s ON s.id = t.submission_id
 LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt
@@ -288,7 +289,7 @@ class TaskDetail(NamedTuple):
     name: str | None
     command: str
     cores: int
-    gpus: int
+    gpus: int  # GPU units (hog.gpushare)
     mem_bytes: int | None
     time_limit_s: float | None
     priority: int
@@ -308,10 +309,10 @@ class TaskDetail(NamedTuple):
 
 
 # In TaskDetail's order, up to argv and cancel_requested, which _task_detail decodes.
-_DETAIL_SELECT = """
-SELECT t.id, t.state, s.name, t.command, s.cores, s.gpus, s.mem_bytes, s.time_limit_s, t.priority,
-       s.max_retries, t.retries_used, t.attempt, t.exit_code, t.signal, s.submitted_at, t.ended_at,
-       s.cwd, s.stdout_pattern, s.stderr_pattern, t.argv, t.cancel_requested
+_DETAIL_SELECT = f"""
+SELECT t.id, t.state, s.name, t.command, s.cores, {SUBMISSION_GPU_UNITS}, s.mem_bytes, s.time_limit_s,
+       t.priority, s.max_retries, t.retries_used, t.attempt, t.exit_code, t.signal, s.submitted_at,
+       t.ended_at, s.cwd, s.stdout_pattern, s.stderr_pattern, t.argv, t.cancel_requested
 FROM tasks t JOIN submissions s ON s.id = t.submission_id
 """
 
@@ -548,7 +549,7 @@ def demand(db: Database, limit: int) -> Demand:
         ).fetchall()
         needs = connection.execute(
             "SELECT cores, gpus, mem_bytes, count(*) FROM ("
-            " SELECT s.cores, s.gpus, coalesce(s.mem_bytes, 0) AS mem_bytes"
+            f" SELECT s.cores, {SUBMISSION_GPU_UNITS} AS gpus, coalesce(s.mem_bytes, 0) AS mem_bytes"
             " FROM tasks t JOIN submissions s ON s.id = t.submission_id"
             " WHERE t.state = ? ORDER BY t.priority DESC, t.id LIMIT ?"
             ") GROUP BY cores, gpus, mem_bytes",

@@ -188,6 +188,22 @@ CREATE INDEX dependencies_parent ON dependencies(parent, settled);
 INSERT INTO state_counts(state, tasks) VALUES ({_quoted(BLOCKED)}, 0), ({_quoted(HELD)}, 0);
 """
 
+# Shared GPUs and kinds. A task's GPUs stay in `gpus` (how many devices it touches), so what
+# counts devices reads on unchanged; a share of one device (--gpus 0.5) is 1 device and its k in
+# `gpu_split` (1/k of it; hog.gpushare.MAX_SPLIT is the largest k). Kinds: named submit options,
+# stored as {option: value as typed} in JSON, so options added to submit later need no migration.
+SCHEMA_GPU_SHARES_KINDS = """
+ALTER TABLE submissions ADD COLUMN gpu_split INTEGER
+    CHECK (gpu_split IS NULL OR (gpu_split BETWEEN 2 AND 16 AND gpus = 1));
+
+CREATE TABLE kinds (
+    name TEXT PRIMARY KEY CHECK (name <> ''),
+    options TEXT NOT NULL,  -- JSON object: submit's option name -> its value as typed
+    updated_at REAL NOT NULL,
+    user TEXT
+) WITHOUT ROWID;
+"""
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS]
 SCHEMA_VERSION = len(MIGRATIONS)

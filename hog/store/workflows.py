@@ -10,9 +10,11 @@ from typing import NamedTuple
 
 import apsw
 
+from hog import gpushare
 from hog.errors import UsageError
 from hog.store import dependencies, states
 from hog.store.db import Database
+from hog.store.packing import SUBMISSION_GPU_UNITS
 from hog.store.queue import (
     SubmitOptions,
     add_submission,
@@ -224,8 +226,9 @@ def export(db: Database, task_ids: list[int], with_environment: bool = False) ->
     for chunk in chunks(sorted(set(task_ids)), 500):
         rows.extend(
             db.query(
-                "SELECT t.id, s.name, t.command, t.argv, s.cores, s.gpus, s.mem_bytes, s.time_limit_s,"
-                " s.max_retries, t.priority, s.stdout_pattern, s.stderr_pattern, s.cwd, e.variables"
+                f"SELECT t.id, s.name, t.command, t.argv, s.cores, {SUBMISSION_GPU_UNITS}, s.mem_bytes,"
+                " s.time_limit_s, s.max_retries, t.priority, s.stdout_pattern, s.stderr_pattern, s.cwd,"
+                " e.variables"
                 " FROM tasks t JOIN submissions s ON s.id = t.submission_id"
                 " JOIN environments e ON e.id = s.environment_id"
                 f" WHERE t.id IN ({placeholders(chunk)}) ORDER BY t.id",
@@ -247,7 +250,9 @@ def export(db: Database, task_ids: list[int], with_environment: bool = False) ->
     for task_id, _, command, argv, cores, gpus, mem, time_s, retries, priority, out, err, cwd, env in rows:
         entry: dict = {"name": names[task_id]}
         entry.update({"argv": decode_argv(argv)} if argv else {"command": command})
-        entry.update(cores=cores, gpus=gpus, mem=mem, time=time_s, retries=retries, priority=priority)
+        entry.update(
+            cores=cores, gpus=gpushare.value(gpus), mem=mem, time=time_s, retries=retries, priority=priority
+        )
         entry.update(stdout=out, stderr=err, cwd=cwd)
         if with_environment:
             entry["environment"] = decode_environment(env)
