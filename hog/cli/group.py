@@ -132,6 +132,7 @@ COMMANDS = {
     **dict.fromkeys(("status", "wait"), "hog.cli.progress"),
     **dict.fromkeys(("hog", "monitor", "doctor"), "hog.cli.hogs"),
     **dict.fromkeys(("release", "export", "deps"), "hog.cli.workflows"),
+    "kind": "hog.cli.kinds",
 }
 
 

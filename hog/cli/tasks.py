@@ -18,6 +18,7 @@ from hog.cli.group import (
     format_options,
     output_format,
 )
+from hog.cli.kinds import apply_kind, kind_option
 from hog.cli.render import emit
 from hog.cli.views import (
     CHECK_COLUMNS,
@@ -144,6 +145,7 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
     help="Stderr file, same placeholders.",
 )
 @click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
+@kind_option
 @click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
 @workflow_options
 @db_options
@@ -169,6 +171,10 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
     from hog.store import queue
 
     as_json = options.pop("as_json")
+    kind_name = options.pop("kind")
+    db = current_settings().open() if kind_name is not None else None
+    if db is not None:
+        options = apply_kind(ctx, options, kind_name, db)
     request = workflow_request(options)
     if request.workflow is not None and (command or task_file is not None):
         raise UsageError("give either a command, --file or --workflow, not two of them")
@@ -205,7 +211,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         cwd=cwd,
         environment=environment,
     )
-    db = current_settings().open()
+    db = db or current_settings().open()
     if request.workflow is not None:
         from hog.cli.workflows import submit_workflow
 
