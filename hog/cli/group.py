@@ -133,6 +133,7 @@ COMMANDS = {
     **dict.fromkeys(("hog", "monitor", "doctor"), "hog.cli.hogs"),
     **dict.fromkeys(("release", "export", "deps"), "hog.cli.workflows"),
     "kind": "hog.cli.kinds",
+    "tune": "hog.cli.tune",
 }
 
 

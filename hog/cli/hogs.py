@@ -137,8 +137,10 @@ def hog_options(function):
 @hog_options
 @click.option("--hog-id", type=int, hidden=True)
 @click.option("--allow-insecure", is_flag=True, hidden=True)
+# `tune`'s hogs run only the sample it put in a bundle of its own.
+@click.option("--bundle", hidden=True)
 @db_options
-def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
+def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options) -> None:
     """Run tasks from the queue on this node until it is empty or the walltime runs low.
 
     Normally started by `monitor`; run it yourself inside an allocation to use it at once.
@@ -161,6 +163,7 @@ def hog(hog_id: int | None, allow_insecure: bool, **options) -> None:
         parsed,
         hog_id=hog_id,
         allow_insecure=allow_insecure,
+        bundle=bundle,
     )
     raise SystemExit(status)
 

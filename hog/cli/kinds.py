@@ -85,7 +85,7 @@ def option_text(param: click.Parameter, raw: object) -> str:
     return " ".join(f"{flag} {shlex.quote(str(value))}" for value in values)
 
 
-def _kind_options() -> list[click.Option]:
+def kind_options() -> list[click.Option]:
     from hog.cli.tasks import submit
 
     return [
@@ -166,7 +166,7 @@ def _set_command() -> click.Command:
         "set",
         context_settings=CONTEXT,
         callback=click.pass_context(_set),
-        params=[click.Argument(["kind_name"], metavar="NAME"), *_kind_options()],
+        params=[click.Argument(["kind_name"], metavar="NAME"), *kind_options()],
         help=_set.__doc__,
     )
     return db_options(command)
@@ -190,7 +190,7 @@ def list_command(fmt: str | None, as_json: bool) -> None:
         rows = [(k.name, k.options, k.user, k.updated_at) for k in kinds]
         emit(("name", "options", "user", "updated_at"), rows, fmt)
         return
-    params = {param.name: param for param in _kind_options()}
+    params = {param.name: param for param in kind_options()}
     now = time.time()
     from hog.timeutil import format_duration
 

@@ -210,6 +210,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         stderr_pattern=options["stderr_pattern"],
         cwd=cwd,
         environment=environment,
+        kind=kind_name,
     )
     db = db or current_settings().open()
     if request.workflow is not None:

@@ -110,8 +110,10 @@ class DatabaseRounds:
         walltime: Walltime,
         heartbeat_s: float,
         timeout_s: float,
+        bundle: str | None = None,
     ) -> None:
         self.db = db
+        self.bundle = bundle  # claim only tasks of this bundle (hog --bundle)
         self.hog_id = hog_id
         self.host = host
         self.name = name
@@ -322,6 +324,7 @@ class DatabaseRounds:
             unlimited_allowed=self.walltime.unlimited_allowed(),
             limit=free.cores,
             devices=self.ledger.claimable_devices(factor, buffered) if total.gpus else None,
+            bundle=self.bundle,
         )
 
     # -- rounds ------------------------------------------------------------------------------

@@ -223,6 +223,7 @@ def run_hog(
     options: HogOptions,
     hog_id: int | None = None,
     allow_insecure: bool = False,
+    bundle: str | None = None,
 ) -> int:
     """Run a hog until it leaves (taking over the pending row `hog_id`, if given); the process
     exit status."""
@@ -278,6 +279,7 @@ def run_hog(
         walltime=walltime,
         heartbeat_s=options.heartbeat_s,
         timeout_s=timeout_s,
+        bundle=bundle,
     )
     outputs = OutputFiles(folder_mode)
     cpu_labels = [str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)]

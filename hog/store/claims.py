@@ -176,6 +176,7 @@ class ClaimRequest(NamedTuple):
     unlimited_allowed: bool  # tasks without a time limit may still start
     limit: int  # most tasks to take
     devices: tuple[int, ...] | None = None  # free GPU units of each device (None: by total only)
+    bundle: str | None = None  # only tasks of this bundle (a hog of `tune`); None: any
 
 
 class Exchange(NamedTuple):
@@ -370,6 +371,7 @@ WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :devices
   AND (:seconds_left IS NULL OR s.time_limit_s <= :seconds_left
        OR (s.time_limit_s IS NULL AND :unlimited))
   AND (:unlimited OR s.time_limit_s IS NOT NULL)
+  AND (:bundle IS NULL OR s.bundle = :bundle)
 ORDER BY t.priority DESC, t.id
 LIMIT :window
 """
@@ -409,6 +411,7 @@ def _claim_params(claim: ClaimRequest, window: int) -> dict:
         "seconds_left": claim.seconds_left,
         "unlimited": 1 if claim.unlimited_allowed else 0,
         "window": window,
+        "bundle": claim.bundle,
     }
 
 

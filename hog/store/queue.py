@@ -51,6 +51,7 @@ class SubmitOptions(NamedTuple):
     stderr_pattern: str | None = None
     cwd: str = ""
     environment: dict[str, str] | None = None
+    kind: str | None = None  # the kind it was submitted with
 
 
 def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -153,8 +154,8 @@ def add_submission(
     """The row of one submit's shared settings, with its encoded environment `variables`."""
     connection.execute(
         "INSERT INTO submissions(submitted_at, user, host, cwd, environment_id, name, cores,"
-        " gpus, gpu_split, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " gpus, gpu_split, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle,"
+        " kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             now,
             readable(os.environ.get("USER", "")) or None,
@@ -172,6 +173,7 @@ def add_submission(
                 for pattern in (options.stdout_pattern, options.stderr_pattern)
             ),
             bundle,
+            options.kind,
         ),
     )
     return connection.last_insert_rowid()

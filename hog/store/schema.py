@@ -195,6 +195,9 @@ INSERT INTO state_counts(state, tasks) VALUES ({_quoted(BLOCKED)}, 0), ({_quoted
 SCHEMA_GPU_SHARES_KINDS = """
 ALTER TABLE submissions ADD COLUMN gpu_split INTEGER
     CHECK (gpu_split IS NULL OR (gpu_split BETWEEN 2 AND 16 AND gpus = 1));
+-- The kind a submit named (submit --kind), so that `tune --kind` finds its tasks.
+ALTER TABLE submissions ADD COLUMN kind TEXT;
+CREATE INDEX submissions_kind ON submissions(kind) WHERE kind IS NOT NULL;
 
 CREATE TABLE kinds (
     name TEXT PRIMARY KEY CHECK (name <> ''),
