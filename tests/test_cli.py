@@ -20,6 +20,7 @@ import psutil
 import pytest
 from helpers import REPO, child_env, cli, cli_json, start_hog, wait_until
 
+from hog.gpushare import GPU_UNITS
 from hog.store import claims, queue, schema, states
 from hog.store import db as hogdb
 from hog.store.packing import Resources
@@ -490,7 +491,7 @@ def test_submit_stores_every_option(db, tmp_path):
     )
     assert json.loads(result.stdout) == {"first": 1, "last": 1, "count": 1}
     (shown,) = tasks(db)
-    assert (shown["cores"], shown["gpus"], shown["priority"], shown["name"]) == (2, 1, 7, "sim")
+    assert (shown["cores"], shown["gpus"], shown["priority"], shown["name"]) == (2, GPU_UNITS, 7, "sim")
     assert shown["state"] == "waiting" and shown["attempt"] == 0
     stored = detail(db, 1)
     assert stored.mem_bytes == 4 << 30

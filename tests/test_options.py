@@ -36,7 +36,7 @@ def command(name: str) -> click.Command:
 def parse_hog(argv: list[str]) -> HogOptions:
     """What the `hog` command builds from `argv` (its own options, after `hog`)."""
     params = dict(command("hog").make_context("hog", argv).params)
-    del params["hog_id"], params["allow_insecure"]
+    del params["hog_id"], params["allow_insecure"], params["bundle"]
     return HogOptions(**params)
 
 
