@@ -53,18 +53,22 @@ class Ledger:
 
     def gpus_for(self, task: ClaimedTask) -> list[str]:
         """The GPUs `take` will give `task` (it fits)."""
+        if not task.gpus:
+            return []
         placed = place(self._rooms, task.gpus)
         assert placed is not None, f"task {task.task_id} does not fit the free GPUs"
         return [self.gpu_ids[index] for index in placed]
 
     def take(self, task: ClaimedTask, gpu_ids: list[str]) -> None:
         """Take what `task` needs, on the GPUs `gpus_for` named."""
-        self._move_gpus(task.gpus, gpu_ids, -1)
+        if gpu_ids:
+            self._move_gpus(task.gpus, gpu_ids, -1)
         self._cores -= task.cores
         self._mem -= task.mem_bytes
 
     def give_back(self, task: ClaimedTask, gpu_ids: list[str]) -> None:
-        self._move_gpus(task.gpus, gpu_ids, +1)
+        if gpu_ids:
+            self._move_gpus(task.gpus, gpu_ids, +1)
         self._cores += task.cores
         self._mem += task.mem_bytes
 
