@@ -38,3 +38,21 @@ def test_half_gpu_tasks_run_four_at_once_on_the_two_gpus_of_n4(
         run["CUDA_VISIBLE_DEVICES"] == run["HIP_VISIBLE_DEVICES"] == run["ROCR_VISIBLE_DEVICES"]
         for run in runs
     )
+
+
+def test_tune_runs_its_samples_through_srun_on_n4_and_picks_two_per_gpu(
+    db: Path, slurm_env: dict, tmp_path: Path
+) -> None:
+    contended = REPO / "tests" / "contended_task.py"
+    assert cli(db, "kind", "set", "train", "--gpus", "1", "-o", "/dev/null", env=slurm_env).returncode == 0
+    line = f"{sys.executable} {contended} {tmp_path} 1.0 1 1.2 2.5 6\n"
+    assert cli(db, "submit", "--kind", "train", "--file", "-", input=line * 24, env=slurm_env).returncode == 0
+    prefix = "srun -N1 --exclusive --gres=gpu:2 -t 5"
+    result = cli(
+        db, "tune", "--kind", "train", "--cores", "8", "-c", prefix, "--json", env=slurm_env, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["best"] == "2 per GPU", report
+    assert report["kind_set"].endswith("kind set train --gpus 0.5 --stdout /dev/null")
+    assert {attempt.host for attempt in all_attempts(db)} == {"n4"}

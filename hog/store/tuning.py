@@ -7,7 +7,6 @@ those. The tasks keep their ids, commands and everything else, run like any task
 recorded like any; the rest of the queue is not touched.
 """
 
-import time
 from typing import NamedTuple
 
 import apsw
@@ -19,7 +18,7 @@ from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
 
 # Columns of a submission that a sample's copy sets itself; every other column is copied, so
 # columns added by later migrations come along.
-_SET_BY_COPY = ("id", "cores", "gpus", "gpu_split", "bundle", "submitted_at")
+_SET_BY_COPY = ("id", "cores", "gpus", "gpu_split", "bundle")
 
 
 class Measured(NamedTuple):
@@ -56,12 +55,10 @@ def take_sample(
     bundle: str,
     name: str | None = None,
     kind: str | None = None,
-    now: float | None = None,
 ) -> list[int]:
     """Give up to `count` waiting tasks of `name` or `kind` (in claim order) `cores` and `gpus`
     (units) in `bundle`; their ids."""
     where, params = _selector(name, kind)
-    now = time.time() if now is None else now
     with db.transaction() as connection:
         rows = connection.execute(
             "SELECT t.id, t.submission_id FROM tasks t JOIN submissions s ON s.id = t.submission_id"
@@ -71,7 +68,7 @@ def take_sample(
         copies: dict[int, int] = {}
         for task_id, submission_id in rows:
             if submission_id not in copies:
-                copies[submission_id] = _copy_submission(connection, submission_id, cores, gpus, bundle, now)
+                copies[submission_id] = _copy_submission(connection, submission_id, cores, gpus, bundle)
             connection.execute(
                 "UPDATE tasks SET submission_id = ? WHERE id = ? AND state = ?",
                 (copies[submission_id], task_id, states.WAITING),
@@ -80,16 +77,16 @@ def take_sample(
 
 
 def _copy_submission(
-    connection: apsw.Connection, submission_id: int, cores: int, gpus: int, bundle: str, now: float
+    connection: apsw.Connection, submission_id: int, cores: int, gpus: int, bundle: str
 ) -> int:
     columns = [
         row[1] for row in connection.execute("PRAGMA table_info(submissions)") if row[1] not in _SET_BY_COPY
     ]
     listed = ", ".join(columns)
     connection.execute(
-        f"INSERT INTO submissions({listed}, cores, gpus, gpu_split, bundle, submitted_at)"
-        f" SELECT {listed}, ?, ?, ?, ?, ? FROM submissions WHERE id = ?",
-        (cores, *gpushare.columns(gpus), bundle, now, submission_id),
+        f"INSERT INTO submissions({listed}, cores, gpus, gpu_split, bundle)"
+        f" SELECT {listed}, ?, ?, ?, ? FROM submissions WHERE id = ?",
+        (cores, *gpushare.columns(gpus), bundle, submission_id),
     )
     return connection.last_insert_rowid()
 
