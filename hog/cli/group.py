@@ -134,6 +134,7 @@ COMMANDS = {
     **dict.fromkeys(("release", "export", "deps"), "hog.cli.workflows"),
     "kind": "hog.cli.kinds",
     "tune": "hog.cli.tune",
+    **dict.fromkeys(("report", "stats"), "hog.cli.report"),
 }
 
 

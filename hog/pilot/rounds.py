@@ -18,10 +18,12 @@ from hog.errors import DatabaseError, DatabaseGoneError
 from hog.pilot.background import DatabaseThread, Outcome
 from hog.pilot.healing import heal
 from hog.pilot.ledger import Ledger
+from hog.pilot.usage import IdleClock
 from hog.pilot.walltime import Walltime
 from hog.store import claims
 from hog.store.db import Database
 from hog.store.packing import Busy, Resources
+from hog.store.usage import HogUsage
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class Round:
     heal: bool
     given_mono: float
     warn_after_s: float
+    usage: HogUsage | None = None  # the idle clock's sums, written with the heartbeat
 
 
 @dataclass
@@ -111,6 +114,7 @@ class DatabaseRounds:
         heartbeat_s: float,
         timeout_s: float,
         bundle: str | None = None,
+        idle: IdleClock | None = None,
     ) -> None:
         self.db = db
         self.bundle = bundle  # claim only tasks of this bundle (hog --bundle)
@@ -122,6 +126,7 @@ class DatabaseRounds:
         self.walltime = walltime
         self.heartbeat_s = heartbeat_s
         self.timeout_s = timeout_s  # how often a long wait for the lock is said in the log
+        self.idle = idle
         self.round: Round | None = None  # the job the database thread has in hand
         self.results: list[claims.TaskResult] = []
         self.oldest_result_mono: float | None = None
@@ -170,6 +175,16 @@ class DatabaseRounds:
     def busy(self) -> bool:
         """A round is in hand (a claim may be on its way)."""
         return self.thread.busy
+
+    @property
+    def claim_in_hand(self) -> bool:
+        """A claim is on its way: waiting for the lock, or being written."""
+        return self.round is not None and self.round.claim is not None
+
+    @property
+    def claimed_once(self) -> bool:
+        """A claim has come back: the hog's start-up is over."""
+        return self.last_claim_mono > 0
 
     def has_work(self) -> bool:
         """Did the last claim find tasks this hog could run?"""
@@ -228,6 +243,7 @@ class DatabaseRounds:
             heal=heal_due,
             given_mono=now,
             warn_after_s=self.timeout_s,
+            usage=self._usage() if exchange else None,
         )
         if exchange:
             self.results = []
@@ -264,6 +280,7 @@ class DatabaseRounds:
                     self.environments,
                     finish_reason=finish_reason,
                     starts=[start for start, _ in self.starts.values()],
+                    usage=self._usage(),
                 )
             )
             finished = self._wait()
@@ -283,6 +300,9 @@ class DatabaseRounds:
                 return LastWrite.GIVEN_UP
             return LastWrite.WRITTEN
         return LastWrite.NOT_WRITTEN
+
+    def _usage(self) -> HogUsage | None:
+        return None if self.idle is None else self.idle.usage(self.db.total_lock_wait_s)
 
     # -- claims ------------------------------------------------------------------------------
 
@@ -341,6 +361,7 @@ class DatabaseRounds:
                 job.claim,
                 self.environments,
                 starts=[start for start, _ in job.starts.values()],
+                usage=job.usage,
             )
             outcome.given_up = done.given_up
             outcome.claimed = done.claimed

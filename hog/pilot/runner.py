@@ -27,6 +27,7 @@ from hog.pilot.procs import OutputFiles
 from hog.pilot.resources import NodeResources, detect
 from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcome
 from hog.pilot.tasks import Tasks
+from hog.pilot.usage import DRAIN, EMPTY, LOCK, STARTUP, IdleClock
 from hog.pilot.walltime import Walltime
 from hog.store import claims, states
 from hog.store.db import Database, open_database
@@ -95,6 +96,7 @@ class Hog:
                 self.tasks.start_buffered()
                 if self._should_leave(now):
                     break
+            self._note_idle()
             self._sleep(wakeup_fd, now)
         return self._finish()
 
@@ -128,12 +130,28 @@ class Hog:
                 return EXIT_GIVEN_UP
         self.tasks.unclaim_all()
         self.tasks.settle_suspects(float("inf"))
+        self._note_idle(leaving=True)
         reason = self.stopping or self.finish_reason
         written = self.rounds.write_last(reason)
         if written is LastWrite.WRITTEN:
             log.info("%s: finished (%s)", self.name, reason)
             return EXIT_OK
         return EXIT_GIVEN_UP if written is LastWrite.GIVEN_UP else EXIT_FAILED
+
+    def _note_idle(self, leaving: bool = False) -> None:
+        """Charge the free cores since the last turn to their cause (report's idle split)."""
+        idle = self.rounds.idle
+        if idle is None:
+            return
+        if leaving or self.draining or self.stopping is not None:
+            cause = DRAIN
+        elif not self.rounds.claimed_once:
+            cause = STARTUP
+        elif self.rounds.claim_in_hand:
+            cause = LOCK
+        else:
+            cause = EMPTY
+        idle.sample(time.monotonic(), self.rounds.ledger.free().cores, cause)
 
     # -- the database ------------------------------------------------------------------------
 
@@ -280,6 +298,7 @@ def run_hog(
         heartbeat_s=options.heartbeat_s,
         timeout_s=timeout_s,
         bundle=bundle,
+        idle=IdleClock(node.cores),
     )
     outputs = OutputFiles(folder_mode)
     cpu_labels = [str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)]

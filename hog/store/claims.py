@@ -23,6 +23,7 @@ from hog.store.queue import (
     readable,
     stored_text,
 )
+from hog.store.usage import HogUsage, record
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
 # what kills them.
@@ -200,6 +201,7 @@ def exchange(
     finish_reason: str | None = None,
     now: float | None = None,
     starts: Sequence[TaskStart] = (),
+    usage: HogUsage | None = None,
 ) -> Exchange:
     """One short write: record starts and results, beat, claim new tasks, learn about cancels;
     maybe finish.
@@ -233,6 +235,8 @@ def exchange(
             "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ? WHERE id = ?",
             (now, recorded, hog_id),
         )
+        if usage is not None:
+            record(connection, hog_id, usage)
         if finish_reason is not None:
             _move_hog(connection, hog_id, states.HOG_FINISHED, ended_at=now, end_reason=finish_reason)
     return Exchange(False, claimed, cancel_requested, queue_has_work, recorded, hogs_running)

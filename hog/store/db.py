@@ -44,6 +44,7 @@ class Database:
         self.lock_stats_path = os.environ.get("SLURM_HOG_LOCK_STATS")
         self.lock_waits_s: list[float] = []
         self.last_lock_wait_s = 0.0
+        self.total_lock_wait_s = 0.0  # a hog writes it with its heartbeat
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -138,6 +139,7 @@ class Database:
             os.close(self._lock_fd)
             self._lock_fd = None
         self.last_lock_wait_s = time.monotonic() - started
+        self.total_lock_wait_s += self.last_lock_wait_s
         if self.lock_stats_path:
             self.lock_waits_s.append(self.last_lock_wait_s)
 

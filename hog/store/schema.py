@@ -207,6 +207,18 @@ CREATE TABLE kinds (
 ) WITHOUT ROWID;
 """
 
+# What a hog's cores did while they ran no task, in core-seconds by cause, and how long its
+# database thread waited for the queue's lock: written with every heartbeat, read by `report`.
+# launched_at is when the hog's process started (its allocation's cost begins about then).
+SCHEMA_HOG_USAGE = """
+ALTER TABLE hogs ADD COLUMN launched_at REAL;
+ALTER TABLE hogs ADD COLUMN idle_startup_core_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE hogs ADD COLUMN idle_lock_core_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE hogs ADD COLUMN idle_empty_core_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE hogs ADD COLUMN idle_drain_core_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE hogs ADD COLUMN lock_wait_s REAL NOT NULL DEFAULT 0;
+"""
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS, SCHEMA_HOG_USAGE]
 SCHEMA_VERSION = len(MIGRATIONS)
