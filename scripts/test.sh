@@ -26,6 +26,15 @@ if [ "$(id -u)" = 0 ] && [ ! -x "/usr/bin/python$version" ] && command -v apt-ge
     fi
 fi
 
+# Headless Chromium opens the report's page in tests/test_report.py (Debian's package; no network).
+if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+    echo "test: installing chromium (apt-get) for the report page's tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium >/dev/null; }; then
+        echo "test: chromium could not be installed: the report page's browser tests skip (fail in CI)" >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -141,11 +141,14 @@ def _timeline(
         index = row_of.get(row.hog_id)  # type: ignore[arg-type]
         if index is None or row.started_at is None:
             continue  # claimed, never started: no time on a core
-        end = row.ended_at if row.ended_at is not None else now
+        end = _bar_end(row, hogs[index], now)
         if each:
             _add_bar(bars, lanes[index], names, index, row, first, end)
             continue
         _spread(busy[index], row.cores, row.started_at - first, end - first, width)
+        label = (row.cpu_labels or "?").split(",")[0]
+        if label not in lanes[index]:
+            lanes[index][label] = len(lanes[index])  # every CPU gets its lane, drawn or not
         item = (end - row.started_at, order, row)
         if len(longest) < STRAGGLERS:
             heapq.heappush(longest, item)
@@ -161,7 +164,7 @@ def _timeline(
             if (row.task_id, row.attempt) not in drawn:
                 marked.append(row)
         for row in marked:
-            end = row.ended_at if row.ended_at is not None else now
+            end = _bar_end(row, hogs[row_of[row.hog_id]], now)  # type: ignore[index]
             _add_bar(bars, lanes[row_of[row.hog_id]], names, row_of[row.hog_id], row, first, end)  # type: ignore[index]
         notes.append(
             f"The timeline aggregates {total:,} attempts: each hog's row shows, in {TIME_BINS} time bins of"
@@ -185,6 +188,15 @@ def _timeline(
         if busy
         else [],
     }
+
+
+def _bar_end(row: history.AttemptRow, hog: history.HogSummary, now: float) -> float:
+    """Where an attempt's bar ends: a lost hog's tasks are drawn up to its last heartbeat, when it
+    was last known alive (the attempt's end is when it was declared lost)."""
+    end = row.ended_at if row.ended_at is not None else now
+    if row.reason == states.REASON_LOST and hog.heartbeat_at is not None and row.started_at is not None:
+        return max(row.started_at, min(end, hog.heartbeat_at))
+    return end
 
 
 def _sort_lanes(bars: dict[str, list], lanes: list[dict[str, int]]) -> None:

@@ -149,7 +149,9 @@ function timeAxis(context, left, width, top, span) {
 var LABEL = 170;
 function timeline() {
   var T = D.timeline, canvas = document.getElementById("timeline"), hogs = D.hogs;
-  var span = D.last - D.first, laneHeight = hogs.length <= 8 ? 14 : Math.max(1, Math.floor(600 / Math.max(1, T.lanes.reduce(function (a, b) { return a + b; }, 0))));
+  // A lane per CPU: 14 px each when there is room, else thinner, down to a quarter pixel.
+  var allLanes = T.lanes.reduce(function (a, b) { return a + b; }, 0);
+  var span = D.last - D.first, laneHeight = Math.max(0.25, Math.min(14, 700 / Math.max(1, allLanes)));
   var tops = [], y = 4;
   hogs.forEach(function (hog, i) { tops.push(y); y += Math.max(10, T.lanes[i] * laneHeight) + 4; });
   var height = y + 24, fit = fitCanvas(canvas, height), context = fit[0], width = fit[1] - LABEL - 10;
