@@ -7,6 +7,8 @@ that ended, times 1.5, rounded up to the next value of a ladder a person would t
 import math
 from collections.abc import Sequence
 
+from hog.timeutil import split_duration
+
 PERCENTILE = 99
 MARGIN = 1.5
 # Time limits in seconds: 1, 2, 5, 10, 15, 20, 30, 45 minutes; 1, 1.5, 2, 3, 4, 6, 8, 12 hours;
@@ -68,9 +70,7 @@ def suggested_mem_bytes(ordered_peaks_bytes: Sequence[float]) -> int | None:
 
 def slurm_time(seconds: int) -> str:
     """SLURM's own forms, which `submit --time` reads too: M:SS, H:MM:SS, D-HH:MM:SS."""
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    days, hours, minutes, secs = split_duration(seconds)
     if days:
         return f"{days}-{hours:02d}:{minutes:02d}:{secs:02d}"
     if hours:

@@ -54,16 +54,21 @@ def _parse_slurm(value: str) -> float | None:
     return int(first) * 60
 
 
+def split_duration(seconds: float) -> tuple[int, int, int, int]:
+    """Whole days, hours, minutes and seconds in `seconds`."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return days, hours, minutes, secs
+
+
 def format_duration(seconds: float | None) -> str:
     """Short human form: 42s, 3m05s, 2h10m, 1d04h."""
     if seconds is None:
         return "-"
     if seconds < 60:
         return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
-    whole = int(seconds)
-    minutes, secs = divmod(whole, 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
+    days, hours, minutes, secs = split_duration(seconds)
     if days:
         return f"{days}d{hours:02d}h"
     if hours:

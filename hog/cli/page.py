@@ -36,7 +36,8 @@ def render(data: dict) -> str:
 <div class="canvas-box"><canvas id="timeline"></canvas><div id="tip" hidden></div></div></section>
 <section><h2>Tasks over time</h2><div class="canvas-box"><canvas id="series"></canvas></div>
 <p class="legend"><span class="key queued"></span>queued (waiting, blocked or held)
-<span class="key running"></span>running <span class="key done"></span>finished done per second</p></section>
+<span class="key running"></span>running <span class="key done"></span>finished done per second;
+each on its own scale</p></section>
 <section><h2>Per name</h2><div id="names"></div></section>
 <section><h2>Failures</h2><div id="failures"></div></section>
 <section><h2>Hogs</h2><div id="hogs"></div></section>

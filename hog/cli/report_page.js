@@ -223,7 +223,8 @@ function timeline() {
 function series() {
   var S = D.series, canvas = document.getElementById("series"), fit = fitCanvas(canvas, 240), context = fit[0];
   var width = fit[1] - LABEL - 10, plot = 190, n = S.queued.length, span = D.last - D.first;
-  var most = Math.max(1, Math.max.apply(null, S.queued), Math.max.apply(null, S.running));
+  // Each line on its own scale: a million queued would flatten a few hundred running.
+  var most = {queued: Math.max(1, Math.max.apply(null, S.queued)), running: Math.max(1, Math.max.apply(null, S.running))};
   var rates = S.done.map(function (c) { return c / S.bin_s; }), fastest = Math.max(1e-9, Math.max.apply(null, rates));
   context.clearRect(0, 0, fit[1], 240);
   context.fillStyle = "#7bc27b";
@@ -233,25 +234,26 @@ function series() {
     context.lineWidth = 2;
     context.beginPath();
     S[line[0]].forEach(function (value, i) {
-      var px = LABEL + width * (i + 1) / n, py = 10 + plot - plot * value / most;
+      var px = LABEL + width * (i + 1) / n, py = 10 + plot - plot * value / most[line[0]];
       if (i === 0) context.moveTo(LABEL, py); else context.lineTo(px, py);
     });
     context.stroke();
   });
   context.fillStyle = "#333";
   context.font = "11px sans-serif";
-  context.fillText("tasks: up to " + most.toLocaleString(), 2, 20);
-  context.fillText("done/s: up to " + fastest.toFixed(fastest < 10 ? 2 : 0), 2, 36);
+  context.fillText("queued: up to " + most.queued.toLocaleString(), 2, 20);
+  context.fillText("running: up to " + most.running.toLocaleString(), 2, 36);
+  context.fillText("done/s: up to " + fastest.toFixed(fastest < 10 ? 2 : 0), 2, 52);
   timeAxis(context, LABEL, width, 10 + plot + 6, span);
 }
 
 function histogram(h, format) {
-  var canvas = el("canvas", {"class": "hist", width: "160", height: "36"});
-  canvas.style.width = "160px";
+  var canvas = el("canvas", {"class": "hist", width: "120", height: "36"});
+  canvas.style.width = "120px";
   if (!h) return canvas;
   var context = canvas.getContext("2d"), most = Math.max.apply(null, h.counts), n = h.counts.length;
   context.fillStyle = "#4e79a7";
-  h.counts.forEach(function (c, i) { var bh = 34 * c / Math.max(1, most); context.fillRect(160 * i / n, 35 - bh, Math.max(1, 160 / n - 1), bh); });
+  h.counts.forEach(function (c, i) { var bh = 34 * c / Math.max(1, most); context.fillRect(120 * i / n, 35 - bh, Math.max(1, 120 / n - 1), bh); });
   canvas.title = format(h.edges[0]) + " to " + format(h.edges[h.edges.length - 1]) + " (log scale)";
   return canvas;
 }

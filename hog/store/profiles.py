@@ -1,6 +1,5 @@
 """Per task name: how its runs went, what they needed, and what to ask for next time."""
 
-import itertools
 from array import array
 from dataclasses import dataclass, field
 
@@ -51,20 +50,21 @@ def profiles(db: Database, selection: history.Selection) -> list[NameProfile]:
     found: dict[str, NameProfile] = {}
     for name, (tasks, done, retries, lost) in history.task_tallies(db, selection).items():
         found[name] = NameProfile(name, tasks, done or 0, retries or 0, lost or 0)
-    for name, runs in itertools.groupby(history.iter_runs(db, selection), key=lambda run: run.name):
-        profile = found.setdefault(name, NameProfile(name))
-        runtimes, peaks = profile.runtimes_s, profile.peaks_bytes
-        for run in runs:
-            runtime = max(0.0, run.runtime_s)
-            runtimes.append(runtime)
-            profile.failed += run.failed
-            profile.timeouts += run.timed_out
-            if run.max_rss_kib is not None:
-                peaks.append(run.max_rss_kib * 1024.0)
-            if run.cpu_s is not None:
-                profile.cpu_s += run.cpu_s
-                profile.cpu_core_s += run.cores * runtime
-        profile.runs = len(runtimes)
-        profile.runtimes_s = array("d", sorted(runtimes))
-        profile.peaks_bytes = array("d", sorted(peaks))
+    for run in history.iter_runs(db, selection):
+        profile = found.get(run.name)
+        if profile is None:
+            profile = found[run.name] = NameProfile(run.name)
+        runtime = max(0.0, run.runtime_s)
+        profile.runtimes_s.append(runtime)
+        profile.failed += run.failed
+        profile.timeouts += run.timed_out
+        if run.max_rss_kib is not None:
+            profile.peaks_bytes.append(run.max_rss_kib * 1024.0)
+        if run.cpu_s is not None:
+            profile.cpu_s += run.cpu_s
+            profile.cpu_core_s += run.cores * runtime
+    for profile in found.values():
+        profile.runs = len(profile.runtimes_s)
+        profile.runtimes_s = array("d", sorted(profile.runtimes_s))
+        profile.peaks_bytes = array("d", sorted(profile.peaks_bytes))
     return sorted(found.values(), key=lambda profile: (-profile.tasks, profile.name))
