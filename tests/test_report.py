@@ -210,3 +210,21 @@ def test_bad_input_says_what_and_changes_nothing(run: Path, args: tuple, code: i
 def test_an_empty_queue_gives_a_page(db: Path) -> None:
     data = embedded(page_of(db))
     assert data["hogs"] == [] and data["names"] == [] and data["timeline"]["attempts"] == 0
+
+
+def test_a_running_hog_and_its_draining_show(db: Path) -> None:
+    """A page made while a task runs shows it running; a hog draining with a free core records
+    that core's time as draining."""
+    assert cli(db, "submit", "--name", "long", "sleep 3").returncode == 0
+    hog = start_hog(db, "--cores", "2", "--idle-timeout", "1m")
+    wait_until(lambda: tasks(db)[0]["started_at"], message="the task to start")
+    during = embedded(page_of(db))
+    assert during["summary"]["attempts"] == {"running": 1}
+    assert during["timeline"]["bars"]["outcome"] == [during["outcomes"].index("running")]
+    assert [hog["state"] for hog in during["hogs"]] == ["running"]
+    hog.send_signal(signal.SIGINT)  # drain: the running task finishes, nothing new starts
+    assert hog.wait(timeout=60) == 0
+    after = embedded(page_of(db))
+    assert after["summary"]["tasks"]["done"] == 1
+    assert after["summary"]["idle_core_s"]["drain"] > 0
+    assert after["hogs"][0]["end_reason"] == "drained"
