@@ -163,6 +163,7 @@ def test_the_timeline_shows_the_lost_hog_the_failure_and_the_straggler(run: Path
     assert "cannot read input.dat" in failures[0]["tail"] and failures[0]["why"] == "exit 3"
     assert data["series"]["running"] and max(data["series"]["running"]) >= 1
     assert sum(data["series"]["done"]) == 8
+    assert data["series"]["queued"][-1] == 0 and max(data["series"]["queued"]) >= 8
 
 
 def test_the_page_fetches_nothing(run: Path) -> None:
@@ -216,6 +217,7 @@ def test_a_running_hog_and_its_draining_show(db: Path) -> None:
     """A page made while a task runs shows it running; a hog draining with a free core records
     that core's time as draining."""
     assert cli(db, "submit", "--name", "long", "sleep 3").returncode == 0
+    assert cli(db, "submit", "--hold", "--name", "never", "true").returncode == 0
     hog = start_hog(db, "--cores", "2", "--idle-timeout", "1m")
     wait_until(lambda: tasks(db)[0]["started_at"], message="the task to start")
     during = embedded(page_of(db))
@@ -226,5 +228,8 @@ def test_a_running_hog_and_its_draining_show(db: Path) -> None:
     assert hog.wait(timeout=60) == 0
     after = embedded(page_of(db))
     assert after["summary"]["tasks"]["done"] == 1
+    assert after["series"]["queued"][-1] == 1  # the held task
+    assert cli(db, "cancel", "--all").returncode == 0
+    assert embedded(page_of(db))["series"]["queued"][-1] == 0
     assert after["summary"]["idle_core_s"]["drain"] > 0
     assert after["hogs"][0]["end_reason"] == "drained"

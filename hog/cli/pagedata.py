@@ -247,7 +247,8 @@ def _spread(row: list[float], cores: int, start: float, end: float, width: float
 
 
 def _series(db: Database, selection: history.Selection, first: float, width: float) -> dict:
-    counts = history.binned(db, selection, first, width)
+    # The run's last moment falls just past the last bin: it counts in the last.
+    counts = history.Binned(*(_folded(column) for column in history.binned(db, selection, first, width)))
     queued, running, done = [], [], []
     waiting = active = 0
     for index in range(TIME_BINS):
@@ -262,6 +263,14 @@ def _series(db: Database, selection: history.Selection, first: float, width: flo
         running.append(max(0, active))
         done.append(counts.done.get(index, 0))
     return {"bin_s": width, "queued": queued, "running": running, "done": done}
+
+
+def _folded(counts: dict[int, int]) -> dict[int, int]:
+    folded = {index: count for index, count in counts.items() if index < TIME_BINS}
+    late = sum(count for index, count in counts.items() if index >= TIME_BINS)
+    if late:
+        folded[TIME_BINS - 1] = folded.get(TIME_BINS - 1, 0) + late
+    return folded
 
 
 def _names(db: Database, selection: history.Selection, notes: list[str]) -> list[dict]:

@@ -98,7 +98,11 @@ class Span(NamedTuple):
 
 def span(db: Database, selection: Selection, hog_ids: list[int], now: float) -> Span:
     where, values = selection.where()
-    submitted = db.query_one(f"SELECT min(s.submitted_at) FROM {_TASKS} WHERE {where}", values)
+    submitted = db.query_one(
+        f"SELECT min(s.submitted_at), max(max(s.submitted_at), coalesce(max(t.ended_at), 0)) FROM {_TASKS}"
+        f" WHERE {where}",
+        values,
+    )
     ran = db.query_one(
         f"SELECT min(a.claimed_at), max(coalesce(a.ended_at, ?)) FROM {_ATTEMPTS} WHERE {where}",
         (now, *values),
@@ -109,7 +113,7 @@ def span(db: Database, selection: Selection, hog_ids: list[int], now: float) -> 
         (now, *hog_ids),
     )
     firsts = [value for value in (submitted[0], ran[0], hogs[0]) if value is not None]  # type: ignore[index]
-    lasts = [value for value in (ran[1], hogs[1]) if value is not None]  # type: ignore[index]
+    lasts = [value for value in (submitted[1], ran[1], hogs[1]) if value is not None]  # type: ignore[index]
     return Span(min(firsts) if firsts else None, max(lasts) if lasts else None)
 
 
@@ -166,7 +170,6 @@ class AttemptRow(NamedTuple):
     name: str
     task_id: int
     attempt: int
-    superseded: bool  # a later attempt of the task followed
 
 
 def iter_attempts(db: Database, selection: Selection) -> Iterator[AttemptRow]:
@@ -174,7 +177,7 @@ def iter_attempts(db: Database, selection: Selection) -> Iterator[AttemptRow]:
     where, values = selection.where()
     sql = (
         f"SELECT a.hog_id, a.claimed_at, a.started_at, a.ended_at, a.reason, {_FAILED_RUN}, s.cores, a.cores,"
-        " coalesce(s.name, ''), a.task_id, a.attempt, a.attempt < t.attempt"
+        " coalesce(s.name, ''), a.task_id, a.attempt"
         f" FROM {_ATTEMPTS} WHERE {where}"
     )
     return map(AttemptRow._make, db.stream(sql, values))
@@ -210,12 +213,24 @@ class Binned(NamedTuple):
     """Counts per time bin: bin i covers [first + i x width, first + (i + 1) x width)."""
 
     submitted: dict[int, int]
-    gone_unrun: dict[int, int]  # ended (cancelled) without ever being claimed
+    gone_unrun: dict[int, int]  # cancelled while they waited
     claimed: dict[int, int]
     started: dict[int, int]
     ended: dict[int, int]
-    requeued: dict[int, int]  # attempts that ended with another attempt to follow
+    requeued: dict[int, int]  # attempts after which the task waited again
     done: dict[int, int]  # tasks that ended done
+
+
+# A task that waits again after an attempt: a later attempt followed, it waits now, or it was
+# cancelled after that attempt had ended (a cancel that kills a running task ends both at once).
+_REQUEUED = (
+    f"(a.attempt < t.attempt OR t.state IN ('{states.WAITING}', '{states.BLOCKED}', '{states.HELD}')"
+    f" OR (t.state = '{states.CANCELLED}' AND t.ended_at > a.ended_at))"
+)
+_CANCELLED_WAITING = (
+    f"t.state = '{states.CANCELLED}' AND (t.attempt = 0 OR t.ended_at >"
+    " (SELECT l.ended_at FROM attempts l WHERE l.task_id = t.id AND l.attempt = t.attempt))"
+)
 
 
 def binned(db: Database, selection: Selection, first: float, width: float) -> Binned:
@@ -232,11 +247,11 @@ def binned(db: Database, selection: Selection, first: float, width: float) -> Bi
 
     return Binned(
         submitted=per_bin("s.submitted_at", _TASKS),
-        gone_unrun=per_bin("t.ended_at", _TASKS, "t.attempt = 0"),
+        gone_unrun=per_bin("t.ended_at", _TASKS, _CANCELLED_WAITING),
         claimed=per_bin("a.claimed_at", _ATTEMPTS),
         started=per_bin("a.started_at", _ATTEMPTS),
         ended=per_bin("a.ended_at", _ATTEMPTS, "a.started_at IS NOT NULL"),
-        requeued=per_bin("a.ended_at", _ATTEMPTS, "a.attempt < t.attempt"),
+        requeued=per_bin("a.ended_at", _ATTEMPTS, _REQUEUED),
         done=per_bin("t.ended_at", _TASKS, f"t.state = '{states.DONE}'"),
     )
 
