@@ -192,8 +192,9 @@ def attempt_outcomes(db: Database, selection: Selection, now: float) -> dict[str
     """Attempts and the core-seconds they ran, by how they ended (done, failed, lost, ...)."""
     where, values = selection.where()
     rows = db.query(
-        f"SELECT CASE WHEN a.ended_at IS NULL THEN 'running' WHEN {_FAILED_RUN} THEN 'failed'"
-        f" WHEN a.reason = '{states.REASON_EXITED}' THEN 'done' ELSE a.reason END AS outcome,"
+        f"SELECT CASE WHEN a.ended_at IS NULL THEN '{states.RUNNING}'"
+        f" WHEN {_FAILED_RUN} THEN '{states.FAILED}'"
+        f" WHEN a.reason = '{states.REASON_EXITED}' THEN '{states.DONE}' ELSE a.reason END AS outcome,"
         " count(*), coalesce(sum((coalesce(a.ended_at, ?) - a.started_at) * s.cores), 0)"
         f" FROM {_ATTEMPTS} WHERE {where} GROUP BY outcome",
         (now, *values),
