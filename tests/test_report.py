@@ -233,3 +233,28 @@ def test_a_running_hog_and_its_draining_show(db: Path) -> None:
     assert embedded(page_of(db))["series"]["queued"][-1] == 0
     assert after["summary"]["idle_core_s"]["drain"] > 0
     assert after["hogs"][0]["end_reason"] == "drained"
+
+
+def test_free_cores_while_a_claim_waits_for_the_lock_count_as_waiting_for_the_lock(db: Path) -> None:
+    """Another process holds the queue's lock while an idle hog wants to claim: its free core's
+    time counts as waiting for the lock, and its lock wait is on its row."""
+    import fcntl
+    import time
+
+    hog = start_hog(db, "--cores", "1", "--heartbeat", "1s", "--idle-timeout", "1m")
+    # Past its start-up: it has found nothing to run, and claims again every second.
+    wait_until(
+        lambda: one(database(db), "SELECT max(idle_empty_core_s) FROM hogs"), message="the hog to idle"
+    )
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        time.sleep(2.5)  # a claim round waits meanwhile (not a timing assertion: it only must wait)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    assert cli(db, "submit", "true").returncode == 0
+    assert cli(db, "wait", "--max-wait", "1m").returncode == 0
+    hog.send_signal(signal.SIGINT)
+    assert hog.wait(timeout=60) == 0
+    data = embedded(page_of(db))
+    assert data["summary"]["idle_core_s"]["lock"] > 0
+    assert data["hogs"][0]["lock_wait_s"] > 0
+    assert data["summary"]["idle_core_s"]["empty"] > 0
