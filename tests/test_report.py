@@ -258,3 +258,21 @@ def test_free_cores_while_a_claim_waits_for_the_lock_count_as_waiting_for_the_lo
     assert data["summary"]["idle_core_s"]["lock"] > 0
     assert data["hogs"][0]["lock_wait_s"] > 0
     assert data["summary"]["idle_core_s"]["empty"] > 0
+
+
+def test_hogs_that_did_not_record_why_they_idled_are_said(db: Path) -> None:
+    """A hog of a slurm-hog before the idle split (no usage on its heartbeat): its whole time is
+    other, and the page says why."""
+    from hog.store import claims
+    from hog.store.db import open_database
+
+    queue = open_database(str(db))
+    info = claims.HogInfo("oldnode", 1, None, 2, [], 1 << 30, None, 60.0)
+    hog_id = claims.start_hog(queue, info, now=1000.0)
+    assert hog_id is not None
+    claims.exchange(queue, hog_id, "oldnode", [], None, {}, finish_reason="idle", now=1060.0)
+    queue.close()
+    data = embedded(page_of(db))
+    assert any("1 of 1 hogs ran an older slurm-hog" in note for note in data["notes"])
+    assert data["summary"]["held_core_s"] == pytest.approx(120.0)
+    assert data["summary"]["idle_core_s"]["other"] == pytest.approx(120.0)

@@ -50,7 +50,7 @@ def gather(db: Database, selection: history.Selection, now: float | None = None)
             "generated_at": now,
             "first": first,
             "last": last,
-            "summary": _summary(db, selection, hogs, first, last, now),
+            "summary": _summary(db, selection, hogs, first, last, now, notes),
             "hogs": [_hog(hog, now) for hog in hogs],
             "timeline": _timeline(db, selection, hogs, first, width, now, notes),
             "series": _series(db, selection, first, width),
@@ -69,6 +69,7 @@ def _summary(
     first: float,
     last: float,
     now: float,
+    notes: list[str],
 ) -> dict:
     held = sum(hog.cores * ((hog.ended_at or now) - hog.launched_at) for hog in hogs)
     busy = sum(hog.busy_core_s for hog in hogs)
@@ -79,6 +80,12 @@ def _summary(
         "drain": sum(hog.idle_drain_core_s for hog in hogs),
     }
     idle["other"] = max(0.0, held - busy - sum(idle.values()))
+    unsplit = sum(not hog.split_recorded for hog in hogs)
+    if unsplit:
+        notes.append(
+            f"{unsplit} of {len(hogs)} hogs ran an older slurm-hog that did not record why its cores were"
+            " idle: their idle time is counted under other."
+        )
     hog_states: dict[str, int] = {}
     for hog in hogs:
         hog_states[hog.state] = hog_states.get(hog.state, 0) + 1

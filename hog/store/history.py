@@ -133,6 +133,7 @@ class HogSummary(NamedTuple):
     lock_wait_s: float
     busy_core_s: float  # every attempt it ran, selected or not
     attempts: int
+    split_recorded: bool  # it wrote its idle time by cause (hogs before schema 3 did not)
 
 
 def hogs(db: Database, selection: Selection, now: float) -> list[HogSummary]:
@@ -148,7 +149,7 @@ def hogs(db: Database, selection: Selection, now: float) -> list[HogSummary]:
         "SELECT h.id, h.state, h.host, coalesce(h.cores, 0),"
         " coalesce(h.launched_at, h.started_at, h.created_at), h.ended_at, h.heartbeat_at, h.end_reason,"
         " h.idle_startup_core_s, h.idle_lock_core_s, h.idle_empty_core_s, h.idle_drain_core_s,"
-        " h.lock_wait_s, coalesce(b.busy, 0), coalesce(b.attempts, 0)"
+        " h.lock_wait_s, coalesce(b.busy, 0), coalesce(b.attempts, 0), h.launched_at IS NOT NULL"
         " FROM hogs h LEFT JOIN (SELECT a.hog_id, count(*) AS attempts,"
         "   sum((coalesce(a.ended_at, ?) - a.started_at) * s.cores) AS busy"
         f"   FROM {_ATTEMPTS} WHERE a.started_at IS NOT NULL GROUP BY a.hog_id) b ON b.hog_id = h.id"
