@@ -276,3 +276,19 @@ def test_hogs_that_did_not_record_why_they_idled_are_said(db: Path) -> None:
     assert any("1 of 1 hogs ran an older slurm-hog" in note for note in data["notes"])
     assert data["summary"]["held_core_s"] == pytest.approx(120.0)
     assert data["summary"]["idle_core_s"]["other"] == pytest.approx(120.0)
+
+
+@needs_chromium
+def test_names_and_stderr_that_look_like_html_stay_text(db: Path) -> None:
+    name = '<i>"odd"</i>'
+    stderr = "</script><script>document.body.dataset.rendered = 'hijacked'</script><b>bold</b>"
+    assert cli(db, "submit", "--name", name, f'echo "{stderr}" >&2; exit 3').returncode == 0
+    hog = start_hog(db, "--cores", "1", "--idle-timeout", "1s")
+    assert hog.wait(timeout=60) == 0
+    page = page_of(db)
+    assert embedded(page)["failures"][0]["tail"].strip() == stderr
+    result = chromium(db.parent, "--dump-dom", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'data-rendered="yes"' in result.stdout
+    assert "&lt;/script&gt;&lt;script&gt;" in result.stdout and "<b>bold</b>" not in result.stdout
+    assert '&lt;i&gt;"odd"&lt;/i&gt;' in result.stdout
