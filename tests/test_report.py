@@ -52,9 +52,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("report")
     db = folder / "queue.sqlite"
     assert cli(db, "init").returncode == 0
-    assert cli(db, "submit", "--name", "victim", "sleep 2").returncode == 0
+    # Its first attempt runs until its hog is killed; the next one ends at once.
+    marker = folder / "victim-ran"
+    victim = f"test -e {marker} && exit 0; touch {marker}; sleep 600"
+    assert cli(db, "submit", "--name", "victim", victim).returncode == 0
     first = start_hog(db, "--cores", "1", "--heartbeat", "1s", "--idle-timeout", "1m")
-    wait_until(lambda: tasks(db)[0]["started_at"], message="the victim to start on hog 1")
+    wait_until(marker.exists, message="the victim to start on hog 1")
+    wait_until(lambda: tasks(db)[0]["started_at"], message="hog 1 to write the victim's start")
     first.send_signal(signal.SIGKILL)
     first.wait()
     for number in range(6):
@@ -85,7 +89,9 @@ def embedded(page: Path) -> dict:
 
 
 def database(db: Path) -> apsw.Connection:
-    return apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    connection.set_busy_timeout(30_000)  # hogs may be writing
+    return connection
 
 
 def one(connection: apsw.Connection, sql: str) -> object:
@@ -216,15 +222,19 @@ def test_an_empty_queue_gives_a_page(db: Path) -> None:
 def test_a_running_hog_and_its_draining_show(db: Path) -> None:
     """A page made while a task runs shows it running; a hog draining with a free core records
     that core's time as draining."""
-    assert cli(db, "submit", "--name", "long", "sleep 3").returncode == 0
+    go = db.parent / "go"  # the task runs until the test makes this file
+    assert cli(db, "submit", "--name", "long", f"while [ ! -e {go} ]; do sleep 0.1; done").returncode == 0
     assert cli(db, "submit", "--hold", "--name", "never", "true").returncode == 0
-    hog = start_hog(db, "--cores", "2", "--idle-timeout", "1m")
+    hog_log = db.parent / "hog.log"
+    hog = start_hog(db, "--cores", "2", "--idle-timeout", "1m", log_path=hog_log)
     wait_until(lambda: tasks(db)[0]["started_at"], message="the task to start")
     during = embedded(page_of(db))
     assert during["summary"]["attempts"] == {"running": 1}
     assert during["timeline"]["bars"]["outcome"] == [during["outcomes"].index("running")]
     assert [hog["state"] for hog in during["hogs"]] == ["running"]
     hog.send_signal(signal.SIGINT)  # drain: the running task finishes, nothing new starts
+    wait_until(lambda: "SIGINT: draining" in hog_log.read_text(), message="the hog to drain")
+    go.touch()
     assert hog.wait(timeout=60) == 0
     after = embedded(page_of(db))
     assert after["summary"]["tasks"]["done"] == 1
@@ -241,7 +251,8 @@ def test_free_cores_while_a_claim_waits_for_the_lock_count_as_waiting_for_the_lo
     import fcntl
     import time
 
-    hog = start_hog(db, "--cores", "1", "--heartbeat", "1s", "--idle-timeout", "1m")
+    # Heartbeats 30 s apart: its rounds meanwhile are its claims, one a second while idle.
+    hog = start_hog(db, "--cores", "1", "--heartbeat", "30s", "--idle-timeout", "1m")
     # Past its start-up: it has found nothing to run, and claims again every second.
     wait_until(
         lambda: one(database(db), "SELECT max(idle_empty_core_s) FROM hogs"), message="the hog to idle"
