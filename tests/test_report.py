@@ -200,6 +200,7 @@ def fingerprint(db: Path) -> str:
         ((), 2, "Missing option '--html'"),
         (("--html", "{folder}/r.html", "--name", "nosuch"), 2, "no task has the name 'nosuch'"),
         (("--html", "{folder}/r.html", "--bundle", "nosuch"), 2, "no task has the bundle 'nosuch'"),
+        (("--html", "{folder}/r.html", "--kind", "nosuch"), 2, "no task has the kind 'nosuch'"),
         (("--html", "{folder}/r.html", "--since", "yesterday"), 2, "bad --since 'yesterday'"),
         (("--html", "{folder}/no/such/folder/r.html"), 1, "cannot write"),
         (("--html", "{folder}"), 2, "is a folder"),

@@ -38,8 +38,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         result = cli(db, "submit", *args)
         assert result.returncode == 0, result.stderr
 
+    assert cli(db, "kind", "set", "quick", "--time", "5m").returncode == 0
     for _ in range(4):
-        submit("--name", "nap", "sleep 0.5")
+        submit("--kind", "quick", "--name", "nap", "sleep 0.5")
     submit("--name", "memory", ALLOCATE)
     submit("--name", "memory", ALLOCATE)
     submit("--name", "spin", BUSY)
@@ -94,8 +95,9 @@ def test_table_and_csv_say_the_same(run: Path) -> None:
     assert rows["memory"]["suggested_mem"] == "256M" and rows["nap"]["tasks"] == "4"
 
 
-def test_a_name_selects_its_tasks(run: Path) -> None:
+def test_a_name_or_a_kind_selects_its_tasks(run: Path) -> None:
     assert list(by_name(run, "--name", "nap")) == ["nap"]
+    assert list(by_name(run, "--kind", "quick")) == ["nap"]
     assert by_name(run, "--since", "1s") == {}
 
 
@@ -104,6 +106,7 @@ def test_a_name_selects_its_tasks(run: Path) -> None:
     [
         (("--name", "nosuch"), "no task has the name 'nosuch'"),
         (("--bundle", "nosuch"), "no task has the bundle 'nosuch'"),
+        (("--kind", "nosuch"), "no task has the kind 'nosuch'"),
         (("--since", "soon"), "bad --since 'soon'"),
         (("--format", "xml"), "Invalid value for '--format'"),
     ],

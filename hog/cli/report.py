@@ -38,14 +38,17 @@ def parse_since(text: str | None, now: float | None = None) -> float | None:
 
 def selection_options(function):
     function = click.option("--since", metavar="T", help=SINCE_HELP)(function)
+    function = click.option("--kind", metavar="KIND", help="Only the tasks submitted with --kind KIND.")(
+        function
+    )
     function = click.option("--bundle", metavar="NAME", help="Only the tasks of this bundle.")(function)
     return click.option("--name", metavar="NAME", help="Only the tasks of this name.")(function)
 
 
-def _selection(name: str | None, bundle: str | None, since: str | None):
+def _selection(name: str | None, bundle: str | None, kind: str | None, since: str | None):
     from hog.store.history import Selection
 
-    return Selection(name=name, bundle=bundle, since=parse_since(since))
+    return Selection(name=name, bundle=bundle, kind=kind, since=parse_since(since))
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
@@ -58,12 +61,12 @@ def _selection(name: str | None, bundle: str | None, since: str | None):
 )
 @selection_options
 @db_options
-def report(html_path: str, name: str | None, bundle: str | None, since: str | None) -> None:
+def report(html_path: str, name: str | None, bundle: str | None, kind: str | None, since: str | None) -> None:
     """Write one self-contained HTML page about the run: summary, efficiency and where the cores'
     idle time went, a timeline per hog, tasks over time, per-name runtimes, memory and CPU
     efficiency, and failures with their stderr.
 
-    Name, bundle and since select tasks (all three may be given: tasks that match all). Past
+    Name, bundle, kind and since select tasks (given together: tasks that match all). Past
     20,000 attempts the timeline shows each hog's busy share per time bin, and the page says so.
 
     \b
@@ -74,7 +77,7 @@ def report(html_path: str, name: str | None, bundle: str | None, since: str | No
     from hog.cli.page import render
     from hog.cli.pagedata import gather
 
-    selection = _selection(name, bundle, since)
+    selection = _selection(name, bundle, kind, since)
     started = time.monotonic()
     data = gather(current_settings().open(), selection)
     page = render(data)
@@ -130,7 +133,9 @@ STATS_COLUMNS = (
 @selection_options
 @format_options
 @db_options
-def stats(name: str | None, bundle: str | None, since: str | None, fmt: str | None, as_json: bool) -> None:
+def stats(
+    name: str | None, bundle: str | None, kind: str | None, since: str | None, fmt: str | None, as_json: bool
+) -> None:
     """Per task name: tasks, how their runs went, runtime p50/p95/max, peak memory p95/max, CPU
     efficiency (CPU time / cores x runtime), retries, and the --time and --mem to ask for.
 
@@ -146,13 +151,14 @@ def stats(name: str | None, bundle: str | None, since: str | None, fmt: str | No
     Example:
       slurm-hog stats
       slurm-hog stats --name align --format csv > align.csv
+      slurm-hog stats --kind train
     """
     from hog.store import history
     from hog.store.profiles import profiles
     from hog.suggest import slurm_mem, slurm_time
 
     fmt = output_format(fmt, as_json)
-    selection = _selection(name, bundle, since)
+    selection = _selection(name, bundle, kind, since)
     db = current_settings().open()
     history.check(db, selection)
     rows = []

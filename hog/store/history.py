@@ -28,16 +28,17 @@ _RAN = (
 
 @dataclass(frozen=True)
 class Selection:
-    """Which tasks: those with this name, in this bundle, submitted at or after `since` (all
-    that are given must hold)."""
+    """Which tasks: those with this name, in this bundle, submitted with this kind, submitted at
+    or after `since` (all that are given must hold)."""
 
     name: str | None = None
     bundle: str | None = None
     since: float | None = None
+    kind: str | None = None
 
     @property
     def everything(self) -> bool:
-        return self.name is None and self.bundle is None and self.since is None
+        return self.name is None and self.bundle is None and self.since is None and self.kind is None
 
     def where(self) -> tuple[str, tuple]:
         """SQL over the submissions `s`, and its values."""
@@ -45,6 +46,7 @@ class Selection:
         for sql, value in (
             ("s.name = ?", self.name),
             ("s.bundle = ?", self.bundle),
+            ("s.kind = ?", self.kind),
             ("s.submitted_at >= ?", self.since),
         ):
             if value is not None:
@@ -58,6 +60,8 @@ class Selection:
             parts.append(f"named {self.name!r}")
         if self.bundle is not None:
             parts.append(f"in bundle {self.bundle!r}")
+        if self.kind is not None:
+            parts.append(f"of kind {self.kind!r}")
         if self.since is not None:
             parts.append("submitted since " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since)))
         return "tasks " + " and ".join(parts) if parts else "every task"
@@ -69,7 +73,7 @@ _ATTEMPTS = "attempts a JOIN tasks t ON t.id = a.task_id JOIN submissions s ON s
 
 def check(db: Database, selection: Selection) -> None:
     """Refuse a name or a bundle that no task bears (a typo should not give an empty page)."""
-    for column, value in (("name", selection.name), ("bundle", selection.bundle)):
+    for column, value in (("name", selection.name), ("bundle", selection.bundle), ("kind", selection.kind)):
         if (
             value is not None
             and db.query_one(f"SELECT 1 FROM submissions WHERE {column} = ?", (value,)) is None
@@ -137,11 +141,11 @@ class HogSummary(NamedTuple):
 
 
 def hogs(db: Database, selection: Selection, now: float) -> list[HogSummary]:
-    """The hogs that ran a selected task; with no name or bundle also those that ran none (they
-    cost as much), started since `since` if given."""
+    """The hogs that ran a selected task; with no name, bundle or kind also those that ran none
+    (they cost as much), started since `since` if given."""
     where, values = selection.where()
     chosen = f"SELECT DISTINCT a.hog_id FROM {_ATTEMPTS} WHERE {where} AND a.hog_id IS NOT NULL"
-    if selection.name is None and selection.bundle is None:
+    if selection.name is None and selection.bundle is None and selection.kind is None:
         since = selection.since if selection.since is not None else float("-inf")
         chosen += " UNION SELECT id FROM hogs WHERE started_at IS NOT NULL AND started_at >= ?"
         values = (*values, since)
