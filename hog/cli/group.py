@@ -135,6 +135,7 @@ COMMANDS = {
     "kind": "hog.cli.kinds",
     "tune": "hog.cli.tune",
     **dict.fromkeys(("report", "stats"), "hog.cli.report"),
+    "hogs": "hog.cli.steer",
 }
 
 

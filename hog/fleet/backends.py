@@ -176,6 +176,13 @@ def slurm_job_states(job_ids: list[str]) -> dict[str, str] | None:
     return states
 
 
+def scancel(job_id: str, *options: str) -> None:
+    """`scancel OPTIONS JOB_ID`; BackendError saying why when SLURM refuses or does not answer."""
+    result = _run(["scancel", *options, job_id])
+    if result.returncode != 0:
+        raise BackendError(f"scancel {job_id} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)

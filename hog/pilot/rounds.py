@@ -88,6 +88,7 @@ class RoundOutcome:
     cancel_requested: set[tuple[int, int]] = field(default_factory=set)
     reaped: list[int] = field(default_factory=list)
     hogs_running: int = 1
+    stop_request: str | None = None  # `hogs stop`: steering.DRAIN or steering.NOW
 
 
 class LastWrite(enum.Enum):
@@ -368,6 +369,7 @@ class DatabaseRounds:
             outcome.queue_has_work = done.queue_has_work
             outcome.cancel_requested = done.cancel_requested
             outcome.hogs_running = done.hogs_running
+            outcome.stop_request = done.stop_request
         elif job.poll_cancels:
             cancels = claims.poll_cancels(self.db, self.hog_id)
             if cancels is None:

@@ -29,7 +29,7 @@ from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcom
 from hog.pilot.tasks import Tasks
 from hog.pilot.usage import DRAIN, EMPTY, LOCK, STARTUP, IdleClock
 from hog.pilot.walltime import Walltime
-from hog.store import claims, states
+from hog.store import claims, states, steering
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles, make_private_dirs
 from hog.timeutil import counted
@@ -64,6 +64,7 @@ class Hog:
         self.rounds = rounds
         self.launcher = launcher  # the loop sleeps on its slots' pipes
         self.draining = False
+        self.drain_reason = "drained"  # the hog's end reason once drained
         self.stopping: str | None = None  # why the hog stops now
         self.given_up = False
         self.interrupts = 0
@@ -107,7 +108,7 @@ class Hog:
         if self.rounds.busy:
             return False  # a claim may be on its way
         if self.draining:
-            self.finish_reason = "drained"
+            self.finish_reason = self.drain_reason
             return True
         if self.rounds.has_work():
             self.idle_since_mono = None
@@ -170,6 +171,12 @@ class Hog:
             return
         self.tasks.take(outcome.claimed)
         self.tasks.cancel(outcome.cancel_requested, now)
+        if outcome.stop_request == steering.NOW and self.stopping is None:
+            log.info("%s: asked to stop (hogs stop --now): tasks go back to the queue", self.name)
+            self._stop("stopped by hogs stop --now")
+        elif outcome.stop_request == steering.DRAIN and not self.draining:
+            log.info("%s: asked to drain (hogs stop): running tasks finish, nothing new starts", self.name)
+            self._start_draining("drained by hogs stop")
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -195,8 +202,9 @@ class Hog:
                 log.info("%s: SIGUSR1: draining", self.name)
                 self._start_draining()
 
-    def _start_draining(self) -> None:
+    def _start_draining(self, reason: str = "drained") -> None:
         self.draining = True
+        self.drain_reason = reason
         self.tasks.drain()
 
     def _stop(self, reason: str) -> None:

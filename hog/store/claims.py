@@ -11,7 +11,7 @@ from typing import NamedTuple
 import apsw
 
 from hog.gpushare import GPU_UNITS
-from hog.store import dependencies, states
+from hog.store import dependencies, states, steering
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
 from hog.store.queue import (
@@ -189,6 +189,7 @@ class Exchange(NamedTuple):
     queue_has_work: bool  # some waiting task this hog could run (not yet claimed)
     recorded: int  # results that were still current and were written
     hogs_running: int  # hogs sharing the queue (counted when claiming, else 1)
+    stop_request: str | None = None  # `hogs stop` asked it to drain or stop now (steering)
 
 
 def exchange(
@@ -219,6 +220,7 @@ def exchange(
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
         dependencies.settle(connection, [result.task_id for result in results], now)
+        stop_request = steering.take_stop_request(connection, hog_id, now)
         claimed: list[ClaimedTask] = []
         queue_has_work = True
         hogs_running = 1
@@ -226,7 +228,7 @@ def exchange(
             hogs_running = connection.execute(
                 "SELECT count(*) FROM hogs WHERE state = ?", (states.HOG_RUNNING,)
             ).fetchall()[0][0]
-            if claim.limit > 0:
+            if claim.limit > 0 and stop_request is None:
                 claimed = _claim(connection, hog_id, host, claim, environments, now)
                 if not claimed:
                     queue_has_work = _has_fitting_work(connection, claim)
@@ -239,7 +241,7 @@ def exchange(
             record(connection, hog_id, usage)
         if finish_reason is not None:
             _move_hog(connection, hog_id, states.HOG_FINISHED, ended_at=now, end_reason=finish_reason)
-    return Exchange(False, claimed, cancel_requested, queue_has_work, recorded, hogs_running)
+    return Exchange(False, claimed, cancel_requested, queue_has_work, recorded, hogs_running, stop_request)
 
 
 def poll_cancels(db: Database, hog_id: int) -> set[tuple[int, int]] | None:

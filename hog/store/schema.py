@@ -219,6 +219,15 @@ ALTER TABLE hogs ADD COLUMN idle_drain_core_s REAL NOT NULL DEFAULT 0;
 ALTER TABLE hogs ADD COLUMN lock_wait_s REAL NOT NULL DEFAULT 0;
 """
 
+# Steering hogs (`hogs stop`): a user's request that a hog drain or stop, and when the hog saw it
+# (its answer; a hog that does not answer in time is signalled through its backend).
+SCHEMA_HOG_STOPS = """
+ALTER TABLE hogs ADD COLUMN stop_request TEXT
+    CHECK (stop_request IS NULL OR stop_request IN ('drain', 'now'));
+ALTER TABLE hogs ADD COLUMN stop_requested_at REAL;
+ALTER TABLE hogs ADD COLUMN stop_seen_at REAL;
+"""
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS, SCHEMA_HOG_USAGE]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS, SCHEMA_HOG_USAGE, SCHEMA_HOG_STOPS]
 SCHEMA_VERSION = len(MIGRATIONS)
