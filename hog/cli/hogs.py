@@ -197,9 +197,14 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
 @click.option("--daemon", is_flag=True, help="Detach; pid and log files beside the database.")
 @click.option("--status", is_flag=True, help="Is a detached monitor running?")
 @click.option("--stop", is_flag=True, help="Stop the detached monitor (hogs go on).")
+@click.option("--drain", is_flag=True, help="With --stop: also drain the hogs monitors started.")
+@click.option("--log", "show_log", is_flag=True, help="Print the detached monitor's log.")
+@click.option("--follow", is_flag=True, help="With --log: print what is added, until the monitor stops.")
 @hog_options
 @db_options
-def monitor(daemon: bool, status: bool, stop: bool, **params) -> None:
+def monitor(
+    daemon: bool, status: bool, stop: bool, drain: bool, show_log: bool, follow: bool, **params
+) -> None:
     """Keep up to --hogs hogs submitted while tasks wait, as many as their cores, GPUs and memory
     can use; replace hogs that die.
 
@@ -207,12 +212,21 @@ def monitor(daemon: bool, status: bool, stop: bool, **params) -> None:
     Example:
       slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
       slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
+      slurm-hog monitor --log --follow
+      slurm-hog monitor --stop --drain
     """
     from hog.fleet.monitor import daemon_status, run_monitor, start_daemon, stop_daemon
 
-    action = monitor_action(daemon=daemon, status=status, stop=stop)
+    action = monitor_action(daemon=daemon, status=status, stop=stop, log=show_log)
+    if drain and action != "stop":
+        raise UsageError("--drain goes with --stop: `slurm-hog monitor --stop --drain`")
+    if follow and action != "log":
+        raise UsageError("--follow goes with --log: `slurm-hog monitor --log --follow`")
     configure_logging()
     config = monitor_config(current_settings(), **params)
+    if action == "log":
+        _monitor_log(config, follow)
+        return
     if action in (None, "daemon"):
         from hog.pilot.walltime import check_options
 
@@ -224,12 +238,43 @@ def monitor(daemon: bool, status: bool, stop: bool, **params) -> None:
         raise SystemExit(0 if running else 1)
     if action == "stop":
         click.echo(stop_daemon(config))
+        if drain:
+            _drain_monitor_hogs(config)
         return
     if action == "daemon":
         verbosity = click.get_current_context().find_root().params.get("verbose", 0)
         click.echo(start_daemon(config, verbosity))
         return
     raise SystemExit(run_monitor(config))
+
+
+def _drain_monitor_hogs(config: "MonitorConfig") -> None:
+    """monitor --stop --drain: the hogs that monitors started drain (those started by hand stay)."""
+    from hog.cli.steer import report_stops
+    from hog.fleet.steering import stop_hogs
+    from hog.store import steering
+    from hog.store.db import open_database
+
+    db = open_database(config.db_path, config.timeout_s)
+    outcome = stop_hogs(db, None, steering.DRAIN, backends=("prefix", "sbatch"), say=click.echo)
+    report_stops(outcome, asked=False)
+    if outcome.unreachable:
+        raise SystemExit(1)
+
+
+def _monitor_log(config: "MonitorConfig", follow: bool) -> None:
+    """monitor --log [--follow]: its log, followed while a monitor serves the queue."""
+    from hog.cli.logs import print_log
+    from hog.store import outlook
+    from hog.store.db import open_database
+
+    db = open_database(config.db_path, config.timeout_s)
+    running = outlook.monitor_alive(db)
+    if follow and not running:
+        click.echo(f"no monitor serves {config.db_path}: its log will not grow", err=True)
+    print_log(
+        config.log_path, "the monitor's log", (lambda: not outlook.monitor_alive(db)) if follow else None
+    )
 
 
 def monitor_action(**flags: bool) -> str | None:

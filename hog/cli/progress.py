@@ -17,6 +17,7 @@ from hog.cli.group import (
 )
 from hog.cli.render import emit
 from hog.cli.views import misfits_text, progress_line
+from hog.errors import UsageError
 from hog.ids import parse_ids
 from hog.store import states
 from hog.timeutil import counted, format_duration
@@ -26,21 +27,33 @@ if TYPE_CHECKING:  # the store is imported by the commands that read it (start-u
 
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
+@click.option("--watch", is_flag=True, help="Redraw in place until q or Ctrl-C (plain lines when piped).")
+@duration_option("--interval", default="2s", show_default=True, help="Time between redraws with --watch.")
 @format_options
 @db_options
-def status(fmt: str, as_json: bool) -> None:
+def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
     """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
 
     Running tasks that a hog has claimed ahead but not started are counted apart, and waiting
     tasks that ask for more than any hog seen lately has are named: they never start.
 
+    --watch draws the counts, the rate, the time to empty and each hog's load and time left in
+    place, and quits on q or Ctrl-C; piped, it prints a line per --interval until no task is left.
+
     \b
     Example:
-      watch slurm-hog status
+      slurm-hog status --watch --interval 5s
     """
     from hog.store import outlook, queue
 
     db = current_settings().open()
+    if watch:
+        if fmt or as_json:
+            raise UsageError("--watch draws on the terminal: leave out --format and --json")
+        from hog.cli.watch import watch_status
+
+        watch_status(db, interval)
+        return
     misfits = outlook.misfits(db)
     stuck = misfits.count if misfits else 0
     result = queue.status(db, stuck=stuck)

@@ -1,8 +1,7 @@
-"""The commands on tasks: init, submit, check, show, cancel, retry, cleanup, log."""
+"""The commands on tasks: init, submit, check, show, cancel, retry, cleanup (log: logs.py)."""
 
 import os
 import re
-import sys
 import time
 
 import click
@@ -282,16 +281,23 @@ def _one_command(words: tuple[str, ...], exact_argv: bool, assignments: int = 0)
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
 @click.argument("ids", nargs=-1, required=True)
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Everything each task was submitted with, and every attempt (host, CPU time, peak memory).",
+)
 @format_options
 @db_options
-def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
+def check(ids: tuple[str, ...], full: bool, fmt: str, as_json: bool) -> None:
     """Show the state of tasks; for ended ones their exit code or signal, for failed ones why.
 
-    Exits 0 when every id exists. IDS are numbers, ranges (3-9) or lists (1,4).
+    Exits 0 when every id exists. IDS are numbers, ranges (3-9) or lists (1,4). --full adds
+    what each was submitted with (limits, folder, output files, parents) and every attempt.
 
     \b
     Example:
       slurm-hog check 17 20-25
+      slurm-hog check 17 --full
     """
     from hog.store import queue
 
@@ -300,7 +306,11 @@ def check(ids: tuple[str, ...], fmt: str, as_json: bool) -> None:
         raise UsageError("no task id given: `slurm-hog show` lists them")
     db = current_settings().open()
     details = queue.get_tasks(db, task_ids, missing_ok=True)
-    if details or as_json or fmt != "table":
+    if full:
+        from hog.cli.fullview import emit_full
+
+        emit_full(db, details, output_format(fmt, as_json))
+    elif details or as_json or fmt != "table":
         from hog.cli.workflows import with_reasons
 
         rows = with_reasons(db, [check_row(detail) for detail in details])
@@ -461,8 +471,16 @@ def retry(ids: tuple[str, ...], failed: bool) -> None:
 @state_option(states.ENDED_STATES, "Only tasks in this ended state (default: every ended state).")
 @duration_option("--older-than", help="Only tasks that ended longer ago than this.")
 @click.option("--keep-output", is_flag=True, help="Keep the output files beside the queue.")
+@click.option(
+    "--hogs",
+    "hog_rows",
+    is_flag=True,
+    help="Delete the rows of ended hogs and their logs instead of tasks (with --older-than: by their end).",
+)
 @db_options
-def cleanup(state_filter: tuple[str, ...], older_than: float | None, keep_output: bool) -> None:
+def cleanup(
+    state_filter: tuple[str, ...], older_than: float | None, keep_output: bool, hog_rows: bool
+) -> None:
     """Delete ended tasks, their attempts and their output files; waiting and running tasks are
     never touched.
 
@@ -472,9 +490,14 @@ def cleanup(state_filter: tuple[str, ...], older_than: float | None, keep_output
     \b
     Example:
       slurm-hog cleanup --state done --older-than 7d
+      slurm-hog cleanup --hogs --older-than 1d
     """
-    from hog.store.cleanup import cleanup as delete_ended
     from hog.timeutil import format_size
+
+    if hog_rows:
+        _cleanup_hogs(state_filter, older_than, keep_output)
+        return
+    from hog.store.cleanup import cleanup as delete_ended
 
     cleaned = delete_ended(current_settings().open(), state_filter, older_than, keep_output=keep_output)
     text = f"deleted {counted(cleaned.tasks, 'task')}"
@@ -489,51 +512,18 @@ def cleanup(state_filter: tuple[str, ...], older_than: float | None, keep_output
         )
 
 
-# -- log -------------------------------------------------------------------------------------
+def _cleanup_hogs(state_filter: tuple[str, ...], older_than: float | None, keep_output: bool) -> None:
+    """cleanup --hogs: ended hogs' rows and their files beside the queue."""
+    from hog.store.hogs import cleanup_hogs
+    from hog.timeutil import format_size
 
-
-@click.command(cls=HogCommand, context_settings=CONTEXT)
-@click.argument("task_id", type=click.IntRange(min=1))
-@click.option("--stderr", "stream", flag_value="err", help="Print stderr instead of stdout.")
-@click.option("--stdout", "stream", flag_value="out", default=True, hidden=True)
-@click.option("--attempt", type=click.IntRange(min=1), help="Which attempt (default: the latest).")
-@db_options
-def log(task_id: int, stream: str, attempt: int | None) -> None:
-    """Print a task's output (stdout, or stderr with --stderr).
-
-    \b
-    Example:
-      slurm-hog log 42 --stderr | tail
-    """
-    from hog.pilot.outputs import output_path
-    from hog.store import queue
-
-    settings = current_settings()
-    (detail,) = queue.get_tasks(settings.open(), [task_id])
-    attempt = attempt or detail.attempt
-    if attempt < 1:
-        raise UsageError(f"task {task_id} has not run yet: no output")
-    if attempt > detail.attempt:
-        raise UsageError(f"task {task_id} has {detail.attempt} attempts, not {attempt}")
-    pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
-    from hog.store.workflows import array_place
-
-    place = array_place(settings.open(), task_id)
-    path = output_path(settings.path, pattern, detail.cwd, task_id, attempt, detail.name, stream, *place)
-    if path == os.devnull:
-        option = "-o" if stream == "out" else "-e"
-        click.echo(
-            f"task {task_id}'s std{stream} was not kept: it was submitted with {option} /dev/null", err=True
+    if state_filter or keep_output:
+        given = "--state" if state_filter else "--keep-output"
+        raise UsageError(
+            f"{given} is for tasks: --hogs deletes every ended hog (narrow it with --older-than)"
         )
-        return
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 16):
-                sys.stdout.buffer.write(chunk)
-    except FileNotFoundError:
-        raise UsageError(f"no output file {path} (the task may not have started yet)") from None
-    except PermissionError:
-        from hog.store.paths import missing_permission
-
-        problem = missing_permission(path) or f"you may not read {path}"
-        raise HogError(f"permission denied: {problem}") from None
+    cleaned = cleanup_hogs(current_settings().open(), older_than)
+    files = f"{counted(cleaned.files, 'file')}, {format_size(cleaned.bytes)}"
+    click.echo(f"deleted {counted(cleaned.hogs, 'hog')}, {files}")
+    if cleaned.failures:
+        click.echo(f"cleanup: could not remove {'; '.join(cleaned.failures[:5])}", err=True)

@@ -220,12 +220,15 @@ ALTER TABLE hogs ADD COLUMN lock_wait_s REAL NOT NULL DEFAULT 0;
 """
 
 # Steering hogs (`hogs stop`): a user's request that a hog drain or stop, and when the hog saw it
-# (its answer; a hog that does not answer in time is signalled through its backend).
+# (its answer; a hog that does not answer in time is signalled through its backend); and hog rows
+# deleted by `cleanup --hogs`.
 SCHEMA_HOG_STOPS = """
 ALTER TABLE hogs ADD COLUMN stop_request TEXT
     CHECK (stop_request IS NULL OR stop_request IN ('drain', 'now'));
 ALTER TABLE hogs ADD COLUMN stop_requested_at REAL;
 ALTER TABLE hogs ADD COLUMN stop_seen_at REAL;
+-- `cleanup --hogs` deletes old hog rows: their attempts are found without reading them all.
+CREATE INDEX attempts_hog ON attempts(hog_id);
 """
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
