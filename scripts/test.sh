@@ -35,6 +35,15 @@ if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get 
     fi
 fi
 
+# The live view (status --watch) is tested in a real terminal: tmux sends keys and reads the screen.
+if [ "$(id -u)" = 0 ] && ! command -v tmux >/dev/null && command -v apt-get >/dev/null; then
+    echo "test: installing tmux (apt-get) for the live view's tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends tmux >/dev/null; }; then
+        echo "test: tmux could not be installed: the live view's tests skip (fail in CI)" >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
