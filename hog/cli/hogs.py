@@ -237,7 +237,9 @@ def monitor(
         click.echo(message)
         raise SystemExit(0 if running else 1)
     if action == "stop":
-        click.echo(stop_daemon(config))
+        click.echo(
+            stop_daemon(config, "the hogs monitors started drain" if drain else "its hogs keep running")
+        )
         if drain:
             _drain_monitor_hogs(config)
         return

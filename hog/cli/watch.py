@@ -5,10 +5,13 @@ however the view ends), redraws every interval and quits on `q` or Ctrl-C. Piped
 line per interval and ends once no task is left to run, so a log of a run ends with the run.
 """
 
+import contextlib
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
+from hog.errors import HogError
 from hog.store import states
 from hog.timeutil import counted, format_duration
 
@@ -39,7 +42,13 @@ def watch_status(db: "Database", interval_s: float) -> None:
     if sys.stdout.isatty() and sys.stdin.isatty():
         import curses
 
-        curses.wrapper(_live, db, interval_s)
+        try:
+            curses.wrapper(_live, db, interval_s)
+        except curses.error as error:  # no terminfo for $TERM: curses cannot start
+            raise HogError(
+                f"cannot draw on this terminal (TERM={os.environ.get('TERM', '')!r}: {error}); "
+                "pipe the output (`| cat`) for plain lines"
+            ) from None
     else:
         _plain(db, interval_s)
 
@@ -146,8 +155,10 @@ def _live(screen, db: "Database", interval_s: float) -> None:
             lines = [*lines[: height - 1], f"... {counted(hidden, 'more hog')}"]
         screen.erase()
         for row, line in enumerate(lines):
-            # The last cell of the screen cannot be written without an error: one column less.
-            screen.addnstr(row, 0, line, max(0, width - 1))
+            # The last cell of the screen cannot be written without an error: one column less;
+            # a resize between the size read and the drawing is drawn right on the next turn.
+            with contextlib.suppress(curses.error):
+                screen.addnstr(row, 0, line, max(0, width - 1))
         screen.refresh()
         # Waits up to the interval; any other key (a resize too) redraws at once.
         if screen.getch() in (ord("q"), ord("Q")):

@@ -449,7 +449,8 @@ def start_daemon(config: MonitorConfig, verbosity: int = 0) -> str:
     return f"monitor starting: pid {process.pid}, log {config.log_path}"
 
 
-def stop_daemon(config: MonitorConfig) -> str:
+def stop_daemon(config: MonitorConfig, hogs_after: str = "its hogs keep running") -> str:
+    """Stop the detached monitor; the message says so, and then `hogs_after`."""
     holder = _running_holder(config)
     if holder is None:
         return f"no monitor serves {config.db_path}: nothing to stop"
@@ -464,6 +465,6 @@ def stop_daemon(config: MonitorConfig) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if _running_holder(config) is None:
-            return f"monitor {pid} stopped; its hogs keep running"
+            return f"monitor {pid} stopped; {hogs_after}"
         time.sleep(0.1)
     raise HogError(f"monitor {pid} did not stop within 30 s")
