@@ -86,6 +86,7 @@ def task_record(db: "Database", detail: "TaskDetail", extra: "Submitted") -> dic
         "submitted_by": extra.user,
         "submitted_from": extra.host,
         "bundle": extra.bundle,
+        "pool": extra.pool,
         "array_index": extra.array_index,
         "entry": extra.entry,
         "parents": [parent._asdict() for parent in extra.parents],
@@ -153,6 +154,8 @@ def _text(task: dict) -> str:
     ]
     if task["bundle"]:
         lines.append(("bundle", task["bundle"]))
+    if task["pool"]:
+        lines.append(("pool", task["pool"]))
     if task["array_index"] is not None:
         lines.append(("array index", str(task["array_index"])))
     if task["entry"] is not None:

@@ -32,7 +32,9 @@ LAST_LINES_S = 1.0
     is_flag=True,
     help="Keep printing as the output grows, across attempts, until the task (or hog) ends.",
 )
-@click.option("--hog", "hog_id", type=click.IntRange(min=1), help="Print hog N's log instead of a task's.")
+@click.option(
+    "--hog", "hog_id", type=click.IntRange(min=1), metavar="N", help="Print hog N's log instead of a task's."
+)
 @db_options
 def log(task_id: int | None, stream: str, attempt: int | None, follow: bool, hog_id: int | None) -> None:
     """Print a task's output (stdout, or stderr with --stderr), or a hog's log with --hog N.

@@ -1,5 +1,6 @@
 """What a task was submitted with beyond queue.TaskDetail, for `check --full`: who submitted it
-from where, its bundle, array index or entry, and its parents."""
+from where, its bundle, pool (on a queue whose submissions have one), array index or entry, and
+its parents."""
 
 from typing import NamedTuple
 
@@ -17,6 +18,7 @@ class Submitted(NamedTuple):
     user: str | None
     host: str | None
     bundle: str | None
+    pool: str | None
     array_index: int | None
     entry: str | None
     parents: list[Parent]
@@ -26,10 +28,12 @@ def submitted(db: Database, task_ids: list[int]) -> dict[int, Submitted]:
     """What each of `task_ids` was submitted with (unknown ids are left out)."""
     found: dict[int, Submitted] = {}
     with db.snapshot() as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(submissions)")}
+        pool = "s.pool" if "pool" in columns else "NULL"
         for chunk in chunks(sorted(set(task_ids)), 500):
             marks = placeholders(chunk)
             for task_id, *values in connection.execute(
-                "SELECT t.id, s.user, s.host, s.bundle, t.array_index, t.entry"
+                f"SELECT t.id, s.user, s.host, s.bundle, {pool}, t.array_index, t.entry"
                 f" FROM tasks t JOIN submissions s ON s.id = t.submission_id WHERE t.id IN ({marks})",
                 tuple(chunk),
             ):
