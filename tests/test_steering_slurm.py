@@ -106,6 +106,18 @@ def test_a_hog_pending_in_slurm_is_cancelled_with_its_job(db: Path, slurm_env: d
         assert hogs(db, slurm_env)[row["id"]]["state"] == "cancelled"
         state = run(["squeue", "-h", "-t", "all", "-j", row["backend_id"], "-o", "%T"], slurm_env).stdout
         assert state.strip() in ("", "CANCELLED"), state
+        # The monitor starts another for the waiting task; hogs a user stopped before they
+        # started are not hogs that fail to start, which would make it back off.
+        for _ in range(3):
+            wait_until(
+                lambda: [
+                    h for h in hogs(db, slurm_env).values() if h["state"] == "pending" and h["backend_id"]
+                ],
+                timeout=30,
+            )
+            assert cli(db, "hogs", "stop", "--all", env=slurm_env).returncode == 0
+        wait_until(lambda: [h for h in hogs(db, slurm_env).values() if h["state"] == "pending"], timeout=30)
+        assert "fail to start" not in Path(f"{db}.monitor.out").read_text()
     finally:
         process.terminate()
         finish(process, timeout=60)

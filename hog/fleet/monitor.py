@@ -21,7 +21,7 @@ from hog.fleet.sizing import HogSize, hog_size, hogs_for
 from hog.pilot.healing import heal
 from hog.pilot.options import HogOptions, seconds_argument
 from hog.pilot.slurm import node_name
-from hog.store import claims, queue, states
+from hog.store import claims, queue, states, steering
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles
 from hog.timeutil import counted
@@ -191,6 +191,8 @@ class Monitor:
         """Count hogs that were of no use: died before starting, or idled out while work waited."""
         now = time.time()
         for hog in claims.ended_since(self.db, self.last_pass_at):
+            if hog["end_reason"] == steering.STOPPED_PENDING:
+                continue  # a user stopped it before it started: it did not fail
             if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
                 self.futile_hogs += 1
                 # A hog its backend refused (sbatch said no) has no log: its reason says why.

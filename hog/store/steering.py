@@ -20,6 +20,9 @@ from hog.store.queue import placeholders
 DRAIN = "drain"  # running tasks finish, nothing new starts, then the hog leaves
 NOW = "now"  # running tasks are stopped and go back to the queue, then the hog leaves
 STOP_MODES = (DRAIN, NOW)
+# The end reason of a pending hog a user stopped: not a hog that failed to start (the monitor
+# backs off after a few of those).
+STOPPED_PENDING = "stopped before it started (hogs stop)"
 
 
 class StopTarget(NamedTuple):
@@ -105,7 +108,7 @@ def _cancel_pending(connection: apsw.Connection, hog_id: int, mode: str, now: fl
     connection.execute(
         "UPDATE hogs SET state = ?, ended_at = ?, end_reason = ?, stop_request = ?, stop_requested_at = ?"
         " WHERE id = ? AND state = ?",
-        (states.HOG_CANCELLED, now, "stopped before it started", mode, now, hog_id, states.HOG_PENDING),
+        (states.HOG_CANCELLED, now, STOPPED_PENDING, mode, now, hog_id, states.HOG_PENDING),
     )
     return connection.changes() == 1
 
