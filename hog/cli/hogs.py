@@ -144,7 +144,8 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
     """Run tasks from the queue on this node until it is empty or the walltime runs low.
 
     Normally started by `monitor`; run it yourself inside an allocation to use it at once.
-    SIGTERM stops now (tasks go back to the queue), SIGINT or SIGUSR1 drains.
+    SIGTERM stops now (tasks go back to the queue), SIGINT or SIGUSR1 drains; `slurm-hog hogs
+    stop N [--now]` does the same from anywhere, through the queue.
 
     \b
     Example:
