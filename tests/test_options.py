@@ -82,6 +82,8 @@ def test_a_monitor_configuration_parses_back_from_its_command_line(
     root = cli.make_context("slurm-hog", [*argv[:at], "monitor"])
     parsed = command("monitor").make_context("monitor", argv[at + 1 :], parent=root)
     params = dict(parsed.params)
-    assert not any(params.pop(action) for action in ("daemon", "status", "stop"))
+    assert not any(
+        params.pop(action) for action in ("daemon", "status", "stop", "drain", "show_log", "follow")
+    )
     settings_ = root.find_object(Settings)
     assert monitor_config(settings_, **params) == config

@@ -61,8 +61,11 @@ def processes():
         process.wait(timeout=30)
 
 
-def test_drain_lets_the_running_task_finish_and_the_other_hog_works_on(db: Path, processes: list) -> None:
-    first = submit(db, "sleep 3; echo finished")
+def test_drain_lets_the_running_task_finish_and_the_other_hog_works_on(
+    db: Path, processes: list, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"  # the first task runs until the test has asked for the drain
+    first = submit(db, f"while [ ! -e {gate} ]; do sleep 0.1; done; echo finished")
     processes.append(nohup_hog(db))
     draining_hog = wait_until(lambda: started_on(db, first), message="the first task to start")
     rest = [submit(db, "sleep 0.5") for _ in range(4)]
@@ -71,9 +74,9 @@ def test_drain_lets_the_running_task_finish_and_the_other_hog_works_on(db: Path,
 
     result = cli(db, "hogs", "stop", str(draining_hog))
     assert result.returncode == 0, result.stderr
-    assert f"hog {draining_hog} on " in result.stdout and (
-        "draining" in result.stdout or "left" in result.stdout
-    )
+    assert "is draining: its running tasks finish, nothing new starts" in result.stdout
+    assert result.stdout.startswith(f"hog {draining_hog} on ")
+    gate.touch()
 
     wait_until(lambda: hogs(db)[draining_hog]["state"] == "finished", timeout=30, message="the hog to drain")
     drained = hogs(db)[draining_hog]
@@ -87,7 +90,8 @@ def test_drain_lets_the_running_task_finish_and_the_other_hog_works_on(db: Path,
 
 
 def test_now_sends_the_running_task_back_and_another_hog_runs_it(db: Path, processes: list) -> None:
-    task_id = submit(db, "sleep 4")
+    # Long on its first attempt only: the stop must find it running, the next hog ends it soon.
+    task_id = submit(db, 'if [ "$HOG_ATTEMPT" = 1 ]; then sleep 60; fi')
     processes.append(nohup_hog(db))
     stopped_hog = wait_until(lambda: started_on(db, task_id), message="the task to start")
     processes.append(nohup_hog(db))
@@ -109,10 +113,12 @@ def test_now_sends_the_running_task_back_and_another_hog_runs_it(db: Path, proce
     ("options", "signal_name", "state"), [((), "SIGUSR1", "done"), (("--now",), "SIGTERM", "waiting")]
 )
 def test_a_hog_that_does_not_answer_in_time_is_signalled(
-    db: Path, processes: list, options: tuple, signal_name: str, state: str
+    db: Path, processes: list, tmp_path: Path, options: tuple, signal_name: str, state: str
 ) -> None:
-    # A 30 s heartbeat: after its start is written, the hog talks to the queue 30 s later.
-    task_id = submit(db, "sleep 5")
+    # A 30 s heartbeat: after its start is written, the hog talks to the queue 30 s later (or
+    # when its task ends, which waits for the test).
+    gate = tmp_path / "go"
+    task_id = submit(db, f"while [ ! -e {gate} ]; do sleep 0.1; done")
     hog = nohup_hog(db, "--cores", "1", "--heartbeat", "30s", "--idle-timeout", "1s")
     processes.append(hog)
     hog_id = wait_until(lambda: started_on(db, task_id), message="the task's start to be written")
@@ -120,6 +126,8 @@ def test_a_hog_that_does_not_answer_in_time_is_signalled(
     result = cli(db, "hogs", "stop", *options, "--wait", "1s", str(hog_id))
     assert result.returncode == 0, result.stderr
     assert f"did not answer within 1 s: sent {signal_name} to its process {hog.pid}" in result.stdout
+    if state == "done":
+        gate.touch()  # a draining hog waits for its task; a stopped one has killed it
     assert hog.wait(timeout=30) == 0
     assert full(db, task_id)["state"] == state
 
@@ -130,7 +138,11 @@ def test_stop_all_and_monitor_stop_drain_leave_hogs_started_by_hand_alone(db: Pa
         db, "monitor", "--daemon", "--hogs", "2", "--cores", "1", "--heartbeat", "1s", "--poll", "1s"
     )
     assert result.returncode == 0, result.stderr
-    wait_until(lambda: sum(started_on(db, task_id) is not None for task_id in tasks) == 2, timeout=60)
+    wait_until(
+        lambda: [h for h in hogs(db).values() if h["backend"] == "prefix" and h["state"] == "running"][1:],
+        timeout=60,
+        message="two hogs the monitor started",
+    )
     processes.append(nohup_hog(db))
     manual = wait_until(lambda: [h["id"] for h in hogs(db).values() if h["backend"] == "manual"])[0]
 
@@ -143,7 +155,8 @@ def test_stop_all_and_monitor_stop_drain_leave_hogs_started_by_hand_alone(db: Pa
     assert all(hogs(db)[i]["end_reason"] == "drained by hogs stop" for i in started_by_monitor)
     assert hogs(db)[manual]["state"] == "running"
     wait_until(lambda: all(full(db, task_id)["state"] == "done" for task_id in tasks), timeout=60)
-    assert all(len(full(db, task_id)["attempts"]) == 1 for task_id in tasks), "no task was interrupted"
+    started = [a for task_id in tasks for a in full(db, task_id)["attempts"] if a["started_at"]]
+    assert all(a["reason"] == "exited" and a["exit_code"] == 0 for a in started), "no task was interrupted"
 
     result = cli(db, "hogs", "stop", "--all", "--now")
     assert result.returncode == 0, result.stderr

@@ -27,8 +27,12 @@ def submit(db: Path, env: dict, command: str, count: int) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_drain_a_slurm_hog_its_tasks_finish_and_the_other_hog_works_on(db: Path, slurm_env: dict) -> None:
-    submit(db, slurm_env, "sleep 4", 8)  # a node-full (4 cores) for each of two hogs
+def test_drain_a_slurm_hog_its_tasks_finish_and_the_other_hog_works_on(
+    db: Path, slurm_env: dict, tmp_path: Path
+) -> None:
+    gate = tmp_path / "go"  # the first tasks run until the test has asked for the drain
+    # A node-full (4 cores) for each of two hogs.
+    submit(db, slurm_env, f"while [ ! -e {gate} ]; do sleep 0.1; done", 8)
     process = monitor(db, slurm_env, "--backend", "sbatch", "--walltime", "5m", "--hogs", "2", "--once")
     try:
         wait_until(
@@ -39,6 +43,8 @@ def test_drain_a_slurm_hog_its_tasks_finish_and_the_other_hog_works_on(db: Path,
         drained, other = sorted(hogs(db, slurm_env))[:2]
         result = cli(db, "hogs", "stop", str(drained), env=slurm_env)
         assert result.returncode == 0, result.stderr
+        assert "is draining" in result.stdout
+        gate.touch()
         submit(db, slurm_env, "sleep 1", 4)  # more work after the stop: not for the draining hog
         wait_until(lambda: hogs(db, slurm_env)[drained]["state"] == "finished", timeout=120)
         assert hogs(db, slurm_env)[drained]["end_reason"] == "drained by hogs stop"
