@@ -1,10 +1,13 @@
 """Logs and what a task was submitted with: log --follow, log --hog, monitor --log, check --full,
 and cleanup --hogs, through the CLI with real hogs and a real monitor."""
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +32,16 @@ def follower(db: Path, *args: str) -> subprocess.Popen:
     )
 
 
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has the file `path` open."""
+    folder = f"/proc/{pid}/fd"
+    for fd in os.listdir(folder):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            if os.readlink(os.path.join(folder, fd)) == str(path):
+                return True
+    return False
+
+
 def hogs(db: Path) -> dict[int, dict]:
     return {hog["id"]: hog for hog in cli_json(db, "show", "-H")}
 
@@ -51,10 +64,18 @@ def test_log_follow_prints_every_line_as_it_comes_and_ends_with_the_task(db: Pat
     assert hog.wait(timeout=60) == 0
 
 
-def test_log_follow_goes_on_across_attempts(db: Path) -> None:
+@pytest.mark.parametrize("asleep", [False, True], ids=["live", "attempts-between-two-looks"])
+def test_log_follow_goes_on_across_attempts(db: Path, asleep: bool) -> None:
     task_id = submit(db, "--retries", "1", 'echo "attempt $HOG_ATTEMPT"; sleep 1; test "$HOG_ATTEMPT" = 2')
     follow = follower(db, "log", str(task_id), "--follow")
+    if asleep:  # both attempts run while the follower is stopped: it must still print both
+        wait_until(lambda: has_open(follow.pid, db), message="the follower to open the queue")
+        time.sleep(0.5)  # its first look, right after, finds the task waiting
+        follow.send_signal(signal.SIGSTOP)
     hog = start_hog(db, *HOG)
+    if asleep:
+        wait_until(lambda: cli_json(db, "check", str(task_id))[0]["state"] == "done", timeout=60)
+        follow.send_signal(signal.SIGCONT)
     out, err = follow.communicate(timeout=60)
     assert follow.returncode == 0, err
     assert out == "attempt 1\nattempt 2\n"

@@ -153,28 +153,31 @@ class Tail:
 
 
 def _follow_task(db: "Database", task_id: int, stream: str) -> None:
-    """Print the task's output as it grows, each attempt's after the last, until it has ended."""
+    """Print the task's output as it grows, from its current attempt on, each attempt's after the
+    last (those that came and went between two looks too), until it has ended."""
     from hog.store import queue
 
     tail: Tail | None = None
-    shown_attempt = 0
+    shown: int | None = None  # the attempt whose output is followed
     while True:
         (detail,) = queue.get_tasks(db, [task_id])
-        if detail.attempt > shown_attempt:
+        if shown is None:
+            shown = detail.attempt - 1 if detail.attempt else 0  # where `tail -f` starts
+        while detail.attempt > shown:
+            shown += 1
             if tail is not None:
                 tail.pump()  # the end of the last attempt's output first
                 tail.close()
-                host = detail.attempts[-1].host if detail.attempts else None
-                click.echo(
-                    f"log: task {task_id}'s attempt {detail.attempt} started"
-                    + (f" on {host}" if host else ""),
-                    err=True,
-                )
-            shown_attempt = detail.attempt
-            path = _output_path(db, detail, shown_attempt, stream)
+            if tail is not None:
+                host = detail.attempts[shown - 1].host if len(detail.attempts) >= shown else None
+                started = f"log: task {task_id}'s attempt {shown} started" + (f" on {host}" if host else "")
+                click.echo(started, err=True)
+            path = _output_path(db, detail, shown, stream)
             if path is None:
                 return
             tail = Tail(path)
+            if detail.attempt > shown:
+                tail.pump()  # an attempt that has ended since the last look: all of it
         if tail is not None:
             tail.pump()  # read after the state: an ended task's output is all there
         if detail.state in states.ENDED_STATES:
