@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from hog import gpushare
 from hog.cli.render import emit
 from hog.timeutil import counted, format_duration, format_size
 
@@ -71,7 +72,7 @@ def task_record(db: "Database", detail: "TaskDetail", extra: "Submitted") -> dic
         "command": detail.command,
         "argv": detail.argv,
         "cores": detail.cores,
-        "gpus": detail.gpus,
+        "gpus": gpushare.value(detail.gpus),  # whole GPUs, or the share of one
         "mem_bytes": detail.mem_bytes,
         "time_limit_s": detail.time_limit_s,
         "priority": detail.priority,
@@ -85,6 +86,7 @@ def task_record(db: "Database", detail: "TaskDetail", extra: "Submitted") -> dic
         "submitted_at": detail.submitted_at,
         "submitted_by": extra.user,
         "submitted_from": extra.host,
+        "kind": extra.kind,
         "bundle": extra.bundle,
         "pool": extra.pool,
         "array_index": extra.array_index,
@@ -121,6 +123,7 @@ def _when(epoch: float | None) -> str:
 def _text(task: dict) -> str:
     """One task as `key  value` lines, then a table of its attempts."""
     mem = "-" if task["mem_bytes"] is None else format_size(task["mem_bytes"])
+    gpus = gpushare.text(gpushare.parse_gpus(str(task["gpus"])))
     limit = "none" if task["time_limit_s"] is None else format_duration(task["time_limit_s"])
     by = " ".join(
         part
@@ -137,7 +140,7 @@ def _text(task: dict) -> str:
         ("submitted", f"{_when(task['submitted_at'])} {by}".strip()),
         (
             "resources",
-            f"{counted(task['cores'], 'core')}, {counted(task['gpus'], 'GPU')}, memory {mem}, "
+            f"{counted(task['cores'], 'core')}, {gpus} GPU{'' if task['gpus'] == 1 else 's'}, memory {mem}, "
             f"time limit {limit}",
         ),
         ("priority", str(task["priority"])),
@@ -152,6 +155,8 @@ def _text(task: dict) -> str:
             task["stderr"] + (f"  (pattern {task['stderr_pattern']})" if task["stderr_pattern"] else ""),
         ),
     ]
+    if task["kind"]:
+        lines.append(("kind", task["kind"]))
     if task["bundle"]:
         lines.append(("bundle", task["bundle"]))
     if task["pool"]:

@@ -1,5 +1,5 @@
 """What a task was submitted with beyond queue.TaskDetail, for `check --full`: who submitted it
-from where, its bundle, pool (on a queue whose submissions have one), array index or entry, and
+from where, its kind, bundle, pool (on a queue whose submissions have one), array index or entry, and
 its parents."""
 
 from typing import NamedTuple
@@ -17,6 +17,7 @@ class Parent(NamedTuple):
 class Submitted(NamedTuple):
     user: str | None
     host: str | None
+    kind: str | None  # submit --kind
     bundle: str | None
     pool: str | None
     array_index: int | None
@@ -33,7 +34,7 @@ def submitted(db: Database, task_ids: list[int]) -> dict[int, Submitted]:
         for chunk in chunks(sorted(set(task_ids)), 500):
             marks = placeholders(chunk)
             for task_id, *values in connection.execute(
-                f"SELECT t.id, s.user, s.host, s.bundle, {pool}, t.array_index, t.entry"
+                f"SELECT t.id, s.user, s.host, s.kind, s.bundle, {pool}, t.array_index, t.entry"
                 f" FROM tasks t JOIN submissions s ON s.id = t.submission_id WHERE t.id IN ({marks})",
                 tuple(chunk),
             ):
