@@ -16,6 +16,12 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
 # The build backend's notes about editable installs are for packagers, not for users.
 PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The slow filesystem of the tests and benchmarks (scripts/slowfs.py) mounts through libfuse3.
+if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfuse3\.so\.3' && command -v apt-get >/dev/null; then
+    echo "install: installing fuse3 (apt-get) for the slow-filesystem tests" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        fuse3 >/dev/null; } || echo "install: fuse3 could not be installed: the slow-filesystem tests skip" >&2
+fi
 # Byte-compile now: start-up time matters for every `slurm-hog` call, and some environments
 # forbid writing .pyc files at run time.
 .venv/bin/python -m compileall -q hog slurm_hog.py scripts tests >/dev/null

@@ -333,7 +333,8 @@ def monitor_config(
 def doctor(processes: int, prefix: str | None) -> None:
     """Check that locking works on the database's filesystem, from several processes at once.
 
-    A filesystem without coherent locks would corrupt the queue silently.
+    A filesystem without coherent locks would corrupt the queue silently. Then times write
+    transactions and reports the commit latency and the throughput one queue file can reach there.
 
     \b
     Example:
