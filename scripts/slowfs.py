@@ -62,7 +62,8 @@ def _build_operations(folder: str, latency: Latency, stats_file: str):
 
         def __init__(self) -> None:
             self.root = os.path.realpath(folder)
-            self.counts: dict[str, int] = {}
+            self.counts: dict[str, int] = {}  # by operation
+            self.kinds: dict[str, int] = {}  # by latency class: metadata, fsync, lock
             self.slept_s: dict[str, float] = {}
             self.guard = threading.Lock()
             # POSIX locks: one file description per (path, lock owner), so that one process's
@@ -78,7 +79,7 @@ def _build_operations(folder: str, latency: Latency, stats_file: str):
             delay_s = getattr(latency, f"{kind}_ms") / 1000.0
             with self.guard:
                 self.counts[name] = self.counts.get(name, 0) + 1
-                self.counts[kind] = self.counts.get(kind, 0) + 1
+                self.kinds[kind] = self.kinds.get(kind, 0) + 1
                 self.slept_s[kind] = self.slept_s.get(kind, 0.0) + delay_s
             if delay_s > 0:
                 time.sleep(delay_s)
@@ -88,6 +89,7 @@ def _build_operations(folder: str, latency: Latency, stats_file: str):
                 data = {
                     "latency": asdict(latency),
                     "counts": dict(self.counts),
+                    "kinds": dict(self.kinds),
                     "slept_s": dict(self.slept_s),
                 }
             temporary = stats_file + ".tmp"
@@ -219,7 +221,7 @@ def _build_operations(folder: str, latency: Latency, stats_file: str):
             return 0
 
         def fsync(self, path: str, datasync: int, fi) -> int:
-            self._pay("fsync", "fsync")
+            self._pay("fsync", "fsync_file")
             (os.fdatasync if datasync else os.fsync)(fi.fh)
             return 0
 
@@ -230,15 +232,21 @@ def _build_operations(folder: str, latency: Latency, stats_file: str):
         # -- locks ------------------------------------------------------------------------
 
         def flock(self, path: str, fi, operation: int) -> int:
-            self._pay("lock", "flock")
+            # One unlock per write transaction of the queue: its count is their number.
+            self._pay("lock", "flock_unlock" if operation & fcntl.LOCK_UN else "flock")
             fcntl.flock(fi.fh, operation)
             return 0
 
         def lock(self, path: str, fi, cmd: int, lock) -> int:
-            self._pay("lock", "fcntl")
             request = lock.contents
             key = (path, fi.lock_owner)
             whole_unlock = request.l_type == fcntl.F_UNLCK and request.l_start == 0 and request.l_len == 0
+            with self.guard:
+                held = key in self.owner_fds
+            if whole_unlock and not held:
+                # libfuse unlocks on every close; a client that holds no lock asks no server.
+                return 0
+            self._pay("lock", "fcntl")
             with self.guard:
                 fd = self.owner_fds.get(key)
                 if fd is None and whole_unlock:

@@ -81,7 +81,7 @@ def test_mounts_passes_files_through_counts_and_unmounts(slow_folder: Path) -> N
     assert (slow_folder.parent / "backing" / "note.txt").read_text() == "through"
     with open(slow_folder / "note.txt", "r+") as note:
         os.fsync(note.fileno())
-    counts = wait_until(lambda: stats(slow_folder)["counts"].get("fsync"), message="counted fsync")
+    counts = wait_until(lambda: stats(slow_folder)["counts"].get("fsync_file"), message="counted fsync")
     assert counts >= 1
     assert stats(slow_folder)["counts"]["create"] >= 1
     server = [line for line in Path(f"{slow_folder}.slowfs-stats.log").read_text().splitlines() if line]

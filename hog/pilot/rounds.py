@@ -9,6 +9,7 @@ ended round's outcome; the loop hands the tasks it claimed and the cancels it fo
 import enum
 import functools
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from hog.errors import DatabaseError, DatabaseGoneError
 from hog.pilot.background import DatabaseThread, Outcome
 from hog.pilot.healing import heal
 from hog.pilot.ledger import Ledger
+from hog.pilot.options import lease_for
+from hog.pilot.pacing import PACED_MAX_FACTOR, Pacing
 from hog.pilot.usage import IdleClock
 from hog.pilot.walltime import Walltime
 from hog.store import claims
@@ -27,7 +30,7 @@ from hog.store.usage import HogUsage
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL_S = 1.0  # longest a finished result, or a start, waits before it is committed
+FLUSH_INTERVAL_S = 1.0  # longest a result or a start waits to be committed while the lock is free
 RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
@@ -41,12 +44,19 @@ DB_RETRY_S = 2.0
 FINAL_WRITE_TRIES = 5
 
 
-def prefetch_factor(mean_duration_s: float, hogs_running: int, cores: int) -> int:
+def prefetch_factor(
+    mean_duration_s: float, hogs_running: int, cores: int, horizon_s: float = PREFETCH_HORIZON_S
+) -> int:
     """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
-    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR."""
+    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR.
+    A longer `horizon_s` (writes paced apart, pacing.py) holds enough to last it, up to
+    PACED_MAX_FACTOR, and at least one node-full."""
     share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
     cap = max(PREFETCH_MIN_FACTOR, share)
-    return min(cap, int(PREFETCH_HORIZON_S / max(mean_duration_s, 1e-4)))
+    wanted = horizon_s / max(mean_duration_s, 1e-4)
+    if horizon_s > PREFETCH_HORIZON_S:
+        return min(max(cap, PACED_MAX_FACTOR), math.ceil(wanted))
+    return min(cap, int(wanted))
 
 
 class Holdings(Protocol):
@@ -86,6 +96,8 @@ class RoundOutcome:
     claimed: list[claims.ClaimedTask] = field(default_factory=list)
     queue_has_work: bool = False
     cancel_requested: set[tuple[int, int]] = field(default_factory=set)
+    lock_held_s: float | None = None  # by its write transaction, after waiting lock_wait_s
+    lock_wait_s: float = 0.0
     reaped: list[int] = field(default_factory=list)
     hogs_running: int = 1
     stop_request: str | None = None  # `hogs stop`: steering.DRAIN or steering.NOW
@@ -145,6 +157,7 @@ class DatabaseRounds:
         self.last_cancel_poll_mono = 0.0
         self.last_reap_mono = 0.0
         self.retry_after_mono = 0.0
+        self.pacing = Pacing(lease_for(heartbeat_s), FLUSH_INTERVAL_S)
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
@@ -215,19 +228,24 @@ class DatabaseRounds:
         if self.round is not None or now < self.retry_after_mono:
             return
         claim = self._claim_request(now, holdings) if claiming else None
+        flush_after_s = self.pacing.interval_s()
         flush_due = bool(self.results) and (
-            len(self.results) >= RESULT_BATCH_MAX
-            or now - (self.oldest_result_mono or now) >= FLUSH_INTERVAL_S
+            (len(self.results) >= RESULT_BATCH_MAX and not self.pacing.paced)
+            or now - (self.oldest_result_mono or now) >= flush_after_s
             or claim is not None
         )
         if self.starts and not flush_due:
-            flush_due = now - self._oldest_start_mono() >= FLUSH_INTERVAL_S
-        beat_due = now - self.last_exchange_mono >= self.heartbeat_s
+            flush_due = now - self._oldest_start_mono() >= flush_after_s
+        beat_due = now - self.last_exchange_mono >= max(self.heartbeat_s, flush_after_s)
+        if claim is None and claiming and (flush_due or beat_due) and self.pacing.paced:
+            # Paced writes are few: each one tops up the tasks held ahead, so that claims do not
+            # call for writes of their own between them.
+            claim = self._claim_request(now, holdings, top_up=True)
         exchange = claim is not None or flush_due or beat_due
         poll_cancels = (
             not exchange
             and holdings.any_running()
-            and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= CANCEL_POLL_S
+            and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= self._cancel_poll_s()
         )
         heal_due = now - self.last_reap_mono >= self.heartbeat_s
         if not (exchange or poll_cancels or heal_due):
@@ -257,13 +275,14 @@ class DatabaseRounds:
         if self.round is not None:
             # Only a warning is due meanwhile: the round's end wakes the loop.
             return self.round.given_mono + self.round.warn_after_s
-        due = [self.last_exchange_mono + self.heartbeat_s]
+        flush_after_s = self.pacing.interval_s()
+        due = [self.last_exchange_mono + max(self.heartbeat_s, flush_after_s)]
         if self.results:
-            due.append((self.oldest_result_mono or now) + FLUSH_INTERVAL_S)
+            due.append((self.oldest_result_mono or now) + flush_after_s)
         if self.starts:
-            due.append(self._oldest_start_mono() + FLUSH_INTERVAL_S)
+            due.append(self._oldest_start_mono() + flush_after_s)
         if tasks_running:
-            due.append(now + CANCEL_POLL_S)
+            due.append(now + self._cancel_poll_s())
         # Past due while the database is unreachable: wait for the retry, do not spin.
         return max(min(due), self.retry_after_mono)
 
@@ -310,9 +329,17 @@ class DatabaseRounds:
     def _prefetch_factor(self) -> int:
         if self.mean_duration_s is None:
             return 0
-        return prefetch_factor(self.mean_duration_s, self.hogs_running, self.ledger.total.cores)
+        horizon_s = self.pacing.horizon_s() if self.pacing.paced else PREFETCH_HORIZON_S
+        return prefetch_factor(self.mean_duration_s, self.hogs_running, self.ledger.total.cores, horizon_s)
 
-    def _claim_request(self, now: float, holdings: Holdings) -> claims.ClaimRequest | None:
+    def _cancel_poll_s(self) -> float:
+        # Each look is a read that holds sqlite's shared lock, which a commit must wait out: when
+        # the lock is busy, a cancel is seen with the next paced write.
+        return max(CANCEL_POLL_S, self.pacing.interval_s())
+
+    def _claim_request(
+        self, now: float, holdings: Holdings, top_up: bool = False
+    ) -> claims.ClaimRequest | None:
         if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
             return None
         if not self.queue_has_work and now - self.last_claim_mono < IDLE_POLL_S:
@@ -325,10 +352,10 @@ class DatabaseRounds:
         # once it is half empty: one transaction per many tasks. Each task holds a core at least.
         total = self.ledger.total
         allowance_cores = total.cores * factor
-        if factor and len(buffered) > allowance_cores // 2:
+        if factor and len(buffered) > allowance_cores // 2 and not top_up:
             return None
         held_cores = sum(task.cores for task in buffered)
-        if factor and held_cores > allowance_cores // 2:
+        if factor and held_cores > allowance_cores // 2 and not top_up:
             return None
         free_now = self.ledger.free()
         if free_now.cores + allowance_cores - held_cores <= 0:
@@ -354,6 +381,7 @@ class DatabaseRounds:
         """On the database thread: touches only the database and the environment cache."""
         outcome = RoundOutcome()
         if job.exchange:
+            started = time.monotonic()
             done = claims.exchange(
                 self.db,
                 self.hog_id,
@@ -370,6 +398,8 @@ class DatabaseRounds:
             outcome.cancel_requested = done.cancel_requested
             outcome.hogs_running = done.hogs_running
             outcome.stop_request = done.stop_request
+            outcome.lock_wait_s = self.db.last_lock_wait_s
+            outcome.lock_held_s = time.monotonic() - started - outcome.lock_wait_s
         elif job.poll_cancels:
             cancels = claims.poll_cancels(self.db, self.hog_id)
             if cancels is None:
@@ -412,9 +442,11 @@ class DatabaseRounds:
         self.last_cancel_poll_mono = job.given_mono
         if job.exchange:
             self.last_exchange_mono = job.given_mono
+        if outcome.lock_held_s is not None:
+            self.pacing.observe(outcome.lock_held_s, outcome.lock_wait_s)
         if job.claim is not None:
             self.last_claim_mono = job.given_mono
-            self.hogs_running = outcome.hogs_running
+            self.hogs_running = self.pacing.hogs_running = outcome.hogs_running
             self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
             self.claim_blocked = len(outcome.claimed) < job.claim.limit and outcome.queue_has_work
         if outcome.reaped:

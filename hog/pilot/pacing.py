@@ -1,0 +1,59 @@
+"""How often a hog writes, and how far ahead it claims, from what its own transactions measured.
+
+One queue file commits one write transaction at a time. On a local disk that takes a millisecond;
+on NFS or Lustre 30-100 ms (fsyncs, lock round trips and lookups, measured through
+scripts/slowfs.py), so one file does 10-30 transactions a second whatever the number of hogs.
+A hog that writes every second among a thousand others keeps the lock's line long and its cores
+idle while it waits (scripts/simulate.py: 100 hogs x 64 cores, 10 s tasks, 5 ms fsync: 29% of
+cores busy, p50 lock wait 9.6 s).
+
+So each hog measures how long its transactions hold the lock and how long it waited, and spaces
+its writes so that all the hogs together keep the lock busy at most TARGET_LOCK_LOAD of the time:
+every `interval_s` = hogs x hold time / TARGET_LOCK_LOAD, at least the hog's flush interval (a
+lone hog still writes its results within a second) and at most half its lease (a hog that waits in line
+as long again still beats in time). Results and starts wait for the next write as long as that;
+claims reach far enough ahead (`horizon_s`) to keep the cores busy until the write after next.
+"""
+
+TARGET_LOCK_LOAD = 0.6  # of the lock's time that all the hogs' writes may take together
+SMOOTHING = 0.2  # weight of the newest measurement in the running means
+PACED_MAX_FACTOR = 64  # node-fulls a paced hog may hold ahead (64 cores x 64: 4,096 tasks)
+
+
+class Pacing:
+    """Running means of this hog's lock hold and wait times, and what follows from them."""
+
+    def __init__(self, lease_s: float, flush_interval_s: float) -> None:
+        self.lease_s = lease_s
+        self.flush_interval_s = flush_interval_s
+        self.hold_s: float | None = None  # the lock held by one of this hog's transactions
+        self.wait_s = 0.0  # waited in line for the lock
+        self.hogs_running = 1
+
+    def observe(self, hold_s: float, wait_s: float) -> None:
+        """One of this hog's write transactions held the lock `hold_s` after `wait_s` in line."""
+        if self.hold_s is None:
+            self.hold_s, self.wait_s = hold_s, wait_s
+            return
+        self.hold_s += SMOOTHING * (hold_s - self.hold_s)
+        self.wait_s += SMOOTHING * (wait_s - self.wait_s)
+
+    def interval_s(self) -> float:
+        """How long results, starts and the heartbeat may wait for the next write."""
+        if self.hold_s is None:
+            return self.flush_interval_s
+        share = self.hogs_running * self.hold_s / TARGET_LOCK_LOAD
+        return min(max(self.flush_interval_s, share), self.longest_interval_s())
+
+    def longest_interval_s(self) -> float:
+        return max(self.flush_interval_s, self.lease_s / 2)
+
+    def horizon_s(self) -> float:
+        """How long the tasks claimed ahead must last: until the next write and its wait, twice
+        over (a claim is made when half of what is held ahead is left)."""
+        return 2 * (self.interval_s() + self.wait_s)
+
+    @property
+    def paced(self) -> bool:
+        """Do the hogs together keep the lock busy enough for writes to be spaced out?"""
+        return self.interval_s() > self.flush_interval_s

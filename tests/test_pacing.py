@@ -1,0 +1,51 @@
+"""Paced writes (hog/pilot/pacing.py): spaced by the lock's measured hold time and the number of
+hogs, within a lone hog's flush interval and half the lease; claims ahead that last until then."""
+
+from hog.pilot.pacing import PACED_MAX_FACTOR, TARGET_LOCK_LOAD, Pacing
+from hog.pilot.rounds import FLUSH_INTERVAL_S, PREFETCH_HORIZON_S, prefetch_factor
+
+
+def test_a_hog_that_has_not_written_yet_flushes_within_a_second() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    assert pacing.interval_s() == FLUSH_INTERVAL_S and not pacing.paced
+
+
+def test_a_lone_hog_on_a_fast_disk_is_not_paced() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.observe(hold_s=0.002, wait_s=0.0)
+    assert pacing.interval_s() == FLUSH_INTERVAL_S and not pacing.paced
+
+
+def test_many_hogs_on_a_slow_lock_space_their_writes_by_their_share() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.observe(hold_s=0.05, wait_s=0.5)
+    pacing.hogs_running = 100
+    assert pacing.paced
+    assert abs(pacing.interval_s() - 100 * 0.05 / TARGET_LOCK_LOAD) < 1e-9
+    # Claims ahead last until the write after next, with its wait.
+    assert abs(pacing.horizon_s() - 2 * (pacing.interval_s() + 0.5)) < 1e-9
+
+
+def test_the_lease_bounds_how_long_results_wait() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.observe(hold_s=0.1, wait_s=0.0)
+    pacing.hogs_running = 1000
+    assert pacing.interval_s() == 46.0
+
+
+def test_measurements_are_smoothed() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.observe(hold_s=0.1, wait_s=1.0)
+    pacing.observe(hold_s=0.2, wait_s=0.0)
+    assert 0.1 < pacing.hold_s < 0.2 and 0.0 < pacing.wait_s < 1.0
+
+
+def test_paced_claims_hold_enough_ahead_and_at_least_a_node_full() -> None:
+    # 10 s tasks, 64 cores, a minute to the write after next: 6 node-fulls, whatever the share.
+    assert prefetch_factor(10.0, 1000, 64, horizon_s=60.0) == 6
+    # Ten-minute tasks: one node-full ahead, so that each ending task does not call for a write.
+    assert prefetch_factor(600.0, 1000, 64, horizon_s=60.0) == 1
+    # One-second tasks: capped.
+    assert prefetch_factor(1.0, 1000, 64, horizon_s=600.0) == PACED_MAX_FACTOR
+    # Not paced: as before.
+    assert prefetch_factor(10.0, 1000, 64, horizon_s=PREFETCH_HORIZON_S) == 0

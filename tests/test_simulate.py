@@ -1,0 +1,63 @@
+"""The scale simulator (scripts/simulate.py) in its small configuration: a smoke test.
+
+Its figures belong to the benchmark (README, "A thousand hogs on a slow filesystem"); here only
+that simulated hogs drive the real store code end to end: every hog claims, runs and records
+tasks, and the queue's own records agree with what the simulator counted.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_slowfs import load_slowfs
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "simulate.py"
+
+
+def simulate(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "summary.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "run", "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    return json.loads(out.read_text())
+
+
+def check(summary: dict, hogs: int) -> None:
+    assert summary["tasks_per_s"] > 0 and summary["transactions_per_s"] > 0
+    assert 0 < summary["utilisation"] <= 1.0
+    assert summary["fewest_tasks_per_hog"] > 0, "a simulated hog was starved"
+    assert summary["lock_wait_p99_s"] >= summary["lock_wait_p50_s"] >= 0
+    assert summary["tasks_per_transaction"] > 0
+    assert summary["config"]["hogs"] == hogs
+
+
+def test_small_simulation_on_a_local_folder(tmp_path: Path) -> None:
+    summary = simulate(
+        tmp_path, "--hogs", "6", "--cores", "4", "--task-s", "0.5", "--measure-s", "3", "--warmup-s", "1",
+        "--processes", "2",
+        "--fs", "local",
+    )  # fmt: skip
+    check(summary, 6)
+
+
+def test_small_simulation_on_the_slow_filesystem(tmp_path: Path) -> None:
+    problem = load_slowfs().available()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the slow filesystem cannot mount: {problem} (CI needs it)")
+        pytest.skip(f"the slow filesystem cannot mount: {problem}")
+    summary = simulate(
+        tmp_path, "--hogs", "4", "--cores", "4", "--task-s", "1", "--measure-s", "3", "--warmup-s", "1",
+        "--processes", "2",
+        "--fs", "nfs",
+    )  # fmt: skip
+    check(summary, 4)
+    assert summary["fs_counts"]["counts"]["fsync_file"] > 0
