@@ -22,8 +22,17 @@ def test_many_hogs_on_a_slow_lock_space_their_writes_by_their_share() -> None:
     pacing.hogs_running = 100
     assert pacing.paced
     assert abs(pacing.interval_s() - 100 * 0.05 / TARGET_LOCK_LOAD) < 1e-9
-    # Claims ahead last until the write after next, with its wait.
-    assert abs(pacing.horizon_s() - 2 * (pacing.interval_s() + 0.5)) < 1e-9
+    # Claims ahead last until the write after next, with its wait and commit.
+    assert abs(pacing.horizon_s(0.25) - 2 * (pacing.interval_s() + 0.55)) < 1e-9
+
+
+def test_claims_ahead_of_an_unpaced_hog_last_until_a_claim_lands() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    assert pacing.horizon_s(0.25) == 0.25
+    pacing.observe(hold_s=0.1, wait_s=0.3)  # four hogs on a 20 ms-fsync filesystem
+    pacing.hogs_running = 4
+    assert not pacing.paced
+    assert abs(pacing.horizon_s(0.25) - 0.8) < 1e-9
 
 
 def test_the_lease_bounds_how_long_results_wait() -> None:

@@ -48,10 +48,14 @@ class Pacing:
     def longest_interval_s(self) -> float:
         return max(self.flush_interval_s, self.lease_s / 2)
 
-    def horizon_s(self) -> float:
-        """How long the tasks claimed ahead must last: until the next write and its wait, twice
-        over (a claim is made when half of what is held ahead is left)."""
-        return 2 * (self.interval_s() + self.wait_s)
+    def horizon_s(self, floor_s: float) -> float:
+        """How long the tasks claimed ahead must last, at least `floor_s`: until a claim made now
+        lands (its wait in line and its commit), after the next paced write if writes are paced;
+        twice over, as a claim is made when half of what is held ahead is left."""
+        lands_in_s = self.wait_s + (self.hold_s or 0.0)
+        if self.paced:
+            return 2 * (self.interval_s() + lands_in_s)
+        return max(floor_s, 2 * lands_in_s)
 
     @property
     def paced(self) -> bool:

@@ -158,6 +158,7 @@ class DatabaseRounds:
         self.last_reap_mono = 0.0
         self.retry_after_mono = 0.0
         self.pacing = Pacing(lease_for(heartbeat_s), FLUSH_INTERVAL_S)
+        self.last_written_mono = 0.0  # when the last exchange committed
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
@@ -231,11 +232,11 @@ class DatabaseRounds:
         flush_after_s = self.pacing.interval_s()
         flush_due = bool(self.results) and (
             (len(self.results) >= RESULT_BATCH_MAX and not self.pacing.paced)
-            or now - (self.oldest_result_mono or now) >= flush_after_s
+            or now - self._waiting_since(self.oldest_result_mono or now) >= flush_after_s
             or claim is not None
         )
         if self.starts and not flush_due:
-            flush_due = now - self._oldest_start_mono() >= flush_after_s
+            flush_due = now - self._waiting_since(self._oldest_start_mono()) >= flush_after_s
         beat_due = now - self.last_exchange_mono >= max(self.heartbeat_s, flush_after_s)
         if claim is None and claiming and (flush_due or beat_due) and self.pacing.paced:
             # Paced writes are few: each one tops up the tasks held ahead, so that claims do not
@@ -278,9 +279,9 @@ class DatabaseRounds:
         flush_after_s = self.pacing.interval_s()
         due = [self.last_exchange_mono + max(self.heartbeat_s, flush_after_s)]
         if self.results:
-            due.append((self.oldest_result_mono or now) + flush_after_s)
+            due.append(self._waiting_since(self.oldest_result_mono or now) + flush_after_s)
         if self.starts:
-            due.append(self._oldest_start_mono() + flush_after_s)
+            due.append(self._waiting_since(self._oldest_start_mono()) + flush_after_s)
         if tasks_running:
             due.append(now + self._cancel_poll_s())
         # Past due while the database is unreachable: wait for the retry, do not spin.
@@ -329,7 +330,7 @@ class DatabaseRounds:
     def _prefetch_factor(self) -> int:
         if self.mean_duration_s is None:
             return 0
-        horizon_s = self.pacing.horizon_s() if self.pacing.paced else PREFETCH_HORIZON_S
+        horizon_s = self.pacing.horizon_s(PREFETCH_HORIZON_S)
         return prefetch_factor(self.mean_duration_s, self.hogs_running, self.ledger.total.cores, horizon_s)
 
     def _cancel_poll_s(self) -> float:
@@ -442,6 +443,7 @@ class DatabaseRounds:
         self.last_cancel_poll_mono = job.given_mono
         if job.exchange:
             self.last_exchange_mono = job.given_mono
+            self.last_written_mono = now
         if outcome.lock_held_s is not None:
             self.pacing.observe(outcome.lock_held_s, outcome.lock_wait_s)
         if job.claim is not None:
@@ -454,6 +456,12 @@ class DatabaseRounds:
                 "%s: declared hogs %s lost; their tasks went back to the queue", self.name, outcome.reaped
             )
         return outcome
+
+    def _waiting_since(self, noted_mono: float) -> float:
+        """When a result or start noted then began to wait for its write. Paced, from the end of
+        the last write at the earliest: hogs that queued together for the lock then write again
+        as spread out as they left it, instead of all at once each interval."""
+        return max(noted_mono, self.last_written_mono) if self.pacing.paced else noted_mono
 
     def _oldest_start_mono(self) -> float:
         return next(iter(self.starts.values()))[1]
