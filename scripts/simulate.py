@@ -61,6 +61,7 @@ class Config:
     fs: str = "nfs"
     seed: int = 1
     pacing: bool = True
+    heartbeat_s: float = HEARTBEAT_S
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -179,7 +180,7 @@ def _make_hog(index: int, db_path: str, hog_id: int, config: Config, rng: random
         thread=DatabaseThread(write_fd),
         ledger=ledger,
         walltime=Walltime(end_by=None, margin_s=0.0),
-        heartbeat_s=HEARTBEAT_S,
+        heartbeat_s=config.heartbeat_s,
         timeout_s=300.0,
     )
     return SimulatedHog(index, db, rounds, ledger, SimulatedTasks(config.cores, config.task_s, rng), read_fd)
@@ -374,7 +375,7 @@ def _cli(db_path: str, *args: str, input_text: str | None = None) -> None:
         raise RuntimeError(f"slurm-hog {' '.join(args)} failed: {result.stderr.strip()}")
 
 
-def _register(db_path: str, hogs: int, cores: int) -> list[int]:
+def _register(db_path: str, hogs: int, cores: int, heartbeat_s: float) -> list[int]:
     from hog.pilot.options import lease_for
     from hog.store import claims
     from hog.store.db import open_database
@@ -382,7 +383,7 @@ def _register(db_path: str, hogs: int, cores: int) -> list[int]:
     db = open_database(db_path)
     try:
         info = [
-            claims.HogInfo(f"sim{n}", os.getpid(), None, cores, [], 256 * GIB, None, lease_for(HEARTBEAT_S))
+            claims.HogInfo(f"sim{n}", os.getpid(), None, cores, [], 256 * GIB, None, lease_for(heartbeat_s))
             for n in range(hogs)
         ]
         return [claims.start_hog(db, one) for one in info]  # type: ignore[misc]
@@ -427,7 +428,7 @@ def run(config: Config, folder: str | None = None, fs_args: list[str] | None = N
         setup_db = os.path.join(setup_folder, "queue.sqlite")
         _cli(setup_db, "init")
         _cli(setup_db, "submit", "--array", f"1-{_tasks_needed(config)}", "--", "sleep", str(config.task_s))
-        hog_ids = _register(setup_db, config.hogs, config.cores)
+        hog_ids = _register(setup_db, config.hogs, config.cores, config.heartbeat_s)
         if config.fs not in ("local",) and not folder:
             slowfs = _load_slowfs()
             problem = slowfs.available()
@@ -572,6 +573,7 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         processes=arguments.processes,
         fs=arguments.fs,
         pacing=not arguments.no_pacing,
+        heartbeat_s=arguments.heartbeat_s,
     )
 
 
@@ -584,6 +586,7 @@ def grid(arguments: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     label = f"{arguments.fs}{'-' + arguments.fsync_ms + 'ms' if arguments.fsync_ms else ''}"
     label += "-unpaced" if arguments.no_pacing else ""
+    label += f"-heartbeat{arguments.heartbeat_s:g}s" if arguments.heartbeat_s != HEARTBEAT_S else ""
     results_path = out / f"simulate-{label}.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     done = {(r["config"]["hogs"], r["config"]["task_s"]) for r in results}
@@ -646,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
             "--fs", default="nfs", choices=("none", "nfs", "lustre", "local"), help="filesystem (default nfs)"
         )
         command.add_argument("--fsync-ms", help="override the preset's fsync latency (milliseconds)")
+        command.add_argument(
+            "--heartbeat-s",
+            type=float,
+            default=HEARTBEAT_S,
+            help="the hogs' --heartbeat, seconds (default 30)",
+        )
         command.add_argument(
             "--no-pacing", action="store_true", help="hogs write as they did before pacing.py"
         )
