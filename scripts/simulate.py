@@ -4,7 +4,12 @@
     .venv/bin/python scripts/simulate.py run [--hogs 100] [--cores 64] [--task-s 10] [--fs nfs]
                                              [--measure-s 30] [--processes 4] [--json OUT]
     .venv/bin/python scripts/simulate.py grid [--fs nfs] [--out bench-results/simulate]
-    .venv/bin/python scripts/simulate.py plot RESULTS.json [--png OUT.png]
+    .venv/bin/python scripts/simulate.py validate --hogs 8 --cores 4 --task-s 2 [--fs nfs]
+    .venv/bin/python scripts/simulate.py plot RESULTS.json... [--png OUT.png]
+
+`validate` runs real hogs with `sleep` tasks on the same filesystem, measured the same way, then
+the simulator with their configuration. `plot` needs matplotlib (`.venv/bin/pip install
+matplotlib`; not a dependency of slurm-hog).
 
 Each simulated hog has its own connection and its own lock file descriptor (its own
 `hog.store.db.Database`), its own database thread and the hog's own rounds (`hog.pilot.rounds`,
@@ -617,7 +622,9 @@ def plot(results_paths: list[str], png: str) -> None:
                 for r in results
                 if r["config"]["task_s"] == task_s
             )
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{task_s:g} s tasks")
+            color = f"C{sorted(GRID_TASK_S).index(task_s)}" if task_s in GRID_TASK_S else None
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            axis.plot(xs, ys, marker="o", color=color, label=f"{task_s:g} s tasks")
         axis.axhline(95, color="grey", linestyle=":", linewidth=1)
         axis.axhline(90, color="grey", linestyle="--", linewidth=1)
         axis.set_xscale("log")
