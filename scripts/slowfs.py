@@ -338,10 +338,12 @@ def unmount(mountpoint: str) -> int:
         return 1
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     command = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"slowfs: unmounting {mountpoint} failed: {result.stderr.strip()}", file=sys.stderr)
-        return 1
+    deadline = time.monotonic() + MOUNT_TIMEOUT_S
+    while (result := subprocess.run(command, capture_output=True, text=True)).returncode != 0:
+        if "busy" not in result.stderr or time.monotonic() > deadline:
+            print(f"slowfs: unmounting {mountpoint} failed: {result.stderr.strip()}", file=sys.stderr)
+            return 1
+        time.sleep(0.2)  # a process that used it is still exiting
     deadline = time.monotonic() + MOUNT_TIMEOUT_S
     while os.path.ismount(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.05)
