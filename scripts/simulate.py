@@ -222,7 +222,7 @@ def _turn(hog: SimulatedHog, now: float, epoch_offset: float) -> float:
         rounds.room_freed()
     while tasks.buffered and tasks.buffered[0].cores <= hog.ledger.free().cores:
         task = tasks.buffered.pop(0)
-        hog.ledger.take(task)
+        hog.ledger.take(task, [])
         tasks.seq += 1
         heapq.heappush(tasks.running, (now + tasks.duration(), tasks.seq, task, now))
         rounds.add_start(task.task_id, task.attempt, now + epoch_offset)
