@@ -9,6 +9,7 @@ import click
 from hog import __version__
 from hog.cli.render import FORMATS
 from hog.errors import HogError, UsageError
+from hog.pools import check_pool
 from hog.store.db import DEFAULT_DB, DEFAULT_TIMEOUT_S, Database, open_database
 from hog.timeutil import DURATION_FORMS, parse_duration, parse_size
 
@@ -41,6 +42,7 @@ def duration_option(*names: str, help: str, **attributes):
 
 
 SIZE = ParsedType("SIZE", parse_size, int)
+POOL = ParsedType("NAME", check_pool, str)
 
 
 class Settings:

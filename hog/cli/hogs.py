@@ -7,6 +7,7 @@ import click
 
 from hog.cli.group import (
     CONTEXT,
+    POOL,
     SIZE,
     HogCommand,
     ParsedType,
@@ -118,6 +119,16 @@ def hog_options(function):
                     f"(default {shown_duration(defaults.idle_timeout_s)})."
                 ),
             ),
+            click.option(
+                "--pool",
+                type=POOL,
+                default=defaults.pool,
+                show_default=True,
+                help=(
+                    "Run only tasks submitted with this --pool; a monitor serves one pool, with "
+                    "its own hogs and files. NAME: letters, digits, '_', '.', '-'."
+                ),
+            ),
             duration_option(
                 "--heartbeat",
                 "heartbeat_s",
@@ -194,6 +205,12 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
 )
 @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
 @duration_option("--poll", default="5s", help="Time between passes (default 5s).")
+@duration_option(
+    "--gather",
+    default="0s",
+    help="Once a task waits, wait up to this long for a hog-full of tasks before starting a hog "
+    "for fewer (default 0: at once).",
+)
 @click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
 @click.option("--daemon", is_flag=True, help="Detach; pid and log files beside the database.")
 @click.option("--status", is_flag=True, help="Is a detached monitor running?")
@@ -209,12 +226,18 @@ def monitor(
     """Keep up to --hogs hogs submitted while tasks wait, as many as their cores, GPUs and memory
     can use; replace hogs that die.
 
+    One monitor serves one pool (--pool, default 'default'): run one per pool, each with its own
+    prefix or sbatch arguments, walltime and --hogs; --daemon, --status and --stop act on the
+    monitor of the pool given.
+
     \b
     Example:
       slurm-hog monitor -c "srun -N1 --exclusive -t 4:00:00" --hogs 8 --daemon
       slurm-hog monitor --backend sbatch --sbatch-args "-p short" -t 1h --hogs 4
       slurm-hog monitor --log --follow
       slurm-hog monitor --stop --drain
+      slurm-hog monitor --pool gpu --backend sbatch --sbatch-args "-p gpu --gres=gpu:4" -t 4h \\
+          --hogs 16 --gather 30s --daemon
     """
     from hog.fleet.monitor import daemon_status, run_monitor, start_daemon, stop_daemon
 
@@ -296,6 +319,7 @@ def monitor_config(
     sbatch_args: str,
     poll: float,
     once: bool,
+    gather: float,
     **options,
 ) -> "MonitorConfig":
     """The monitor's configuration from its parsed options; the rest are its hogs' options."""
@@ -311,6 +335,7 @@ def monitor_config(
         poll_s=poll,
         once=once,
         hog_options=HogOptions(**options),
+        gather_s=gather,
     )
 
 

@@ -15,10 +15,12 @@ from hog.cli.group import (
     format_options,
     output_format,
 )
+from hog.cli.pools import unserved_text
 from hog.cli.render import emit
 from hog.cli.views import misfits_text, progress_line
 from hog.errors import UsageError
 from hog.ids import parse_ids
+from hog.pools import DEFAULT_POOL
 from hog.store import states
 from hog.timeutil import counted, format_duration
 
@@ -44,7 +46,8 @@ def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
     Example:
       slurm-hog status --watch --interval 5s
     """
-    from hog.store import outlook, queue
+    from hog.cli.pools import POOL_COLUMNS, pool_rows
+    from hog.store import outlook, pools, queue
 
     db = current_settings().open()
     if watch:
@@ -54,6 +57,10 @@ def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
 
         watch_status(db, interval)
         return
+    pool_table = pool_rows(db, pools.pool_counts(db))
+    unserved = [
+        (pool, waiting) for pool, waiting, _, hogs, monitor in pool_table if waiting and not (hogs or monitor)
+    ]
     misfits = outlook.misfits(db)
     stuck = misfits.count if misfits else 0
     result = queue.status(db, stuck=stuck)
@@ -71,6 +78,8 @@ def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
                     "seconds_to_empty": result.seconds_to_empty,
                     "claimed_ahead": claimed,
                     "waiting_fit_no_hog": None if misfits is None else stuck,
+                    "pools": [dict(zip(POOL_COLUMNS, row, strict=True)) for row in pool_table],
+                    "unserved_pools": dict(unserved),
                 }
             )
         )
@@ -89,8 +98,15 @@ def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
     hog_rows = [row[1:] for row in rows if row[0] == "hogs"]
     click.echo()
     click.echo(tabulate(hog_rows, headers=("hogs", "count")) if hog_rows else "no hogs yet")
+    if any(row[0] != DEFAULT_POOL for row in pool_table):  # once a pool other than the default is used
+        click.echo()
+        click.echo(
+            tabulate([(*row[:-1], "yes" if row[-1] else "no") for row in pool_table], headers=POOL_COLUMNS)
+        )
     click.echo()
     click.echo(f"finished in the last minute: {result.finished_last_minute}")
+    for pool, waiting in unserved:
+        click.echo(unserved_text(pool, waiting))
     if misfits and misfits.count:
         click.echo(misfits_text(misfits))
     elif misfits is None and result.tasks[states.WAITING] and hog_rows:
@@ -134,8 +150,9 @@ def wait(ids: tuple[str, ...], poll: float, max_wait: float | None, quiet: bool)
 
     Exit status: 0 all done, 1 some failed, timed out or were cancelled, 3 --max-wait passed.
     On a terminal the bar counts apart the tasks a hog has claimed ahead but not started. Says
-    once, and keeps waiting, when waiting tasks fit none of the hogs seen, and when no hog is
-    alive and no monitor serves the queue.
+    once, and keeps waiting, when waiting tasks fit none of the hogs seen, when no hog is alive
+    and no monitor serves the queue, and when the tasks of a pool wait with no hog and no
+    monitor of that pool.
 
     \b
     Example:
@@ -222,21 +239,28 @@ class _WaitWarnings:
         self.said: set[str] = set()
 
     def look(self, waiting: int, active: int) -> None:
-        from hog.store import outlook
+        from hog.store import outlook, pools
 
-        if waiting and "misfits" not in self.said and time.monotonic() >= self.misfits_due:
+        if "nothing alive" not in self.said and not outlook.hogs_alive(self.db):
+            # No hog at all: nothing runs unless a monitor serves a pool whose tasks wait.
+            counts = pools.pool_counts(self.db, self.task_ids)
+            waiting_pools = {row.pool for row in counts if row.waiting} | {DEFAULT_POOL}
+            if not any(outlook.monitor_alive(self.db, pool) for pool in sorted(waiting_pools)):
+                self.say(
+                    "nothing alive",
+                    f"no hog runs and no monitor serves {self.db.path}: nothing runs the "
+                    f"{counted(active, 'task')} left until one starts (`slurm-hog monitor --daemon`, or "
+                    "`slurm-hog hog` in an allocation)",
+                )
+        if waiting and time.monotonic() >= self.misfits_due:
             self.misfits_due = time.monotonic() + MISFITS_EVERY_S
-            misfits = outlook.misfits(self.db, self.task_ids)
+            misfits = None if "misfits" in self.said else outlook.misfits(self.db, self.task_ids)
             if misfits and misfits.count:
                 self.say("misfits", misfits_text(misfits))
-        alive = "nothing alive" in self.said or outlook.hogs_alive(self.db) or outlook.monitor_alive(self.db)
-        if not alive:
-            self.say(
-                "nothing alive",
-                f"no hog runs and no monitor serves {self.db.path}: nothing runs the "
-                f"{counted(active, 'task')} left until one starts (`slurm-hog monitor --daemon`, or "
-                "`slurm-hog hog` in an allocation)",
-            )
+            if "nothing alive" not in self.said:
+                for pool, count in outlook.unserved_pools(self.db, self.task_ids):
+                    if f"pool {pool}" not in self.said:
+                        self.say(f"pool {pool}", unserved_text(pool, count))
 
     def say(self, key: str, text: str) -> None:
         self.said.add(key)

@@ -8,6 +8,7 @@ import click
 
 from hog.cli.group import (
     CONTEXT,
+    POOL,
     SIZE,
     HogCommand,
     ParsedType,
@@ -31,6 +32,7 @@ from hog.cli.views import (
 from hog.cli.workflows import related_ids, related_options, workflow_options, workflow_request
 from hog.errors import HogError, NotFoundError, UsageError
 from hog.ids import parse_ids
+from hog.pools import DEFAULT_POOL
 from hog.store import states
 from hog.store.db import create_database
 from hog.timeutil import counted
@@ -129,6 +131,13 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
 )
 @click.option("--name", help="A name to find the tasks by (show --name).")
 @click.option(
+    "--pool",
+    type=POOL,
+    default=DEFAULT_POOL,
+    show_default=True,
+    help="The pool of hogs that runs the tasks (`monitor --pool`, `hog --pool`).",
+)
+@click.option(
     "-o",
     "--stdout",
     "stdout_pattern",
@@ -210,6 +219,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         cwd=cwd,
         environment=environment,
         kind=kind_name,
+        pool=options["pool"],
     )
     db = db or current_settings().open()
     if request.workflow is not None:
@@ -229,6 +239,10 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
             first, last = submit_request(db, request, commands, submit_options)
         else:
             first, last = queue.submit(db, commands, submit_options)
+    if options["pool"] != DEFAULT_POOL:
+        from hog.cli.pools import warn_if_unserved
+
+        warn_if_unserved(db, options["pool"])
     if as_json:
         import json
 
@@ -368,9 +382,13 @@ def show(
 
         rows = claims.iter_hogs(db, hog_states, limit)
         if fmt == "table":
+            from hog.cli.pools import beside_monitor_notes
+
             now = time.time()
-            rows = (hog_table_row(row, now) for row in rows)
-            emit(HOG_TABLE_COLUMNS, rows, fmt)
+            hogs = list(rows)
+            emit(HOG_TABLE_COLUMNS, (hog_table_row(row, now) for row in hogs), fmt)
+            for note in beside_monitor_notes(db, hogs):
+                click.echo(note)
         else:
             emit(claims.HOG_COLUMNS, rows, fmt)
         return

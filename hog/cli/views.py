@@ -85,6 +85,7 @@ def task_table_row(task: "TaskRow", now: float) -> tuple:
 HOG_TABLE_COLUMNS = (
     "id",
     "state",
+    "pool",
     "host",
     "job",
     "cores",
@@ -105,6 +106,7 @@ def hog_table_row(hog: "HogRow", now: float) -> tuple:
     return (
         hog.id,
         hog.state,
+        hog.pool,
         hog.host,
         hog.slurm_job_id or hog.backend_id,
         hog.cores,

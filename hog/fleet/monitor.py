@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import shlex
 import signal
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 
 from hog.errors import HogError, MonitorRunningError, UsageError
 from hog.fleet.backends import BackendError, PrefixBackend, SbatchBackend, hog_command
-from hog.fleet.sizing import HogSize, hog_size, hogs_for
+from hog.fleet.sizing import HogSize, hog_fulls, hog_size
 from hog.pilot.healing import heal
-from hog.pilot.options import HogOptions, seconds_argument
+from hog.pilot.options import HogOptions, seconds_argument, shown_duration
 from hog.pilot.slurm import node_name
-from hog.store import claims, queue, states, steering
+from hog.pools import DEFAULT_POOL
+from hog.store import claims, pools, queue, states, steering
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles
 from hog.timeutil import counted
@@ -53,6 +55,7 @@ class MonitorConfig:
     poll_s: float
     once: bool
     hog_options: HogOptions
+    gather_s: float = 0.0  # once a task waits, how long to wait for a hog-full before starting one
 
     @classmethod
     def from_options(
@@ -66,6 +69,7 @@ class MonitorConfig:
         poll_s: float,
         once: bool,
         hog_options: HogOptions,
+        gather_s: float = 0.0,
     ) -> "MonitorConfig":
         try:
             words = shlex.split(prefix) if prefix is not None else ["nohup"]
@@ -73,14 +77,14 @@ class MonitorConfig:
             raise UsageError(f"bad --command-prefix {prefix!r}: {error}") from None
         if backend == "prefix" and not words:
             raise UsageError("--command-prefix is empty: give e.g. nohup or 'srun -N1 --exclusive'")
-        return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, hog_options)
+        return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, hog_options, gather_s)
 
     def to_argv(self) -> list[str]:
         """The command line (after `python -m hog`) of a monitor with this configuration."""
         argv = ["--db", os.path.abspath(self.db_path), "--timeout", str(self.timeout_s), "monitor"]
         argv += ["--command-prefix", shlex.join(self.prefix), "--hogs", str(self.hogs)]
         argv += ["--backend", self.backend, "--sbatch-args", self.sbatch_args]
-        argv += ["--poll", seconds_argument(self.poll_s)]
+        argv += ["--poll", seconds_argument(self.poll_s), "--gather", seconds_argument(self.gather_s)]
         if self.once:
             argv.append("--once")
         return argv + self.hog_options.to_argv()
@@ -90,16 +94,35 @@ class MonitorConfig:
         return QueueFiles(self.db_path)
 
     @property
+    def pool(self) -> str:
+        return self.hog_options.pool
+
+    @property
     def pid_path(self) -> str:
-        return self.files.monitor_pid
+        return self.files.monitor_file(self.pool, ".pid")
 
     @property
     def log_path(self) -> str:
-        return self.files.monitor_log
+        return self.files.monitor_file(self.pool, ".log")
 
     @property
     def lock_path(self) -> str:
-        return self.files.monitor_lock
+        return self.files.monitor_file(self.pool, ".lock")
+
+    @property
+    def served(self) -> str:
+        """What the monitor serves, in words: the queue, or one pool of it."""
+        return self.db_path if self.pool == DEFAULT_POOL else f"pool {self.pool} of {self.db_path}"
+
+    @property
+    def meta_key(self) -> str:
+        """Where the queue notes who holds the monitor's lock (its pool's, beside the queue)."""
+        return MONITOR_META_KEY if self.pool == DEFAULT_POOL else f"{MONITOR_META_KEY}:{self.pool}"
+
+    @property
+    def pool_option(self) -> str:
+        """` --pool NAME` for commands shown to the user, when the pool is not the default."""
+        return "" if self.pool == DEFAULT_POOL else f" --pool {self.pool}"
 
 
 class Monitor:
@@ -122,9 +145,11 @@ class Monitor:
         self.last_pass_at = time.time()
         self.released: set[int] = set()  # ended hogs whose backend has ended too
         self.lease_s = config.hog_options.lease_s
+        self.pool = config.pool
+        self.gathering_since: float | None = None  # monotonic; --gather: when tasks began to wait
 
     def name(self) -> str:
-        return f"monitor on {self.host}"
+        return f"monitor on {self.host}" + ("" if self.pool == DEFAULT_POOL else f" (pool {self.pool})")
 
     def run(self) -> int:
         self.files.make_folders(self.files.hogs)
@@ -161,8 +186,11 @@ class Monitor:
         return f"prefix {shlex.join(self.config.prefix)!r}"
 
     def _sleep(self, seconds: float) -> None:
-        """Until the next pass, or sooner when a hog started from here has ended."""
+        """Until the next pass, or sooner when a hog started from here has ended or --gather's
+        wait is over."""
         deadline = time.monotonic() + seconds
+        if self.gathering_since is not None:
+            deadline = min(deadline, self.gathering_since + self.config.gather_s)
         while not self.stop_requested and time.monotonic() < deadline:
             if self.backend.child_ended():
                 return
@@ -173,9 +201,9 @@ class Monitor:
         held = self.follow_hogs()
         size = hog_size(self.db, self.backend.name, self.config.hog_options)
         # Each task takes at least one core: more than a node-full per hog cannot change the count.
-        demand = queue.demand(self.db, self.config.hogs * size.cores)
+        demand = pools.demand(self.db, self.pool, self.config.hogs * size.cores)
         self.judge_ended_hogs(demand.waiting)
-        wanted = self.hogs_wanted(demand, size, held)
+        wanted = self.gathered(self.hogs_wanted(demand, size, held), demand, size, held)
         if wanted > len(held) and not self.may_start_hogs():
             wanted = len(held)
         for _ in range(wanted - len(held)):
@@ -183,8 +211,9 @@ class Monitor:
                 break
             self.start_hog()
         if self.config.once:
-            status = queue.status(self.db)
-            return status.active == 0 and not self.follow_hogs()
+            mine = [counts for counts in pools.pool_counts(self.db) if counts.pool == self.pool]
+            active = sum(counts.waiting + counts.running for counts in mine)
+            return active == 0 and not self.follow_hogs()
         return False
 
     def judge_ended_hogs(self, waiting: int) -> None:
@@ -224,14 +253,40 @@ class Monitor:
         self.backoff_until = now + delay
         return True
 
-    def hogs_wanted(self, demand: queue.Demand, size: HogSize, held: list[dict]) -> int:
-        """At most N, none beyond what waiting tasks can use, and never zero while one waits."""
+    def hogs_wanted(
+        self, demand: pools.Demand, size: HogSize, held: list[dict], whole_hogs_only: bool = False
+    ) -> int:
+        """At most N, none beyond what waiting tasks can use, and never zero while one waits;
+        with `whole_hogs_only`, none for tasks that would not fill a hog."""
         if demand.waiting == 0:
             return len(held)  # never more; hogs that run out of work leave on their own
         pending = sum(1 for hog in held if hog["state"] == states.HOG_PENDING)
         busy = len(held) - pending  # running, or ended but still holding their allocation
-        extra = max(0, max(1, hogs_for(demand.needs, size)) - pending)
+        fulls = hog_fulls(demand.needs, size)
+        needed = math.floor(fulls) if whole_hogs_only else max(1, math.ceil(fulls))
+        extra = max(0, needed - pending)
         return max(len(held), min(self.config.hogs, busy + pending + extra))
+
+    def gathered(self, wanted: int, demand: pools.Demand, size: HogSize, held: list[dict]) -> int:
+        """--gather: the hogs to start now. From the pass that first wants a hog, for up to
+        --gather only hogs that the waiting tasks fill are started, so that a trickle of submits
+        does not buy a mostly empty node; then as many as `wanted`."""
+        if self.config.gather_s <= 0 or wanted <= len(held):
+            self.gathering_since = None
+            return wanted
+        now = time.monotonic()
+        if self.gathering_since is None:
+            self.gathering_since = now
+            log.info(
+                "%s: %s waiting; gathering for up to %s before starting a hog for less than a hog-full",
+                self.name(),
+                counted(demand.waiting, "task"),
+                shown_duration(self.config.gather_s),
+            )
+        if now - self.gathering_since >= self.config.gather_s:
+            self.gathering_since = None
+            return wanted
+        return self.hogs_wanted(demand, size, held, whole_hogs_only=True)
 
     def follow_hogs(self) -> list[dict]:
         """Heal, and return the hogs that hold an allocation: they count against --hogs.
@@ -241,18 +296,19 @@ class Monitor:
         not be dead. Starting a replacement before they are gone would hold N+1 allocations,
         which a QOS limit may refuse. One question to the backend covers both.
         """
-        live = claims.live_hogs(self.db)
+        live = self.of_my_pool(claims.live_hogs(self.db))
         mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
         recent = [
             hog
-            for hog in claims.ended_since(self.db, time.time() - LINGER_WINDOW_S)
+            for hog in self.of_my_pool(claims.ended_since(self.db, time.time() - LINGER_WINDOW_S))
             if hog["backend"] == self.backend.name and hog["backend_id"]
         ]
         self.released &= {hog["id"] for hog in recent}
         ended = [hog for hog in recent if hog["id"] not in self.released]
         alive = self.backend.alive([hog["backend_id"] for hog in mine + ended])
         self.heal(mine, alive)
-        held = claims.live_hogs(self.db)
+        # Hogs of the pool started by hand count too: they run the pool's tasks.
+        held = self.of_my_pool(claims.live_hogs(self.db))
         held_ids = {hog["id"] for hog in held}
         for hog in mine + ended:
             if hog["id"] in held_ids:
@@ -262,6 +318,9 @@ class Monitor:
             elif alive.get(hog["backend_id"]) is False:
                 self.released.add(hog["id"])  # gone for good: not asked about again
         return held
+
+    def of_my_pool(self, hogs: list[dict]) -> list[dict]:
+        return [hog for hog in hogs if hog["pool"] == self.pool]
 
     def heal(self, mine: list[dict], alive: dict[str, bool | None]) -> None:
         """Declare lost the hogs whose backend ended without a goodbye, or whose lease ran out."""
@@ -275,7 +334,8 @@ class Monitor:
             log.warning("%s: hog %d is lost; its tasks went back to the queue", self.name(), hog_id)
 
     def start_hog(self) -> int | None:
-        hog_id = claims.create_pending_hog(self.db, self.backend.name, self.host, self.lease_s)
+        backend = self.backend.name
+        hog_id = claims.create_pending_hog(self.db, backend, self.host, self.lease_s, pool=self.pool)
         log_path = self.files.hog_log(hog_id)
         argv = hog_command(self.config.db_path, self.config.timeout_s, hog_id, self.config.hog_options)
         try:
@@ -318,23 +378,23 @@ def _take_monitor_lock(config: MonitorConfig, db: Database) -> int:
                 continue
             os.close(fd)
             raise MonitorRunningError(
-                f"a monitor already serves {config.db_path}: {_holder_text(db)}"
+                f"a monitor already serves {config.served}: {_holder_text(config, db)}"
             ) from None
 
 
-def _holder_text(db: Database) -> str:
-    holder = _holder(db)
+def _holder_text(config: MonitorConfig, db: Database) -> str:
+    holder = _holder(config, db)
     if not holder:
         return "its host and pid are unknown"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started_at", 0)))
     return (
         f"pid {holder.get('pid')} on {holder.get('host')} since {since}; "
-        "stop it with `slurm-hog monitor --stop`"
+        f"stop it with `slurm-hog monitor{config.pool_option} --stop`"
     )
 
 
-def _holder(db: Database) -> dict | None:
-    text = queue.get_meta(db, MONITOR_META_KEY)
+def _holder(config: MonitorConfig, db: Database) -> dict | None:
+    text = queue.get_meta(db, config.meta_key)
     if not text:
         return None
     try:
@@ -353,7 +413,7 @@ def run_monitor(config: MonitorConfig) -> int:
         "started_at": time.time(),
         "start_ticks": _own_start_ticks(),
     }
-    queue.set_meta(db, MONITOR_META_KEY, json.dumps(holder))
+    queue.set_meta(db, config.meta_key, json.dumps(holder))
     pid_fd = config.files.open_beside(config.pid_path + ".tmp", os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(pid_fd, "w") as pid_file:
         pid_file.write(f"{os.getpid()}\n")
@@ -370,7 +430,7 @@ def run_monitor(config: MonitorConfig) -> int:
         return monitor.run()
     finally:
         with contextlib.suppress(HogError):
-            queue.set_meta(db, MONITOR_META_KEY, None)
+            queue.set_meta(db, config.meta_key, None)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(config.pid_path)
         os.close(lock_fd)
@@ -400,7 +460,7 @@ def _running_holder(config: MonitorConfig) -> dict | None:
         except BlockingIOError:
             db = open_database(config.db_path, config.timeout_s)
             try:
-                return _holder(db) or {}
+                return _holder(config, db) or {}
             finally:
                 db.close()
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -412,10 +472,10 @@ def _running_holder(config: MonitorConfig) -> dict | None:
 def daemon_status(config: MonitorConfig) -> tuple[str, bool]:
     holder = _running_holder(config)
     if holder is None:
-        return f"no monitor serves {config.db_path}", False
+        return f"no monitor serves {config.served}", False
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started_at", 0)))
     return (
-        f"a monitor serves {config.db_path}: pid {holder.get('pid')} on {holder.get('host')} "
+        f"a monitor serves {config.served}: pid {holder.get('pid')} on {holder.get('host')} "
         f"since {since}, log {config.log_path}",
         True,
     )
@@ -427,7 +487,7 @@ def start_daemon(config: MonitorConfig, verbosity: int = 0) -> str:
     holder = _running_holder(config)
     if holder is not None:
         return (
-            f"a monitor already serves {config.db_path} "
+            f"a monitor already serves {config.served} "
             f"(pid {holder.get('pid')} on {holder.get('host')}): nothing to do"
         )
     argv = [sys.executable, "-m", "hog", *(["-" + "v" * verbosity] if verbosity else []), *config.to_argv()]
@@ -455,7 +515,7 @@ def stop_daemon(config: MonitorConfig, hogs_after: str = "its hogs keep running"
     """Stop the detached monitor; the message says so, and then `hogs_after`."""
     holder = _running_holder(config)
     if holder is None:
-        return f"no monitor serves {config.db_path}: nothing to stop"
+        return f"no monitor serves {config.served}: nothing to stop"
     if holder.get("host") != node_name():
         raise HogError(f"the monitor runs on {holder.get('host')} (pid {holder.get('pid')}): stop it there")
     pid = int(holder.get("pid", 0))

@@ -24,11 +24,11 @@ class HogSize(NamedTuple):
 
 def hog_size(db: Database, backend: str, options: HogOptions) -> HogSize:
     """The size of the hogs the monitor starts: the --cores, --gpus and --mem it passes on, else
-    what the last hog it started reported, else (cores) this machine's."""
+    what the last hog of its pool and backend reported, else (cores) this machine's."""
     row = db.query_one(
-        "SELECT cores, gpus, mem_bytes FROM hogs WHERE backend = ? AND cores IS NOT NULL"
+        "SELECT cores, gpus, mem_bytes FROM hogs WHERE backend = ? AND pool = ? AND cores IS NOT NULL"
         " ORDER BY id DESC LIMIT 1",
-        (backend,),
+        (backend, options.pool),
     )
     cores, gpu_ids, mem_bytes = row or (None, None, None)
     if options.gpus is not None:
@@ -41,12 +41,19 @@ def hog_size(db: Database, backend: str, options: HogOptions) -> HogSize:
 
 
 def hogs_for(needs: list[tuple[Resources, int]], size: HogSize) -> int:
-    """How many hogs of `size` tasks with these needs (each with its count) can keep busy.
+    """How many hogs of `size` tasks with these needs (each with its count) can keep busy."""
+    return math.ceil(hog_fulls(needs, size))
+
+
+def hog_fulls(needs: list[tuple[Resources, int]], size: HogSize) -> Fraction:
+    """How many hogs of `size` tasks with these needs (each with its count) fill: 2.5 keeps two
+    hogs full and a third half busy.
 
     A task counts for its share of a hog filled with tasks like it: a 1-GPU task for half of a
     2-GPU hog, a 0.5-GPU task for a quarter of it, a 40-core task for a whole 64-core one (no
     second fits beside it). The answer is the most that any one resource asks for. A task larger
-    than a hog counts for nothing: more hogs of this size cannot run it.
+    than a hog counts for nothing: more hogs of this size cannot run it. Each resource is counted
+    here and only here: the GPUs the tasks need are one total against the hog's, in units.
     """
     gpu_units = None if size.gpus is None else size.gpus * GPU_UNITS  # tasks' GPUs are in units
     capacity = (size.cores, gpu_units, size.mem_bytes)
@@ -61,4 +68,4 @@ def hogs_for(needs: list[tuple[Resources, int]], size: HogSize) -> int:
             continue
         for index, per_hog in counted:
             totals[index] += Fraction(count, per_hog)
-    return math.ceil(max(totals))
+    return max(totals)

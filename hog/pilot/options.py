@@ -6,6 +6,8 @@ backends write them back as the hog's command line with `to_argv`.
 
 from dataclasses import dataclass
 
+from hog.pools import DEFAULT_POOL
+
 # Without --margin, tasks without a time limit start only while more than the smaller of these
 # remains: a fixed 5 minutes would leave a 5-minute allocation (`srun -t 5`) nothing to run.
 DEFAULT_MARGIN_S = 300.0
@@ -32,6 +34,7 @@ class HogOptions:
     margin_s: float | None = None  # see Walltime.margin_s; None: default_margin of the allocation
     idle_timeout_s: float = 60.0  # leave after this long with nothing to run
     heartbeat_s: float = 30.0
+    pool: str = DEFAULT_POOL  # the pool whose tasks it claims
 
     @property
     def lease_s(self) -> float:
@@ -55,6 +58,8 @@ class HogOptions:
             argv += ["--margin", seconds_argument(self.margin_s)]
         argv += ["--idle-timeout", seconds_argument(self.idle_timeout_s)]
         argv += ["--heartbeat", seconds_argument(self.heartbeat_s)]
+        if self.pool != DEFAULT_POOL:
+            argv += ["--pool", self.pool]
         return argv
 
 

@@ -29,6 +29,7 @@ from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcom
 from hog.pilot.tasks import Tasks
 from hog.pilot.usage import DRAIN, EMPTY, LOCK, STARTUP, IdleClock
 from hog.pilot.walltime import Walltime
+from hog.pools import DEFAULT_POOL
 from hog.store import claims, states, steering
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles, make_private_dirs
@@ -278,12 +279,13 @@ def run_hog(
         mem_bytes=node.mem_bytes,
         end_by=walltime.end_by,
         lease_s=options.lease_s,
+        pool=options.pool,
     )
     started_id = claims.start_hog(db, info, hog_id)
     if started_id is None:
         log.warning("hog %s: its row was given up before it started: leaving", hog_id)
         return EXIT_OK
-    name = f"hog {started_id} on {host}"
+    name = f"hog {started_id} on {host}" + ("" if options.pool == DEFAULT_POOL else f" (pool {options.pool})")
     files = QueueFiles(db_path)
     folder_mode, file_mode = files.private_modes()
     pids_path = files.hog_pids(started_id)

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import apsw
 
 from hog.gpushare import GPU_UNITS
+from hog.pools import DEFAULT_POOL
 from hog.store import dependencies, states, steering
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
@@ -46,6 +47,7 @@ class HogInfo(NamedTuple):
     end_by: float | None
     lease_s: float
     log_path: str | None = None
+    pool: str = DEFAULT_POOL
 
 
 def create_pending_hog(
@@ -54,13 +56,14 @@ def create_pending_hog(
     monitor_host: str,
     lease_s: float,
     now: float | None = None,
+    pool: str = DEFAULT_POOL,
 ) -> int:
     """A row for a hog the monitor is about to start, so the hog takes it over on start-up."""
     now = time.time() if now is None else now
     with db.transaction() as connection:
         connection.execute(
-            "INSERT INTO hogs(state, backend, monitor_host, created_at, lease_s) VALUES (?, ?, ?, ?, ?)",
-            (states.HOG_PENDING, backend, monitor_host, now, lease_s),
+            "INSERT INTO hogs(state, backend, monitor_host, created_at, lease_s, pool) VALUES (?,?,?,?,?,?)",
+            (states.HOG_PENDING, backend, monitor_host, now, lease_s, pool),
         )
         return connection.last_insert_rowid()
 
@@ -90,6 +93,7 @@ def start_hog(db: Database, info: HogInfo, hog_id: int | None = None, now: float
         "heartbeat_at": now,
         "end_by": info.end_by,
         "lease_s": info.lease_s,
+        "pool": info.pool,
     }
     with db.transaction() as connection:
         if hog_id is None:
@@ -228,10 +232,11 @@ def exchange(
             hogs_running = connection.execute(
                 "SELECT count(*) FROM hogs WHERE state = ?", (states.HOG_RUNNING,)
             ).fetchall()[0][0]
+            params = _claim_params(connection, hog_id, claim)
             if claim.limit > 0 and stop_request is None:
-                claimed = _claim(connection, hog_id, host, claim, environments, now)
+                claimed = _claim(connection, hog_id, host, claim, params, environments, now)
                 if not claimed:
-                    queue_has_work = _has_fitting_work(connection, claim)
+                    queue_has_work = bool(connection.execute(_CANDIDATES, {**params, "window": 1}).fetchall())
         cancel_requested = _cancel_requests(connection, hog_id)
         connection.execute(
             "UPDATE hogs SET heartbeat_at = ?, tasks_run = tasks_run + ? WHERE id = ?",
@@ -366,13 +371,14 @@ def _state_after(
 
 
 # In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up, then
-# the array index and entry.
+# the array index and entry. The hog's pool's waiting tasks in claim order are an index's range
+# (tasks_pool_waiting, whose condition names the state as written here).
 _CANDIDATES = f"""
 SELECT t.id, t.attempt + 1, t.command, s.cores, {SUBMISSION_GPU_UNITS}, coalesce(s.mem_bytes, 0),
        s.time_limit_s, s.max_retries, s.cwd, s.stdout_pattern, s.stderr_pattern, s.name, t.argv,
        s.environment_id, t.array_index, t.entry
 FROM tasks t JOIN submissions s ON s.id = t.submission_id
-WHERE t.state = :waiting AND s.cores <= :cores AND s.gpus <= :devices
+WHERE t.pool = :pool AND t.state = '{states.WAITING}' AND s.cores <= :cores AND s.gpus <= :devices
   AND coalesce(s.mem_bytes, 0) <= :mem
   AND (:seconds_left IS NULL OR s.time_limit_s <= :seconds_left
        OR (s.time_limit_s IS NULL AND :unlimited))
@@ -408,15 +414,21 @@ def _claimed_task(
     )
 
 
-def _claim_params(claim: ClaimRequest, window: int) -> dict:
+def _claim_params(connection: apsw.Connection, hog_id: int, claim: ClaimRequest) -> dict:
+    """_CANDIDATES' parameters: the hog's pool, size and time left, and how many to read. A hog of
+    `tune` runs its sample (a bundle) in the pool the sample's tasks come from."""
+    if claim.bundle is None:
+        pools = connection.execute("SELECT pool FROM hogs WHERE id = ?", (hog_id,))
+    else:
+        pools = connection.execute("SELECT pool FROM submissions WHERE bundle = ? LIMIT 1", (claim.bundle,))
     return {
-        "waiting": states.WAITING,
+        "pool": next(iter(pools), (DEFAULT_POOL,))[0],
         "cores": claim.total.cores,
         "devices": claim.total.gpus // GPU_UNITS,  # a share touches one device
         "mem": claim.total.mem_bytes,
         "seconds_left": claim.seconds_left,
         "unlimited": 1 if claim.unlimited_allowed else 0,
-        "window": window,
+        "window": claim.limit + CLAIM_WINDOW_EXTRA,
         "bundle": claim.bundle,
     }
 
@@ -426,11 +438,11 @@ def _claim(
     hog_id: int,
     host: str,
     claim: ClaimRequest,
+    params: dict,
     environments: dict[int, dict[str, str]],
     now: float,
 ) -> list[ClaimedTask]:
-    window = claim.limit + CLAIM_WINDOW_EXTRA
-    rows = connection.execute(_CANDIDATES, _claim_params(claim, window)).fetchall()
+    rows = connection.execute(_CANDIDATES, params).fetchall()
     chosen = choose(_candidates(rows), claim.free, claim.busy, now, claim.devices)[: claim.limit]
     claimed = []
     for candidate in chosen:
@@ -448,10 +460,6 @@ def _claim(
         claimed.append(task)
     move_counts(connection, states.WAITING, states.RUNNING, len(claimed))
     return claimed
-
-
-def _has_fitting_work(connection: apsw.Connection, claim: ClaimRequest) -> bool:
-    return bool(connection.execute(_CANDIDATES, _claim_params(claim, 1)).fetchall())
 
 
 def hogs_to_reap(db: Database, now: float, also_lost: Iterable[int] = ()) -> list[tuple[int, str | None]]:
@@ -551,6 +559,7 @@ class HogRow(NamedTuple):
     end_by: float | None
     end_reason: str | None
     log_path: str | None
+    pool: str
 
 
 HOG_COLUMNS = HogRow._fields
@@ -559,7 +568,7 @@ HOG_COLUMNS = HogRow._fields
 _HOG_SELECT = """
 SELECT h.id, h.state, h.host, h.backend, h.backend_id, h.slurm_job_id, h.pid, h.cores, h.gpus,
        h.tasks_run, (SELECT count(*) FROM tasks t WHERE t.hog_id = h.id), h.created_at,
-       h.started_at, h.heartbeat_at, h.ended_at, h.end_by, h.end_reason, h.log_path
+       h.started_at, h.heartbeat_at, h.ended_at, h.end_by, h.end_reason, h.log_path, h.pool
 FROM hogs h
 """
 

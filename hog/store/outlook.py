@@ -10,9 +10,11 @@ import time
 from typing import NamedTuple
 
 from hog.gpushare import GPU_UNITS
+from hog.pools import DEFAULT_POOL
 from hog.store import states
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
+from hog.store.pools import pool_counts
 from hog.store.queue import chunks, placeholders
 
 # Hogs whose size says what can run: live ones, and those that ended within this long (a queue's
@@ -115,15 +117,27 @@ def hogs_alive(db: Database, now: float | None = None) -> int:
     return row[0] if row else 0
 
 
-def monitor_alive(db: Database) -> bool:
-    """Whether a monitor holds its lock on this queue (on this machine's view of the file).
+def unserved_pools(
+    db: Database, task_ids: list[int] | None = None, pools: tuple[str, ...] | None = None
+) -> list[tuple[str, int]]:
+    """(pool, waiting tasks) of each pool (of `pools`, or all) whose tasks (of `task_ids`, or all)
+    wait while no hog of it is alive and no monitor serves it: nothing runs them until one starts."""
+    return [
+        (counts.pool, counts.waiting)
+        for counts in pool_counts(db, task_ids, pools)
+        if counts.waiting and not counts.hogs and not monitor_alive(db, counts.pool)
+    ]
+
+
+def monitor_alive(db: Database, pool: str = DEFAULT_POOL) -> bool:
+    """Whether a monitor of `pool` holds its lock on this queue (on this machine's view of the file).
 
     A lock file that cannot be opened for another reason than its absence counts as held: the
     caller warns only when sure. The probe holds a shared lock for a moment; a monitor starting
     in that very moment would find its lock taken, so callers probe only when no hog is alive.
     """
     try:
-        fd = os.open(db.files.monitor_lock, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(db.files.monitor_file(pool, ".lock"), os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False  # no monitor ever ran beside this queue
     except OSError:

@@ -7,6 +7,7 @@ For the queue FILE:
     FILE.logs/hogs/hog-N.log                   the log of a hog the monitor started
     FILE.logs/hogs/hog-N.pids                  a hog's tasks' process groups, for its reaper
     FILE.monitor.pid, .log, .lock              the monitor's pid file, log and lock
+    FILE.monitor-POOL.pid, .log, .lock         those of the monitor of the pool POOL
 
 A queue shared with a group (`init --group`) stays usable by every member whoever makes a file:
 its folders are setgid, so what is made inside keeps the queue's group; the files beside the
@@ -18,6 +19,8 @@ import functools
 import os
 import stat
 from typing import NamedTuple
+
+from hog.pools import DEFAULT_POOL
 
 # Tasks per output folder: with .out and .err per attempt a folder holds a few thousand files.
 TASKS_PER_FOLDER = 1000
@@ -75,15 +78,20 @@ class QueueFiles(NamedTuple):
 
     @property
     def monitor_pid(self) -> str:
-        return self.database + ".monitor.pid"
+        return self.monitor_file(DEFAULT_POOL, ".pid")
 
     @property
     def monitor_log(self) -> str:
-        return self.database + ".monitor.log"
+        return self.monitor_file(DEFAULT_POOL, ".log")
 
     @property
     def monitor_lock(self) -> str:
-        return self.database + ".monitor.lock"
+        return self.monitor_file(DEFAULT_POOL, ".lock")
+
+    def monitor_file(self, pool: str, suffix: str) -> str:
+        """The pid file (".pid"), log (".log") or lock (".lock") of the monitor of `pool`: those
+        of the default pool keep the names they had before there were pools."""
+        return self.database + (".monitor" if pool == DEFAULT_POOL else f".monitor-{pool}") + suffix
 
     def private_modes(self) -> Modes:
         """Modes for the logs: owner and group when the database is shared with its group."""

@@ -16,9 +16,10 @@ import apsw
 
 from hog import gpushare
 from hog.errors import NotFoundError, UsageError
+from hog.pools import DEFAULT_POOL, check_pool
 from hog.store import states
 from hog.store.db import Database
-from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
+from hog.store.packing import SUBMISSION_GPU_UNITS
 
 # Variables that describe the submitting shell's own node and job or the hog's placement: the hog
 # sets its own, so a submit from inside an allocation must not pin tasks to that allocation's
@@ -52,6 +53,7 @@ class SubmitOptions(NamedTuple):
     cwd: str = ""
     environment: dict[str, str] | None = None
     kind: str | None = None  # the kind it was submitted with
+    pool: str = DEFAULT_POOL
 
 
 def captured_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -130,10 +132,10 @@ def submit(
         def rows() -> Iterator[tuple]:
             for command, argv in commands:
                 counter[0] += 1
-                yield (submission_id, command, argv, options.priority)
+                yield (submission_id, command, argv, options.priority, options.pool)
 
         connection.executemany(
-            "INSERT INTO tasks(submission_id, command, argv, priority) VALUES (?,?,?,?)", rows()
+            "INSERT INTO tasks(submission_id, command, argv, priority, pool) VALUES (?,?,?,?,?)", rows()
         )
         if not counter[0]:
             raise UsageError("no command to submit: give a command, or a file with at least one")
@@ -155,7 +157,7 @@ def add_submission(
     connection.execute(
         "INSERT INTO submissions(submitted_at, user, host, cwd, environment_id, name, cores,"
         " gpus, gpu_split, mem_bytes, time_limit_s, max_retries, stdout_pattern, stderr_pattern, bundle,"
-        " kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " kind, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
             now,
             readable(os.environ.get("USER", "")) or None,
@@ -174,6 +176,7 @@ def add_submission(
             ),
             bundle,
             options.kind,
+            check_pool(options.pool),  # its tasks' rows may hold it written into their statement
         ),
     )
     return connection.last_insert_rowid()
@@ -535,29 +538,6 @@ def retry(db: Database, task_ids: list[int] | None = None) -> tuple[list[int], l
 
         rearm(connection, requeued)
     return requeued, skipped
-
-
-class Demand(NamedTuple):
-    waiting: int  # tasks waiting to be claimed
-    needs: list[tuple[Resources, int]]  # what the first of them ask for: (cores, GPUs, memory), count
-
-
-def demand(db: Database, limit: int) -> Demand:
-    """Tasks waiting to be claimed, and what the first `limit` of them (in claim order) need, for
-    the monitor to size its hogs by: reading a few node-fulls costs the same on any queue size."""
-    with db.snapshot() as connection:
-        row = connection.execute(
-            "SELECT tasks FROM state_counts WHERE state = ?", (states.WAITING,)
-        ).fetchall()
-        needs = connection.execute(
-            "SELECT cores, gpus, mem_bytes, count(*) FROM ("
-            f" SELECT s.cores, {SUBMISSION_GPU_UNITS} AS gpus, coalesce(s.mem_bytes, 0) AS mem_bytes"
-            " FROM tasks t JOIN submissions s ON s.id = t.submission_id"
-            " WHERE t.state = ? ORDER BY t.priority DESC, t.id LIMIT ?"
-            ") GROUP BY cores, gpus, mem_bytes",
-            (states.WAITING, limit),
-        ).fetchall()
-    return Demand(row[0][0] if row else 0, [(Resources(*shape), count) for *shape, count in needs])
 
 
 # -- monitor ownership -----------------------------------------------------------------------

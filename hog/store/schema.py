@@ -206,6 +206,15 @@ CREATE TABLE kinds (
     user TEXT
 ) WITHOUT ROWID;
 """
+# Pools: each task names the pool of hogs it needs, each hog serves one. A task carries its
+# submission's pool too, so that a hog's claim reads only its pool's waiting tasks, in claim order,
+# through one small index (waiting tasks only) however many tasks of other pools wait.
+SCHEMA_POOLS = f"""
+ALTER TABLE submissions ADD COLUMN pool TEXT NOT NULL DEFAULT 'default' CHECK (pool <> '');
+ALTER TABLE tasks ADD COLUMN pool TEXT NOT NULL DEFAULT 'default' CHECK (pool <> '');
+ALTER TABLE hogs ADD COLUMN pool TEXT NOT NULL DEFAULT 'default' CHECK (pool <> '');
+CREATE INDEX tasks_pool_waiting ON tasks(pool, priority DESC, id) WHERE state = {_quoted(WAITING)};
+"""
 
 # What a hog's cores did while they ran no task, in core-seconds by cause, and how long its
 # database thread waited for the queue's lock: written with every heartbeat, read by `report`.
@@ -232,5 +241,12 @@ CREATE INDEX attempts_hog ON attempts(hog_id);
 """
 
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2, SCHEMA_GPU_SHARES_KINDS, SCHEMA_HOG_USAGE, SCHEMA_HOG_STOPS]
+MIGRATIONS: list[str] = [
+    SCHEMA_V1,
+    SCHEMA_V2,
+    SCHEMA_GPU_SHARES_KINDS,
+    SCHEMA_HOG_USAGE,
+    SCHEMA_HOG_STOPS,
+    SCHEMA_POOLS,
+]
 SCHEMA_VERSION = len(MIGRATIONS)

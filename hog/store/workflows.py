@@ -84,7 +84,7 @@ def submit_steps(db: Database, steps: list[Step], now: float | None = None) -> l
 # follow the indexes); {index} is replaced as Python would (an integer becomes its decimal text).
 _ARRAY_INSERT = """
 WITH RECURSIVE indexes(i) AS (SELECT ?1 UNION ALL SELECT i + ?2 FROM indexes WHERE i + ?2 <= ?3)
-INSERT INTO tasks(command, argv, array_index, entry, submission_id, priority, state, unmet)
+INSERT INTO tasks(command, argv, array_index, entry, submission_id, priority, state, unmet, pool)
 SELECT replace(?4, '{{index}}', i), replace(?5, '{{index}}', i), i, NULL, {shared} FROM indexes
 """
 
@@ -92,10 +92,12 @@ SELECT replace(?4, '{{index}}', i), replace(?5, '{{index}}', i), i, NULL, {share
 def _insert(connection: apsw.Connection, step: Step, state: str, unmet: int, now: float) -> tuple[int, int]:
     variables = encode_environment(step.options.environment or {})
     submission_id = add_submission(connection, step.options, variables, now, step.bundle)
-    # What every row shares is written into the statement (integers and a word of states.py),
-    # so a row binds only its own values and executemany reads the tasks as they come: 1,000,000
-    # rows of an --each-line file went in faster than `submit --file` adds its lines.
+    # What every row shares is written into the statement (integers, a word of states.py and the
+    # pool's name, which add_submission has checked), so a row binds only its own values and
+    # executemany reads the tasks as they come: 1,000,000 rows of an --each-line file went in
+    # faster than `submit --file` adds its lines.
     shared = f"{int(submission_id)}, {int(step.options.priority)}, '{state}', {int(unmet)}"
+    shared += f", '{step.options.pool}'"
     before = connection.total_changes()
     if isinstance(step.tasks, ArrayTasks):
         indexes = step.tasks.indexes
@@ -105,8 +107,8 @@ def _insert(connection: apsw.Connection, step: Step, state: str, unmet: int, now
             )
     else:
         connection.executemany(
-            "INSERT INTO tasks(command, argv, array_index, entry, submission_id, priority, state, unmet)"
-            f" VALUES (?, ?, ?, ?, {shared})",
+            "INSERT INTO tasks(command, argv, array_index, entry, submission_id, priority, state, unmet,"
+            f" pool) VALUES (?, ?, ?, ?, {shared})",
             step.tasks,
         )
     count = connection.total_changes() - before

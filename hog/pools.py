@@ -1,0 +1,22 @@
+"""Pool names: a task names the pool of hogs it needs, a hog and a monitor serve one pool.
+
+A name is a word of letters, digits, `_`, `.` and `-` (up to 64): it becomes part of the
+monitor's file names beside the queue (FILE.monitor-gpu.pid) and is written into SQL as it is.
+"""
+
+import re
+
+from hog.errors import UsageError
+
+DEFAULT_POOL = "default"
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def check_pool(name: str, what: str = "--pool") -> str:
+    """`name` if it is a pool name, else a UsageError saying which names are."""
+    if not _NAME.fullmatch(name):
+        raise UsageError(
+            f"bad {what} {name!r}: a pool name is up to 64 letters, digits, '_', '.' and '-', "
+            "not starting with '.' or '-' (e.g. gpu, big-mem)"
+        )
+    return name
