@@ -42,7 +42,21 @@ def duration_option(*names: str, help: str, **attributes):
 
 
 SIZE = ParsedType("SIZE", parse_size, int)
-POOL = ParsedType("NAME", check_pool, str)
+
+
+class PoolType(click.ParamType):
+    """A pool's name (hog.pools), refused as a usage error when it holds odd characters."""
+
+    name = "NAME"
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_pool(value)
+        except UsageError as error:
+            self.fail(str(error), param, ctx)
+
+
+POOL = PoolType()
 
 
 class Settings:

@@ -1,5 +1,6 @@
 """The commands that run hogs: hog, monitor, doctor."""
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ from hog.cli.group import (
 )
 from hog.errors import UsageError
 from hog.pilot.options import DEFAULT_MARGIN_S, DEFAULT_MARGIN_SHARE, HogOptions, shown_duration
-from hog.timeutil import parse_duration
+from hog.timeutil import DURATION_FORMS, parse_duration
 
 if TYPE_CHECKING:
     from hog.fleet.monitor import MonitorConfig
@@ -59,6 +60,7 @@ class GpusType(click.ParamType):
 
 
 UNIT_DURATION = ParsedType("DURATION", parse_unit_duration, float)
+GATHER = ParsedType("DURATION", functools.partial(parse_duration, allow_zero=True), float)
 GPUS = GpusType()
 
 
@@ -205,11 +207,12 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
 )
 @click.option("--sbatch-args", default="", help="Extra sbatch options for the sbatch backend.")
 @duration_option("--poll", default="5s", help="Time between passes (default 5s).")
-@duration_option(
+@click.option(
     "--gather",
-    default="0s",
+    type=GATHER,
+    default="0",
     help="Once a task waits, wait up to this long for a hog-full of tasks before starting a hog "
-    "for fewer (default 0: at once).",
+    f"for fewer (default 0: at once). DURATION: {DURATION_FORMS}.",
 )
 @click.option("--once", is_flag=True, help="Keep hogs going until the queue is empty, then exit.")
 @click.option("--daemon", is_flag=True, help="Detach; pid and log files beside the database.")

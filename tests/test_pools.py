@@ -1,0 +1,321 @@
+"""Pools through the CLI and with real hogs and monitors: a task names its pool, a hog and a
+monitor serve one, and status, wait and show -H say which pool stands where."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import apsw
+import pytest
+from helpers import child_env, cli, cli_json, holds_for, start_hog, task_counts, wait_until
+
+from hog.store import claims, schema
+
+HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def start_monitor(db: Path, *args: str) -> subprocess.Popen:
+    log = open(f"{db}.monitor-{len(list(db.parent.glob('*.monitor-out-*')))}.monitor-out-", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "hog", "--db", str(db), "monitor", "--poll", "0.5s", *HOG_OPTIONS, *args],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=child_env(),
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def hogs(db: Path) -> list[dict]:
+    return cli_json(db, "show", "-H")  # type: ignore[return-value]
+
+
+def submit(db: Path, *args: str, count: int = 1) -> subprocess.CompletedProcess:
+    return ok(cli(db, "submit", *args, "--file", "-", input="true\n" * count))
+
+
+def rows_of(db: Path, sql: str) -> list[tuple]:
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return list(connection.execute(sql))
+    finally:
+        connection.close()
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["g p", "", "-gpu", ".hidden", "a/b", "gpu'", "x" * 65, "gpü"])
+@pytest.mark.parametrize("command", [("submit", "true"), ("hog",), ("monitor", "--once")])
+def test_a_pool_name_with_odd_characters_is_refused(db: Path, name: str, command: tuple) -> None:
+    before = rows_of(db, "SELECT count(*) FROM tasks")
+    result = cli(db, command[0], "--pool", name, *command[1:])
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"bad --pool {name!r}: a pool name is up to 64 letters" in result.stderr
+    assert rows_of(db, "SELECT count(*) FROM tasks") == before
+    assert rows_of(db, "SELECT count(*) FROM hogs") == [(0,)]
+
+
+def test_the_database_and_the_claim_know_pools(db: Path) -> None:
+    assert rows_of(db, "PRAGMA user_version") == [(schema.SCHEMA_VERSION,)]
+    ok(cli(db, "submit", "--pool", "gpu", "true"))
+    ok(cli(db, "submit", "true"))
+    assert rows_of(db, "SELECT pool FROM tasks ORDER BY id") == [("gpu",), ("default",)]
+    assert rows_of(db, "SELECT pool FROM submissions ORDER BY id") == [("gpu",), ("default",)]
+    # A claim reads its pool's waiting tasks in order through their index: no scan past others.
+    params = dict.fromkeys(("pool", "cores", "gpus", "mem", "seconds_left", "unlimited", "window"), 1)
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        plan = " ".join(
+            row[-1] for row in connection.execute("EXPLAIN QUERY PLAN " + claims._CANDIDATES, params)
+        )
+    finally:
+        connection.close()
+    assert "USING INDEX tasks_pool_waiting" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+# -- hogs serve one pool ----------------------------------------------------------------------
+
+
+def test_a_hog_claims_only_tasks_of_its_pool(db: Path, tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    line = f'echo "$HOG_TASK_ID {{pool}}" >> {ran}\n'
+    ok(cli(db, "submit", "--file", "-", input=line.format(pool="default") * 3))
+    ok(cli(db, "submit", "--pool", "gpu", "--file", "-", input=line.format(pool="gpu") * 2))
+    ok(cli(db, "submit", "--pool", "gpu", "--array", "1-2", f'echo "$HOG_TASK_ID gpu" >> {ran}'))
+    hog = start_hog(db, "--pool", "gpu", *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    assert sorted(ran.read_text().split("\n")[:-1]) == ["4 gpu", "5 gpu", "6 gpu", "7 gpu"]
+    assert task_counts(db)["waiting"] == 3
+    (row,) = hogs(db)
+    assert row["pool"] == "gpu"
+    hog = start_hog(db, *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    assert task_counts(db)["done"] == 7
+    assert [row["pool"] for row in hogs(db)] == ["gpu", "default"]
+
+
+def test_a_monitor_per_pool_starts_hogs_of_its_pool_only(db: Path, tmp_path: Path) -> None:
+    ran = tmp_path / "ran"
+    ok(cli(db, "submit", "--file", "-", input=f'echo "$HOG_HOG_ID default" >> {ran}\n' * 6))
+    ok(cli(db, "submit", "--pool", "big", "--file", "-", input=f'echo "$HOG_HOG_ID big" >> {ran}\n' * 4))
+    default = start_monitor(db, "--hogs", "1", "--once", "--cores", "2")
+    big = start_monitor(db, "--pool", "big", "--hogs", "2", "--once", "--cores", "1")
+    try:
+        assert default.wait(timeout=180) == 0
+        assert big.wait(timeout=180) == 0
+    finally:
+        stop(default)
+        stop(big)
+    assert task_counts(db)["done"] == 10
+    pools = {row["id"]: row["pool"] for row in hogs(db)}
+    for line in ran.read_text().splitlines():
+        hog_id, pool = line.split()
+        assert pools[int(hog_id)] == pool, line
+    assert [row["cores"] for row in hogs(db) if row["pool"] == "big"] == [1] * pools_count(pools, "big")
+    assert 1 <= pools_count(pools, "big") <= 2 and pools_count(pools, "default") == 1
+
+
+def pools_count(pools: dict[int, str], pool: str) -> int:
+    return sum(1 for name in pools.values() if name == pool)
+
+
+def test_two_monitors_for_one_pool_are_refused_and_other_pools_are_not(db: Path) -> None:
+    first = start_monitor(db, "--pool", "gpu", "--hogs", "1")
+    other = start_monitor(db, "--hogs", "1")
+    try:
+        wait_until(lambda: cli(db, "monitor", "--pool", "gpu", "--status").returncode == 0, message="gpu up")
+        wait_until(lambda: cli(db, "monitor", "--status").returncode == 0, message="default up")
+        second = cli(db, "monitor", "--pool", "gpu", "--hogs", "1", "--poll", "0.5s")
+        assert second.returncode == 1
+        assert "Traceback" not in second.stderr
+        assert f"a monitor already serves pool gpu of {db}: pid {first.pid} on" in second.stderr
+        assert "stop it with `slurm-hog monitor --pool gpu --stop`" in second.stderr
+        assert other.poll() is None and first.poll() is None
+    finally:
+        stop(first)
+        stop(other)
+
+
+def test_daemon_status_and_stop_act_on_the_monitor_of_one_pool(db: Path) -> None:
+    started = ok(cli(db, "monitor", "--pool", "gpu", "--daemon", "--hogs", "1", "--poll", "0.5s"))
+    assert f"{db}.monitor-gpu.pid" in started.stdout
+    try:
+        assert Path(f"{db}.monitor-gpu.pid").exists() and Path(f"{db}.monitor-gpu.log").exists()
+        status = cli(db, "monitor", "--pool", "gpu", "--status")
+        assert status.returncode == 0 and f"a monitor serves pool gpu of {db}: pid" in status.stdout
+        default = cli(db, "monitor", "--status")
+        assert default.returncode == 1 and default.stdout.strip() == f"no monitor serves {db}"
+        assert ok(cli(db, "monitor", "--stop")).stdout.strip() == f"no monitor serves {db}: nothing to stop"
+    finally:
+        stopped = ok(cli(db, "monitor", "--pool", "gpu", "--stop"))
+    assert "stopped" in stopped.stdout
+    assert cli(db, "monitor", "--pool", "gpu", "--status").returncode == 1
+    assert not Path(f"{db}.monitor-gpu.pid").exists()
+
+
+# -- what status, wait and show -H say ---------------------------------------------------------
+
+
+def unserved(pool: str, count: int) -> str:
+    tasks = "1 waiting task" if count == 1 else f"{count} waiting tasks"
+    return f"{tasks} of pool {pool}: no hog of pool {pool} runs and no monitor serves it"
+
+
+def test_status_shows_pools_and_names_a_pool_nothing_serves(db: Path) -> None:
+    submit(db, count=2)
+    warned = ok(cli(db, "submit", "--pool", "gpu", "true"))
+    assert "submit: no hog of pool gpu runs and no monitor serves it" in warned.stderr
+    assert "slurm-hog monitor --pool gpu --daemon" in warned.stderr
+    monitor = start_monitor(db, "--hogs", "1", "--command-prefix", "sleep 600")  # hogs never start
+    try:
+        wait_until(lambda: cli(db, "monitor", "--status").returncode == 0, message="monitor up")
+        status = cli_json(db, "status")
+        assert status["unserved_pools"] == {"gpu": 1}
+        by_pool = {row["pool"]: row for row in status["pools"]}
+        assert by_pool["default"]["waiting"] == 2 and by_pool["default"]["monitor"] is True
+        assert by_pool["gpu"] == {"pool": "gpu", "waiting": 1, "running": 0, "hogs": 0, "monitor": False}
+        text = ok(cli(db, "status")).stdout
+        assert "pool       waiting    running    hogs  monitor" in text
+        assert unserved("gpu", 1) in text
+        assert "pool default" not in text
+        # Submitting to a pool a monitor serves says nothing.
+        assert ok(cli(db, "submit", "true")).stderr == ""
+    finally:
+        stop(monitor)
+
+
+def test_wait_says_once_which_pool_nothing_serves(db: Path) -> None:
+    submit(db, count=2)
+    ok(cli(db, "submit", "--pool", "gpu", "--file", "-", input="true\ntrue\n"))
+    hog = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s")  # a default hog, alive
+    try:
+        wait_until(lambda: task_counts(db)["done"] == 2, message="the default tasks done")
+        result = cli(db, "wait", "--max-wait", "2s", "--poll", "0.1s")
+        assert result.returncode == 3
+        assert result.stderr.count(f"wait: {unserved('gpu', 2)}") == 1, result.stderr
+        assert "no hog runs and no monitor serves" not in result.stderr
+        # Only the pools of the tasks waited for are named.
+        assert "pool gpu" not in cli(db, "wait", "--max-wait", "1s", "1", "2").stderr
+    finally:
+        stop(hog)
+
+
+def test_a_hog_started_by_hand_beside_a_monitor_of_its_pool_is_allowed_and_said(db: Path) -> None:
+    monitor = start_monitor(db, "--pool", "gpu", "--hogs", "1")
+    hog = start_hog(db, "--pool", "gpu", "--heartbeat", "1s", "--idle-timeout", "60s")
+    other = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "60s")
+    try:
+        wait_until(lambda: cli(db, "monitor", "--pool", "gpu", "--status").returncode == 0, message="up")
+        wait_until(lambda: len([r for r in hogs(db) if r["state"] == "running"]) == 2, message="hogs up")
+        rows = {row["pool"]: row for row in hogs(db)}
+        text = ok(cli(db, "show", "-H")).stdout
+        assert (
+            f"hog {rows['gpu']['id']} of pool gpu was started by hand while a monitor serves pool gpu: "
+            "both run its tasks, and the monitor counts it against its --hogs"
+        ) in text
+        assert f"hog {rows['default']['id']} " not in text
+        # It runs the pool's tasks, and the monitor (--hogs 1) starts none beside it.
+        ok(cli(db, "submit", "--pool", "gpu", "true"))
+        wait_until(lambda: task_counts(db)["done"] == 1, message="the gpu task done")
+        assert holds_for(lambda: len(hogs(db)) == 2, 1.5)
+    finally:
+        stop(monitor)
+        stop(hog)
+        stop(other)
+
+
+# -- --gather ---------------------------------------------------------------------------------
+
+
+def test_gather_holds_back_a_trickle_and_starts_at_a_hog_full(db: Path, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    gate = f"sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; exec \"$@\"' {go}"
+    monitor = start_monitor(db, "--hogs", "4", "--cores", "4", "--gather", "10m", "--command-prefix", gate)
+    try:
+        wait_until(lambda: cli(db, "monitor", "--status").returncode == 0, message="monitor up")
+        submit(db, count=1)
+        submit(db, count=1)
+        assert holds_for(lambda: not hogs(db), 2.0), "a hog for a trickle of 2 tasks"
+        submit(db, count=2)  # 4 one-core tasks: a hog-full
+        wait_until(lambda: len(hogs(db)) == 1, message="a hog for a hog-full")
+        submit(db, count=1)  # a trickle again: no second hog yet
+        assert holds_for(lambda: len(hogs(db)) == 1, 2.0), "a second hog for one task"
+        go.touch()
+        wait_until(lambda: task_counts(db)["done"] == 5, message="all done")
+    finally:
+        go.touch()
+        stop(monitor)
+
+
+def test_gather_starts_a_hog_for_fewer_when_its_time_is_up(db: Path) -> None:
+    submit(db, count=1)
+    monitor = start_monitor(db, "--hogs", "2", "--cores", "4", "--gather", "1s", "--once")
+    assert monitor.wait(timeout=120) == 0
+    assert task_counts(db)["done"] == 1
+    assert len(hogs(db)) == 1
+
+
+def test_a_monitor_of_a_pool_is_sized_by_its_own_pool(db: Path, tmp_path: Path) -> None:
+    """GPU tasks of one pool ask for hogs by the GPUs they need; a queue of CPU tasks of another
+    pool changes nothing."""
+    go = tmp_path / "go"
+    gate = f"sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; exec \"$@\"' {go}"
+    submit(db, count=40)
+    submit(db, "--pool", "gpu", "-g", "1", count=5)
+    monitor = start_monitor(
+        db, "--pool", "gpu", "--hogs", "8", "--once", "--cores", "8", "--gpus", "2", "--command-prefix", gate
+    )
+    try:
+        wait_until(lambda: len(hogs(db)) >= 3, message="3 GPU hogs asked for")
+        assert holds_for(lambda: len(hogs(db)) == 3, 1.5), "hogs beyond the GPUs the tasks need"
+        assert {row["pool"] for row in hogs(db)} == {"gpu"}
+    finally:
+        go.touch()
+        assert monitor.wait(timeout=120) == 0
+    counts = {state: count for state, count in task_counts(db).items() if count}
+    assert counts == {"done": 5, "waiting": 40}
+
+
+def test_a_queue_from_before_pools_puts_its_tasks_and_hogs_in_the_default_pool(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    before = schema.MIGRATIONS.index(schema.SCHEMA_POOLS)
+    for migration in schema.MIGRATIONS[:before]:
+        old.executescript(migration)
+    old.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
+    old.execute(f"PRAGMA user_version = {before}")
+    old.execute("INSERT INTO environments(id, variables) VALUES (1, '')")
+    old.execute(
+        "INSERT INTO submissions(id, submitted_at, cwd, environment_id, cores, gpus, max_retries)"
+        " VALUES (1, 0, '/', 1, 1, 0, 0)"
+    )
+    old.execute("INSERT INTO tasks(id, submission_id, command) VALUES (1, 1, 'true')")
+    old.execute("UPDATE state_counts SET tasks = 1 WHERE state = 'waiting'")
+    old.execute("INSERT INTO hogs(state, backend, created_at, lease_s) VALUES ('finished', 'manual', 0, 5)")
+    old.commit()
+    old.close()
+    (tmp_path / "old.sqlite.lock").touch(mode=0o600)
+    path.chmod(0o600)
+    assert ok(cli(path, "submit", "--pool", "gpu", "true")).stdout.strip() == "2"
+    assert rows_of(path, "PRAGMA user_version") == [(schema.SCHEMA_VERSION,)]
+    assert rows_of(path, "SELECT id, pool FROM tasks ORDER BY id") == [(1, "default"), (2, "gpu")]
+    assert [row["pool"] for row in hogs(path)] == ["default"]
+    hog = start_hog(path, *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    assert rows_of(path, "SELECT id, state FROM tasks ORDER BY id") == [(1, "done"), (2, "waiting")]
