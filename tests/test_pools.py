@@ -200,6 +200,27 @@ def test_status_shows_pools_and_names_a_pool_nothing_serves(db: Path) -> None:
         stop(monitor)
 
 
+def test_waiting_tasks_that_fit_no_hog_of_their_pool_are_named(db: Path) -> None:
+    """A 1-GPU task of the default pool fits none of its pool's hogs, whatever the GPU pool has."""
+    ok(cli(db, "submit", "--pool", "gpu", "-g", "1", "true"))
+    hog = start_hog(db, "--pool", "gpu", "--gpus", "2", *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    assert cli_json(db, "status")["waiting_fit_no_hog"] == 0
+    ok(cli(db, "submit", "-g", "1", "true"))
+    ok(cli(db, "submit", "--pool", "gpu", "-g", "1", "true"))
+    ok(cli(db, "submit", "--pool", "cpu", "-g", "1", "true"))  # no hog of its pool seen: not named
+    hog = start_hog(db, "--gpus", "0", "--cores", "1", "--mem", "1G", *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    status = cli_json(db, "status")
+    assert status["waiting_fit_no_hog"] == 1
+    assert status["unserved_pools"] == {"cpu": 1, "default": 1, "gpu": 1}
+    text = ok(cli(db, "status")).stdout
+    assert (
+        "1 waiting task fits none of the hogs seen (at most 1 core, 0 GPUs, 1.0 GiB): task 2 asks for "
+        "1 core, 1 GPU; it waits until a larger hog starts"
+    ) in text
+
+
 def test_wait_says_once_which_pool_nothing_serves(db: Path) -> None:
     submit(db, count=2)
     ok(cli(db, "submit", "--pool", "gpu", "--file", "-", input="true\ntrue\n"))

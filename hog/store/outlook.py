@@ -37,32 +37,43 @@ class Misfits(NamedTuple):
     largest: Resources  # the most of each that a hog seen had
 
 
-def hog_sizes(db: Database, now: float | None = None) -> list[Resources]:
-    """The sizes of the hogs seen (running, or ended within HOGS_SEEN_S), none smaller than another."""
+def hog_sizes(db: Database, now: float | None = None) -> dict[str, list[Resources]]:
+    """The sizes of the hogs seen (running, or ended within HOGS_SEEN_S) per pool, none smaller
+    than another of its pool."""
     now = time.time() if now is None else now
     rows = db.query(
-        f"SELECT DISTINCT cores, {_HOG_GPUS}, coalesce(mem_bytes, 0) FROM hogs"
+        f"SELECT DISTINCT pool, cores, {_HOG_GPUS}, coalesce(mem_bytes, 0) FROM hogs"
         " WHERE cores IS NOT NULL AND (state = ? OR ended_at > ?)",
         (states.HOG_RUNNING, now - HOGS_SEEN_S),
     )
-    sizes = [Resources(*row) for row in rows]
-    return [size for size in sizes if not any(size != other and size.fits_in(other) for other in sizes)]
+    pools: dict[str, list[Resources]] = {}
+    for pool, *size in rows:
+        pools.setdefault(pool, []).append(Resources(*size))
+    return {
+        pool: [size for size in sizes if not any(size != other and size.fits_in(other) for other in sizes)]
+        for pool, sizes in pools.items()
+    }
 
 
 def misfits(db: Database, task_ids: list[int] | None = None, now: float | None = None) -> Misfits | None:
-    """The waiting tasks (of `task_ids`, or all) that fit none of the hogs seen; None when no hog
-    was seen, so that nothing can be told."""
-    sizes = hog_sizes(db, now)
-    if not sizes:
+    """The waiting tasks (of `task_ids`, or all) that fit none of the hogs of their pool seen;
+    None when no hog was seen, so that nothing can be told. A pool with no hog seen is left out
+    (unserved_pools speaks of it)."""
+    pools = hog_sizes(db, now)
+    if not pools:
         return None
-    largest = Resources(*(max(size[field] for size in sizes) for field in range(3)))
-    fits = f"(s.cores <= ? AND {SUBMISSION_GPU_UNITS} <= ? AND coalesce(s.mem_bytes, 0) <= ?)"
-    fits_one = " OR ".join([fits] * len(sizes))
-    fits_params = tuple(value for size in sizes for value in size)
+    # A task fits when its pool has no hog seen, or one of its pool's hogs is as large.
+    fits = [f"s.pool NOT IN ({placeholders(pools)})"]
+    fits_params: list = list(pools)
+    fit = f"(s.cores <= ? AND {SUBMISSION_GPU_UNITS} <= ? AND coalesce(s.mem_bytes, 0) <= ?)"
+    for pool, sizes in pools.items():
+        fits.append(f"(s.pool = ? AND ({' OR '.join([fit] * len(sizes))}))")
+        fits_params += [pool, *(value for size in sizes for value in size)]
+    fits_one = " OR ".join(fits)
     # Sizes belong to submissions, which are far fewer than tasks in most queues: only when one
     # fits no hog are the waiting tasks read.
-    if not db.query_one(f"SELECT 1 FROM submissions s WHERE NOT ({fits_one}) LIMIT 1", fits_params):
-        return Misfits(0, None, None, largest)
+    if not db.query_one(f"SELECT 1 FROM submissions s WHERE NOT ({fits_one}) LIMIT 1", tuple(fits_params)):
+        return Misfits(0, None, None, _largest([size for sizes in pools.values() for size in sizes]))
     rows = _rows_for(
         db,
         "SELECT count(*), min(t.id) FROM tasks t JOIN submissions s ON s.id = t.submission_id"
@@ -73,14 +84,21 @@ def misfits(db: Database, task_ids: list[int] | None = None, now: float | None =
     count = sum(row[0] for row in rows)
     first = min((row[1] for row in rows if row[1] is not None), default=None)
     needs = None
+    largest = _largest([size for sizes in pools.values() for size in sizes])
     if first is not None:
         row = db.query_one(
-            f"SELECT s.cores, {SUBMISSION_GPU_UNITS}, coalesce(s.mem_bytes, 0) FROM tasks t"
+            f"SELECT s.cores, {SUBMISSION_GPU_UNITS}, coalesce(s.mem_bytes, 0), s.pool FROM tasks t"
             " JOIN submissions s ON s.id = t.submission_id WHERE t.id = ?",
             (first,),
         )
-        needs = Resources(*row) if row else None
+        if row:
+            needs, largest = Resources(*row[:3]), _largest(pools[row[3]])
     return Misfits(count, first, needs, largest)
+
+
+def _largest(sizes: list[Resources]) -> Resources:
+    """The most of each resource that one of these sizes has."""
+    return Resources(*(max(size[field] for size in sizes) for field in range(3)))
 
 
 def claimed_ahead(db: Database, task_ids: list[int] | None = None) -> int:
