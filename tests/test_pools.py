@@ -11,7 +11,10 @@ import apsw
 import pytest
 from helpers import child_env, cli, cli_json, holds_for, start_hog, task_counts, wait_until
 
+from hog.fleet.monitor import FUTILE_HOGS_LIMIT, Monitor, MonitorConfig
+from hog.pilot.options import HogOptions
 from hog.store import claims, schema
+from hog.store.db import open_database
 
 HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
 
@@ -340,3 +343,21 @@ def test_a_queue_from_before_pools_puts_its_tasks_and_hogs_in_the_default_pool(t
     hog = start_hog(path, *HOG_OPTIONS)
     assert hog.wait(timeout=120) == 0
     assert rows_of(path, "SELECT id, state FROM tasks ORDER BY id") == [(1, "done"), (2, "waiting")]
+
+
+def test_hogs_of_another_pool_that_leave_idle_do_not_make_a_monitor_give_up(db: Path) -> None:
+    """Three GPU hogs that found nothing to run say nothing about the default pool's tasks."""
+    config = MonitorConfig.from_options(str(db), 30, "true", 2, "prefix", "", 1.0, True, HogOptions(cores=1))
+    monitor = Monitor(config, open_database(str(db)))
+    try:
+        monitor.last_pass_at = 0.0
+        for _ in range(FUTILE_HOGS_LIMIT):
+            info = claims.HogInfo("node", 1, None, 1, [], 1 << 30, None, 5.0, pool="gpu")
+            hog_id = claims.start_hog(monitor.db, info)
+            assert hog_id is not None
+            claims.set_hog_state(monitor.db, hog_id, "finished", "idle")
+        ok(cli(db, "submit", "true"))
+        monitor.one_pass()  # a monitor that took them for its own would give up here
+        assert [(row["pool"], row["backend"]) for row in hogs(db)][-1] == ("default", "prefix")
+    finally:
+        monitor.db.close()

@@ -163,6 +163,7 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
     \b
     Example:
       srun -N1 --exclusive slurm-hog hog --margin 10m
+      srun -N1 --exclusive --gres=gpu:4 slurm-hog hog --pool gpu
     """
     from hog.pilot.runner import run_hog
     from hog.pilot.walltime import check_options

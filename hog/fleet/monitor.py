@@ -219,7 +219,7 @@ class Monitor:
     def judge_ended_hogs(self, waiting: int) -> None:
         """Count hogs that were of no use: died before starting, or idled out while work waited."""
         now = time.time()
-        for hog in claims.ended_since(self.db, self.last_pass_at):
+        for hog in self.of_my_pool(claims.ended_since(self.db, self.last_pass_at)):
             if hog["end_reason"] == steering.STOPPED_PENDING:
                 continue  # a user stopped it before it started: it did not fail
             if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
