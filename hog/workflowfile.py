@@ -33,6 +33,7 @@ FIELDS = {
     "time",
     "retries",
     "priority",
+    "pool",
     "stdout",
     "stderr",
     "cwd",

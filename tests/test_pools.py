@@ -361,3 +361,24 @@ def test_hogs_of_another_pool_that_leave_idle_do_not_make_a_monitor_give_up(db: 
         assert [(row["pool"], row["backend"]) for row in hogs(db)][-1] == ("default", "prefix")
     finally:
         monitor.db.close()
+
+
+def test_a_workflow_file_names_pools_and_export_keeps_them(db: Path, tmp_path: Path) -> None:
+    flow = tmp_path / "flow.json"
+    flow.write_text(
+        '{"tasks": [{"name": "prep", "command": "true"},'
+        ' {"name": "train", "command": "true", "pool": "gpu", "after": ["prep"]}]}'
+    )
+    ok(cli(db, "submit", "--workflow", str(flow), "--bundle", "flow"))
+    assert rows_of(db, "SELECT pool FROM tasks ORDER BY id") == [("default",), ("gpu",)]
+    exported = ok(cli(db, "export", "--bundle", "flow")).stdout
+    copy = tmp_path / "copy.json"
+    copy.write_text(exported)
+    ok(cli(db, "submit", "--workflow", str(copy)))
+    assert rows_of(db, "SELECT pool FROM tasks ORDER BY id")[2:] == [("default",), ("gpu",)]
+    flow.write_text('{"tasks": [{"name": "x", "command": "true", "pool": "g p"}]}')
+    before = rows_of(db, "SELECT count(*) FROM tasks")
+    result = cli(db, "submit", "--workflow", str(flow))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert '"pool"' in result.stderr and "a pool name is up to 64 letters" in result.stderr
+    assert rows_of(db, "SELECT count(*) FROM tasks") == before

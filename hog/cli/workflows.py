@@ -9,6 +9,7 @@ import click
 
 from hog.cli.group import CONTEXT, HogCommand, current_settings, db_options
 from hog.errors import HogError, UsageError
+from hog.pools import check_pool
 from hog.timeutil import counted
 
 _ID_WORD = re.compile(r"[0-9][0-9,\s-]*")
@@ -292,6 +293,7 @@ def workflow_steps(path: str, defaults, request: WorkflowRequest) -> list:
             ),
             max_retries=_count(fields.get("retries", defaults.max_retries), 0, where, "retries"),
             priority=_count(fields.get("priority", defaults.priority), -1_000_000, where, "priority"),
+            pool=check_pool(str(fields["pool"]), f'{where}: "pool"') if "pool" in fields else defaults.pool,
             stdout_pattern=fields.get("stdout", defaults.stdout_pattern),
             stderr_pattern=fields.get("stderr", defaults.stderr_pattern),
             cwd=fields.get("cwd", defaults.cwd),

@@ -230,7 +230,7 @@ def export(db: Database, task_ids: list[int], with_environment: bool = False) ->
             db.query(
                 f"SELECT t.id, s.name, t.command, t.argv, s.cores, {SUBMISSION_GPU_UNITS}, s.mem_bytes,"
                 " s.time_limit_s, s.max_retries, t.priority, s.stdout_pattern, s.stderr_pattern, s.cwd,"
-                " e.variables"
+                " e.variables, s.pool"
                 " FROM tasks t JOIN submissions s ON s.id = t.submission_id"
                 " JOIN environments e ON e.id = s.environment_id"
                 f" WHERE t.id IN ({placeholders(chunk)}) ORDER BY t.id",
@@ -249,13 +249,29 @@ def export(db: Database, task_ids: list[int], with_environment: bool = False) ->
             kind = "after" if edge.kind == AFTER_OK else "after_any"
             parents.setdefault(edge.child, {}).setdefault(kind, []).append(names[edge.parent])
     entries = []
-    for task_id, _, command, argv, cores, gpus, mem, time_s, retries, priority, out, err, cwd, env in rows:
+    for (
+        task_id,
+        _,
+        command,
+        argv,
+        cores,
+        gpus,
+        mem,
+        time_s,
+        retries,
+        priority,
+        out,
+        err,
+        cwd,
+        env,
+        pool,
+    ) in rows:
         entry: dict = {"name": names[task_id]}
         entry.update({"argv": decode_argv(argv)} if argv else {"command": command})
         entry.update(
             cores=cores, gpus=gpushare.value(gpus), mem=mem, time=time_s, retries=retries, priority=priority
         )
-        entry.update(stdout=out, stderr=err, cwd=cwd)
+        entry.update(stdout=out, stderr=err, cwd=cwd, pool=pool)
         if with_environment:
             entry["environment"] = decode_environment(env)
         entry.update(parents.get(task_id, {}))
