@@ -37,7 +37,9 @@ def status(watch: bool, interval: float, fmt: str, as_json: bool) -> None:
     """Counts of tasks per state and of hogs, the recent rate, and when the queue will be empty.
 
     Running tasks that a hog has claimed ahead but not started are counted apart, and waiting
-    tasks that ask for more than any hog seen lately has are named: they never start.
+    tasks that ask for more than any hog of their pool seen lately has are named: they never
+    start. Once pools are used, a table per pool; a pool whose tasks wait while no hog of it
+    runs and no monitor serves it is named.
 
     --watch draws the counts, the rate, the time to empty and each hog's load and time left in
     place, and quits on q or Ctrl-C; piped, it prints a line per --interval until no task is left.

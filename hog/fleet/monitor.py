@@ -211,7 +211,7 @@ class Monitor:
                 break
             self.start_hog()
         if self.config.once:
-            mine = [counts for counts in pools.pool_counts(self.db) if counts.pool == self.pool]
+            mine = pools.pool_counts(self.db, pools=(self.pool,))
             active = sum(counts.waiting + counts.running for counts in mine)
             return active == 0 and not self.follow_hogs()
         return False
