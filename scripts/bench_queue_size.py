@@ -173,7 +173,7 @@ def copy_queue(source: str, target: str) -> None:
     os.chmod(target, 0o600)
 
 
-def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: int) -> dict:
+def claim_costs(folder: str, pristine: dict, sizes: tuple, rounds: int, reps: int) -> dict:
     """Per-claim ms of `exchange` taking 1 task, without and with the previous task's result."""
     from hog.store import claims, states
     from hog.store.db import open_database
@@ -210,7 +210,7 @@ def claim_costs(folder: str, pristine: dict, sizes: tuple, claims: int, reps: in
         environments: dict = {}
         previous = None
         times = []
-        for _ in range(claims):
+        for _ in range(rounds):
             results = []
             if variant.endswith("result") and previous is not None:
                 now = time.time()
