@@ -382,3 +382,16 @@ def test_a_workflow_file_names_pools_and_export_keeps_them(db: Path, tmp_path: P
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert '"pool"' in result.stderr and "a pool name is up to 64 letters" in result.stderr
     assert rows_of(db, "SELECT count(*) FROM tasks") == before
+
+
+def test_show_lists_the_tasks_and_hogs_of_one_pool(db: Path) -> None:
+    ok(cli(db, "submit", "true"))
+    ok(cli(db, "submit", "--pool", "gpu", "true"))
+    hog = start_hog(db, "--pool", "gpu", *HOG_OPTIONS)
+    assert hog.wait(timeout=120) == 0
+    assert [(task["id"], task["pool"]) for task in cli_json(db, "show", "--pool", "gpu")] == [(2, "gpu")]
+    assert [task["pool"] for task in cli_json(db, "show")] == ["default", "gpu"]
+    assert [row["pool"] for row in cli_json(db, "show", "-H", "--pool", "gpu")] == ["gpu"]
+    assert cli_json(db, "show", "-H", "--pool", "default") == []
+    bad = cli(db, "show", "--pool", "a b")
+    assert bad.returncode == 2 and "bad --pool 'a b'" in bad.stderr

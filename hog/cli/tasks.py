@@ -347,6 +347,7 @@ def check(ids: tuple[str, ...], full: bool, fmt: str, as_json: bool) -> None:
 )
 @click.option("-H", "--hogs", "show_hogs", is_flag=True, help="List hogs instead of tasks.")
 @click.option("--name", help="Only tasks submitted with this --name.")
+@click.option("--pool", type=POOL, help="Only tasks (or hogs, with -H) of this pool.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
 @related_options
 @format_options
@@ -355,6 +356,7 @@ def show(
     state_filter: tuple[str, ...],
     show_hogs: bool,
     name: str | None,
+    pool: str | None,
     limit: int | None,
     fmt: str,
     as_json: bool,
@@ -380,7 +382,7 @@ def show(
         hog_states = tuple(state_filter)
         from hog.store import claims
 
-        rows = claims.iter_hogs(db, hog_states, limit)
+        rows = claims.iter_hogs(db, hog_states, limit, pool=pool)
         if fmt == "table":
             from hog.cli.pools import beside_monitor_notes
 
@@ -401,7 +403,7 @@ def show(
         )
     wanted = _expand_states(state_filter)
     linked = related_ids(db, **related)
-    rows = queue.iter_tasks(db, wanted, name, limit, linked or ()) if linked != () else iter(())
+    rows = queue.iter_tasks(db, wanted, name, limit, linked or (), pool) if linked != () else iter(())
     if fmt == "table":
         now = time.time()
         emit(TASK_TABLE_COLUMNS, (task_table_row(row, now) for row in rows), fmt)

@@ -578,9 +578,10 @@ def iter_hogs(
     state_filter: tuple[str, ...] = (),
     limit: int | None = None,
     ended_after: float | None = None,
+    pool: str | None = None,
 ) -> Iterator[HogRow]:
     """Hogs oldest first, streamed: those in `state_filter`, or ended after `ended_after`."""
-    conditions: dict[str, Sequence] = {}
+    conditions: dict[str, Sequence] = {} if pool is None else {"h.pool = ?": (pool,)}
     if state_filter:
         conditions[f"h.state IN ({placeholders(state_filter)})"] = state_filter
     if ended_after is not None:

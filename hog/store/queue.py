@@ -225,6 +225,7 @@ class TaskRow(NamedTuple):
     started_at: float | None
     ended_at: float | None
     command: str
+    pool: str
 
 
 TASK_COLUMNS = TaskRow._fields
@@ -232,7 +233,7 @@ TASK_COLUMNS = TaskRow._fields
 # In TaskRow's order: TaskRow._make is its row-to-record function.
 _TASK_SELECT = f"""
 SELECT t.id, t.state, s.name, s.cores, {SUBMISSION_GPU_UNITS}, t.priority, t.attempt, t.exit_code,
-       t.signal, a.host, a.started_at, coalesce(t.ended_at, a.ended_at), t.command
+       t.signal, a.host, a.started_at, coalesce(t.ended_at, a.ended_at), t.command, t.pool
 FROM tasks t
 JOIN submissions s ON s.id = t.submission_id
 LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt
@@ -245,9 +246,10 @@ def iter_tasks(
     name: str | None = None,
     limit: int | None = None,
     ids: tuple[int, ...] = (),
+    pool: str | None = None,
 ) -> Iterator[TaskRow]:
     """Tasks oldest first, streamed."""
-    conditions: dict[str, Sequence] = {}
+    conditions: dict[str, Sequence] = {} if pool is None else {"t.pool = ?": (pool,)}
     if state_filter:
         conditions[f"t.state IN ({placeholders(state_filter)})"] = state_filter
     if name is not None:
