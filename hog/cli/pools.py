@@ -39,10 +39,11 @@ def _start_one(pool: str) -> str:
 
 def warn_if_unserved(db: "Database", pool: str) -> None:
     """At submit: say when nothing serves the pool the tasks were given (a typo, or a monitor
-    not started yet); the tasks are in the queue either way."""
-    from hog.store.outlook import unserved_pools
+    not started yet); the tasks are in the queue either way. Reads no task: a client may submit
+    thousands of times."""
+    from hog.store.outlook import hogs_alive, monitor_alive
 
-    if any(name == pool for name, _ in unserved_pools(db, pools=(pool,))):
+    if not hogs_alive(db, pool=pool) and not monitor_alive(db, pool):
         click.echo(
             f"submit: no hog of pool {pool} runs and no monitor serves it: the tasks wait until one "
             f"starts {_start_one(pool)}",

@@ -124,25 +124,24 @@ def _rows_for(db: Database, select: str, params: tuple, task_ids: list[int] | No
     ]
 
 
-def hogs_alive(db: Database, now: float | None = None) -> int:
-    """Hogs that may run tasks: pending ones (their monitor started them) and running ones whose
-    heartbeat is within their lease."""
+def hogs_alive(db: Database, now: float | None = None, pool: str | None = None) -> int:
+    """Hogs (of `pool`, or all) that may run tasks: pending ones (their monitor started them) and
+    running ones whose heartbeat is within their lease."""
     now = time.time() if now is None else now
     row = db.query_one(
-        "SELECT count(*) FROM hogs WHERE state = ? OR (state = ? AND heartbeat_at + lease_s >= ?)",
-        (states.HOG_PENDING, states.HOG_RUNNING, now),
+        "SELECT count(*) FROM hogs WHERE (state = ? OR (state = ? AND heartbeat_at + lease_s >= ?))"
+        + ("" if pool is None else " AND pool = ?"),
+        (states.HOG_PENDING, states.HOG_RUNNING, now, *(() if pool is None else (pool,))),
     )
     return row[0] if row else 0
 
 
-def unserved_pools(
-    db: Database, task_ids: list[int] | None = None, pools: tuple[str, ...] | None = None
-) -> list[tuple[str, int]]:
-    """(pool, waiting tasks) of each pool (of `pools`, or all) whose tasks (of `task_ids`, or all)
-    wait while no hog of it is alive and no monitor serves it: nothing runs them until one starts."""
+def unserved_pools(db: Database, task_ids: list[int] | None = None) -> list[tuple[str, int]]:
+    """(pool, waiting tasks) of each pool whose tasks (of `task_ids`, or all) wait while no hog
+    of it is alive and no monitor serves it: nothing runs them until one starts."""
     return [
         (counts.pool, counts.waiting)
-        for counts in pool_counts(db, task_ids, pools)
+        for counts in pool_counts(db, task_ids)
         if counts.waiting and not counts.hogs and not monitor_alive(db, counts.pool)
     ]
 
