@@ -395,3 +395,25 @@ def test_show_lists_the_tasks_and_hogs_of_one_pool(db: Path) -> None:
     assert cli_json(db, "show", "-H", "--pool", "default") == []
     bad = cli(db, "show", "--pool", "a b")
     assert bad.returncode == 2 and "bad --pool 'a b'" in bad.stderr
+
+
+# -- kinds and tune ---------------------------------------------------------------------------
+
+
+def test_a_kind_names_a_pool_and_submit_warns_when_nothing_serves_it(db: Path) -> None:
+    ok(cli(db, "kind", "set", "train", "--pool", "gpu", "--gpus", "0.5"))
+    warned = ok(cli(db, "submit", "--kind", "train", "true"))
+    assert "submit: no hog of pool gpu runs and no monitor serves it" in warned.stderr
+    ok(cli(db, "submit", "--kind", "train", "--pool", "default", "true"))  # the command line wins
+    assert rows_of(db, "SELECT pool FROM tasks ORDER BY id") == [("gpu",), ("default",)]
+    bad = cli(db, "kind", "set", "odd", "--pool", "a b")
+    assert bad.returncode == 2 and "bad --pool 'a b'" in bad.stderr
+    assert "odd" not in ok(cli(db, "kind", "list")).stdout
+
+
+def test_tune_runs_a_sample_of_another_pool_on_its_own_hog(db: Path) -> None:
+    ok(cli(db, "submit", "--pool", "big", "--name", "prep", "--file", "-", input="true\n" * 4))
+    result = ok(cli(db, "tune", "--name", "prep", "--cores-per-task", "1,2", "--sample", "2", "--cores", "2"))
+    assert "best:" in result.stdout, result.stdout
+    assert task_counts(db)["done"] == 4
+    assert {row["pool"] for row in hogs(db)} == {"default"}  # tune's hogs, which ran the sample
