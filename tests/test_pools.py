@@ -80,7 +80,9 @@ def test_the_database_and_the_claim_know_pools(db: Path) -> None:
     assert rows_of(db, "SELECT pool FROM tasks ORDER BY id") == [("gpu",), ("default",)]
     assert rows_of(db, "SELECT pool FROM submissions ORDER BY id") == [("gpu",), ("default",)]
     # A claim reads its pool's waiting tasks in order through their index: no scan past others.
-    params = dict.fromkeys(("pool", "cores", "gpus", "mem", "seconds_left", "unlimited", "window"), 1)
+    params = dict.fromkeys(
+        ("pool", "cores", "devices", "mem", "seconds_left", "unlimited", "window", "bundle")
+    )
     connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         plan = " ".join(

@@ -162,6 +162,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "started_at": 1002.0,
         "ended_at": 1003.5,
         "command": "printf '%s' x",
+        "pool": "default",
     }
     (attempt,) = queue.get_tasks(db, [1])[0].attempts
     assert (attempt.task_id, attempt.attempt, attempt.hog_id, attempt.claimed_at) == (1, 1, hog_id, 1001.0)
