@@ -419,3 +419,17 @@ def test_tune_runs_a_sample_of_another_pool_on_its_own_hog(db: Path) -> None:
     assert "best:" in result.stdout, result.stdout
     assert task_counts(db)["done"] == 4
     assert {row["pool"] for row in hogs(db)} == {"default"}  # tune's hogs, which ran the sample
+
+
+def test_monitor_stop_drain_drains_the_hogs_of_its_own_pool_only(db: Path) -> None:
+    ok(cli(db, "submit", "sleep 1"))
+    ok(cli(db, "monitor", "--daemon", "--hogs", "1", "--cores", "1", "--heartbeat", "1s", "--poll", "0.5s"))
+    try:
+        wait_until(lambda: [h for h in hogs(db) if h["state"] == "running"], message="the default pool's hog")
+        ok(cli(db, "monitor", "--pool", "gpu", "--stop", "--drain"))
+        assert holds_for(lambda: [h["state"] for h in hogs(db)] == ["running"], 1.0), (
+            "another pool's hog drained"
+        )
+    finally:
+        ok(cli(db, "monitor", "--stop", "--drain"))
+    wait_until(lambda: [h["end_reason"] for h in hogs(db)] == ["drained by hogs stop"], timeout=30)

@@ -219,7 +219,7 @@ def hog(hog_id: int | None, allow_insecure: bool, bundle: str | None, **options)
 @click.option("--daemon", is_flag=True, help="Detach; pid and log files beside the database.")
 @click.option("--status", is_flag=True, help="Is a detached monitor running?")
 @click.option("--stop", is_flag=True, help="Stop the detached monitor (hogs go on).")
-@click.option("--drain", is_flag=True, help="With --stop: also drain the hogs monitors started.")
+@click.option("--drain", is_flag=True, help="With --stop: also drain the hogs monitors of its pool started.")
 @click.option("--log", "show_log", is_flag=True, help="Print the detached monitor's log.")
 @click.option("--follow", is_flag=True, help="With --log: print what is added, until the monitor stops.")
 @hog_options
@@ -279,14 +279,20 @@ def monitor(
 
 
 def _drain_monitor_hogs(config: "MonitorConfig") -> None:
-    """monitor --stop --drain: the hogs that monitors started drain (those started by hand stay)."""
+    """monitor --stop --drain: the hogs that monitors of its pool started drain (those started by
+    hand stay, and so do other pools' hogs)."""
     from hog.cli.steer import report_stops
     from hog.fleet.steering import stop_hogs
-    from hog.store import steering
+    from hog.store import claims, steering
     from hog.store.db import open_database
 
     db = open_database(config.db_path, config.timeout_s)
-    outcome = stop_hogs(db, None, steering.DRAIN, backends=("prefix", "sbatch"), say=click.echo)
+    started = [
+        hog["id"]
+        for hog in claims.live_hogs(db)
+        if hog["pool"] == config.pool and hog["backend"] in ("prefix", "sbatch")
+    ]
+    outcome = stop_hogs(db, started, steering.DRAIN, say=click.echo)
     report_stops(outcome, asked=False)
     if outcome.unreachable:
         raise SystemExit(1)
