@@ -15,6 +15,7 @@ from hog.pools import DEFAULT_POOL
 from hog.store import dependencies, states, steering
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
+from hog.store.pools import claim_pool
 from hog.store.queue import (
     decode_argv,
     decode_environment,
@@ -415,14 +416,9 @@ def _claimed_task(
 
 
 def _claim_params(connection: apsw.Connection, hog_id: int, claim: ClaimRequest) -> dict:
-    """_CANDIDATES' parameters: the hog's pool, size and time left, and how many to read. A hog of
-    `tune` runs its sample (a bundle) in the pool the sample's tasks come from."""
-    if claim.bundle is None:
-        pools = connection.execute("SELECT pool FROM hogs WHERE id = ?", (hog_id,))
-    else:
-        pools = connection.execute("SELECT pool FROM submissions WHERE bundle = ? LIMIT 1", (claim.bundle,))
+    """_CANDIDATES' parameters: the hog's pool, size and time left, and how many to read."""
     return {
-        "pool": next(iter(pools), (DEFAULT_POOL,))[0],
+        "pool": claim_pool(connection, hog_id, claim.bundle),
         "cores": claim.total.cores,
         "devices": claim.total.gpus // GPU_UNITS,  # a share touches one device
         "mem": claim.total.mem_bytes,

@@ -70,6 +70,16 @@ def demand(db: Database, pool: str, limit: int) -> Demand:
     return Demand(count, [(Resources(*shape), count) for *shape, count in needs])
 
 
+def claim_pool(connection: apsw.Connection, hog_id: int, bundle: str | None) -> str:
+    """The pool whose tasks a hog claims: its own; a hog of `tune`, which runs a sample (`bundle`),
+    the pool the sample's tasks come from."""
+    if bundle is None:
+        pools = connection.execute("SELECT pool FROM hogs WHERE id = ?", (hog_id,))
+    else:
+        pools = connection.execute("SELECT pool FROM submissions WHERE bundle = ? LIMIT 1", (bundle,))
+    return next(iter(pools), (DEFAULT_POOL,))[0]
+
+
 class PoolCounts(NamedTuple):
     pool: str
     waiting: int
