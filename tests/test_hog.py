@@ -169,16 +169,22 @@ def test_sigterm_gives_tasks_back_and_another_hog_runs_each_once(db: Path, tmp_p
 
 
 def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> None:
-    done = tmp_path / "done.txt"
-    ids = submit(db, "--file", "-", stdin=input_lines(f"sleep 2; echo $HOG_TASK_ID >> {done}", 4))
-    hog = start_hog(db, *FAST, "--cores", "2")
+    # The tasks run until the test lets them end, so a loaded machine cannot end them early.
+    done, go = tmp_path / "done.txt", tmp_path / "go"
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; echo $HOG_TASK_ID >> {done}"
+    ids = submit(db, "--file", "-", stdin=input_lines(command, 4))
+    first_log = tmp_path / "first.log"
+    hog = start_hog(db, *FAST, "--cores", "2", log_path=first_log)
     wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
     hog.send_signal(signal.SIGINT)
+    wait_until(lambda: "SIGINT: draining" in first_log.read_text(), message="the drain")
+    go.touch()
     assert finish(hog, timeout=20) == 0
     states = states_of(db)
     assert sorted(states[i] for i in ids) == ["done", "done", "waiting", "waiting"]
     assert len(done.read_text().split()) == 2
 
+    go.unlink()
     log = tmp_path / "hog.log"
     hog = start_hog(db, *FAST, "--cores", "2", log_path=log)
     wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
