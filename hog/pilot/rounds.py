@@ -22,6 +22,7 @@ from hog.pilot.ledger import Ledger
 from hog.pilot.options import lease_for
 from hog.pilot.pacing import PACED_MAX_FACTOR, Pacing
 from hog.pilot.usage import IdleClock
+from hog.pilot.wakeup import QUIET, Wakeup
 from hog.pilot.walltime import Walltime
 from hog.store import claims
 from hog.store.db import Database
@@ -159,6 +160,7 @@ class DatabaseRounds:
         self.retry_after_mono = 0.0
         self.pacing = Pacing(lease_for(heartbeat_s), FLUSH_INTERVAL_S)
         self.last_written_mono = 0.0  # when the last exchange committed
+        self.wakeup = Wakeup(db.files.doorbell)  # the doorbell, and results written at once
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
@@ -228,12 +230,17 @@ class DatabaseRounds:
         """Give the database thread its next round, if one is due and none is in hand."""
         if self.round is not None or now < self.retry_after_mono:
             return
-        claim = self._claim_request(now, holdings) if claiming else None
+        listening = not self.queue_has_work or holdings.any_running()
+        heard = self.wakeup.listen(now) if listening else QUIET
+        # While writes are paced (the lock is busy), a bump does not call for a claim of its own.
+        heard_work = heard.work and not self.pacing.paced
+        claim = self._claim_request(now, holdings, heard_work=heard_work) if claiming else None
         flush_after_s = self.pacing.interval_s()
         flush_due = bool(self.results) and (
             (len(self.results) >= RESULT_BATCH_MAX and not self.pacing.paced)
             or now - self._waiting_since(self.oldest_result_mono or now) >= flush_after_s
             or claim is not None
+            or (not self.pacing.paced and self.wakeup.write_at_once(now, self.db.last_lock_wait_s))
         )
         if self.starts and not flush_due:
             flush_due = now - self._waiting_since(self._oldest_start_mono()) >= flush_after_s
@@ -243,10 +250,11 @@ class DatabaseRounds:
             # call for writes of their own between them.
             claim = self._claim_request(now, holdings, top_up=True)
         exchange = claim is not None or flush_due or beat_due
+        last_cancel_look = max(self.last_cancel_poll_mono, self.last_exchange_mono)
         poll_cancels = (
             not exchange
             and holdings.any_running()
-            and now - max(self.last_cancel_poll_mono, self.last_exchange_mono) >= self._cancel_poll_s()
+            and (heard.cancel or now - last_cancel_look >= self._cancel_poll_s())
         )
         heal_due = now - self.last_reap_mono >= self.heartbeat_s
         if not (exchange or poll_cancels or heal_due):
@@ -266,6 +274,8 @@ class DatabaseRounds:
             usage=self._usage() if exchange else None,
         )
         if exchange:
+            if self.results:
+                self.wakeup.results_written(now)
             self.results = []
             self.oldest_result_mono = None
             self.starts = {}
@@ -284,6 +294,10 @@ class DatabaseRounds:
             due.append(self._waiting_since(self._oldest_start_mono()) + flush_after_s)
         if tasks_running:
             due.append(now + self._cancel_poll_s())
+        if tasks_running or not self.queue_has_work:
+            due.append(self.wakeup.next_listen())
+        if self.results and not self.pacing.paced:
+            due.append(self.wakeup.write_due(self.db.last_lock_wait_s))
         # Past due while the database is unreachable: wait for the retry, do not spin.
         return max(min(due), self.retry_after_mono)
 
@@ -339,11 +353,11 @@ class DatabaseRounds:
         return max(CANCEL_POLL_S, self.pacing.interval_s())
 
     def _claim_request(
-        self, now: float, holdings: Holdings, top_up: bool = False
+        self, now: float, holdings: Holdings, top_up: bool = False, heard_work: bool = False
     ) -> claims.ClaimRequest | None:
         if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
             return None
-        if not self.queue_has_work and now - self.last_claim_mono < IDLE_POLL_S:
+        if not (self.queue_has_work or heard_work or self.wakeup.idle_claim_due(now, self.last_claim_mono)):
             return None
         factor = self._prefetch_factor()
         buffered = holdings.unstarted

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import apsw
 
 from hog.errors import DatabaseError, DatabaseGoneError, InsecureDatabaseError, LockTimeoutError
-from hog.store import schema
+from hog.store import doorbell, schema
 from hog.store.paths import (
     OWNER_AND_GROUP,
     OWNER_ONLY,
@@ -40,6 +40,7 @@ class Database:
         self.files = QueueFiles(path)
         self.lock_path = self.files.lock
         self._lock_fd: int | None = None
+        self._doorbell_fd: int | None = None
         # For benchmarks: $SLURM_HOG_LOCK_STATS names a file that gets every lock wait (seconds).
         self.lock_stats_path = os.environ.get("SLURM_HOG_LOCK_STATS")
         self.lock_waits_s: list[float] = []
@@ -84,6 +85,7 @@ class Database:
         self._acquire_lock()
         try:
             with _translated_errors(self.path):
+                self.connection.rings = 0
                 self.connection.execute("BEGIN IMMEDIATE")
                 try:
                     yield self.connection
@@ -98,8 +100,19 @@ class Database:
                     if not self.connection.getautocommit():
                         self.connection.execute("ROLLBACK")
                     raise
+            if self.connection.rings:
+                # After COMMIT, under the lock: whoever hears the bell reads what was committed.
+                self._ring(self.connection.rings)
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _ring(self, rings: int) -> None:
+        if self._doorbell_fd is None:
+            try:
+                self._doorbell_fd = self.files.open_beside(self.files.doorbell, os.O_RDWR)
+            except OSError:
+                return  # only the wake-ups are slower: readers look at the queue on a slower clock
+        doorbell.ring(self._doorbell_fd, rings)
 
     def _open_lock_file(self) -> int:
         # Made again by whoever needs it first: private like the database, or its group's.
@@ -148,9 +161,10 @@ class Database:
             with open(self.lock_stats_path, "a") as stats:
                 stats.write("".join(f"{wait:.6f}\n" for wait in self.lock_waits_s))
             self.lock_waits_s = []
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        for fd in (self._lock_fd, self._doorbell_fd):
+            if fd is not None:
+                os.close(fd)
+        self._lock_fd = self._doorbell_fd = None
         self.connection.close()
 
     def check_secure(self) -> None:
@@ -290,7 +304,7 @@ def open_database(path: str, timeout_s: float = DEFAULT_TIMEOUT_S, migrate: bool
     if stat.S_ISDIR(info.st_mode):
         raise DatabaseError(f"{path} is a folder, not a queue database: point --db at the file")
     with _translated_errors(path):
-        connection = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
+        connection = doorbell.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
         connection.set_busy_timeout(int(timeout_s * 1000))
         application_id, version = _read_header(connection, path)
     if application_id != schema.APPLICATION_ID and not (application_id == 0 and version == 0):

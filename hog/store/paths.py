@@ -3,6 +3,7 @@
 For the queue FILE:
 
     FILE.lock                                  the flock that serialises writers (db.py)
+    FILE.doorbell                              counters that wake idle hogs and `run` (doorbell.py)
     FILE.logs/tasks/NNNNNN/ID.ATTEMPT.out|err  a task's default output, a thousand tasks a folder
     FILE.logs/hogs/hog-N.log                   the log of a hog the monitor started
     FILE.logs/hogs/hog-N.pids                  a hog's tasks' process groups, for its reaper
@@ -48,6 +49,10 @@ class QueueFiles(NamedTuple):
     @property
     def lock(self) -> str:
         return self.database + ".lock"
+
+    @property
+    def doorbell(self) -> str:
+        return self.database + ".doorbell"
 
     @property
     def logs(self) -> str:

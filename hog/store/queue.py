@@ -17,7 +17,7 @@ import apsw
 from hog import gpushare
 from hog.errors import NotFoundError, UsageError
 from hog.pools import DEFAULT_POOL, check_pool
-from hog.store import states
+from hog.store import doorbell, states
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS
 
@@ -194,6 +194,7 @@ def _environment_id(connection: apsw.Connection, variables: str | bytes) -> int:
 def count_tasks(connection: apsw.Connection, state: str, delta: int) -> None:
     if delta:
         connection.execute("UPDATE state_counts SET tasks = tasks + ? WHERE state = ?", (delta, state))
+        doorbell.note_counted(connection, state, delta)
 
 
 def move_counts(connection: apsw.Connection, old: str, new: str, number: int = 1) -> None:
@@ -494,6 +495,7 @@ def cancel(
                     (task_id, states.RUNNING, attempt),
                 )
                 killing.append(task_id)
+                doorbell.note(connection, doorbell.CANCEL)
             else:
                 skipped.append((task_id, state))
         for state, number in moved.items():

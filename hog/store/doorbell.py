@@ -1,0 +1,98 @@
+"""The doorbell beside the queue: a few bytes that say "look again" without reading the database.
+
+FILE.doorbell holds three counters (little-endian, 8 bytes each). A transaction that changes what
+someone waits for bumps the matching counter after its COMMIT, while it still holds the queue's
+lock (so bumps never race):
+
+    WORK    tasks became waiting (submit, release, retry, a parent's end, a requeue): idle hogs claim
+    ENDED   tasks ended (done, failed, timed out, cancelled): `run` clients read their task's state
+    CANCEL  a running task's cancel was asked for: its hog kills it now, not at its next poll
+
+A reader keeps the file open and reads its 24 bytes with one pread: a page-cache hit on a local
+disk (a few microseconds), one small read on a parallel filesystem whose caches are coherent
+(Lustre, GPFS). On NFS a client may see a bump only when its attribute cache expires (`acregmin`,
+3 s by default): readers also look at the database on a slower clock, so a missed bump costs
+latency, never a task. The doorbell carries no data the queue depends on: losing or deleting it
+only slows the wake-ups until the next bump makes it again.
+"""
+
+import contextlib
+import os
+import struct
+
+import apsw
+
+from hog.store import states
+
+WORK, ENDED, CANCEL = 0, 1, 2
+_SLOTS = 3
+_FORMAT = "<3Q"
+_SIZE = struct.calcsize(_FORMAT)
+_ENDED_STATES = frozenset(states.ENDED_STATES)
+SILENT = (0,) * _SLOTS  # the counters of a doorbell not made yet
+
+
+class Connection(apsw.Connection):
+    """The queue's connection: notes, during a transaction, which counters its COMMIT bumps."""
+
+    rings = 0  # a bit per counter; Database.transaction clears it at BEGIN and rings after COMMIT
+
+
+def note(connection: apsw.Connection, slot: int) -> None:
+    """Bump counter `slot` when the transaction in progress commits."""
+    if isinstance(connection, Connection):
+        connection.rings |= 1 << slot
+
+
+def note_counted(connection: apsw.Connection, state: str, delta: int) -> None:
+    """The counts of `state` grew by `delta`: every change of a task's state passes here."""
+    if delta > 0:
+        if state == states.WAITING:
+            note(connection, WORK)
+        elif state in _ENDED_STATES:
+            note(connection, ENDED)
+
+
+def ring(fd: int, rings: int) -> None:
+    """Bump the counters in the bit set `rings`; the caller holds the queue's lock. A doorbell
+    that cannot be written (a full disk, a reader's permissions) only delays wake-ups."""
+    with contextlib.suppress(OSError, struct.error):
+        data = os.pread(fd, _SIZE, 0)
+        values = list(struct.unpack(_FORMAT, data)) if len(data) == _SIZE else [0] * _SLOTS
+        for slot in range(_SLOTS):
+            if rings & (1 << slot):
+                values[slot] = (values[slot] + 1) & 0xFFFFFFFFFFFFFFFF
+        os.pwrite(fd, struct.pack(_FORMAT, *values), 0)
+
+
+class Listener:
+    """Reads the doorbell of one queue: `read()` gives its counters, None while there is none."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def hearing(self) -> bool:
+        """Whether the doorbell is open here (it exists and may be read)."""
+        return self._fd is not None
+
+    def read(self) -> tuple[int, ...] | None:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None  # not rung yet (a new or older queue), or not readable
+        try:
+            data = os.pread(self._fd, _SIZE, 0)
+        except OSError:
+            self.close()
+            return None
+        if len(data) != _SIZE:
+            return SILENT  # made, not yet written
+        return struct.unpack(_FORMAT, data)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
