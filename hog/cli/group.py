@@ -153,6 +153,7 @@ COMMANDS = {
     "tune": "hog.cli.tune",
     **dict.fromkeys(("report", "stats"), "hog.cli.report"),
     "hogs": "hog.cli.steer",
+    "run": "hog.cli.run",
 }
 
 

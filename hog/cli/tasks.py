@@ -3,6 +3,7 @@
 import os
 import re
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -36,6 +37,9 @@ from hog.pools import DEFAULT_POOL
 from hog.store import states
 from hog.store.db import create_database
 from hog.timeutil import counted
+
+if TYPE_CHECKING:  # the store is imported by the commands that use it (start-up time)
+    from hog.store.queue import SubmitOptions
 
 # -- init ------------------------------------------------------------------------------------
 
@@ -97,9 +101,6 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
     return bool(command) and len(args) > len(command) and args[-len(command) - 1] == "--"
 
 
-@click.command(cls=SubmitCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
-@click.argument("command", nargs=-1)
-@click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
 # Bounds far beyond any node, that keep sums of many tasks' needs within sqlite's integers.
 @click.option(
     "-c", "--cores", type=click.IntRange(1, 100_000), default=1, show_default=True, help="Cores per task."
@@ -154,6 +155,17 @@ def _after_double_dash(args: list[str], command: tuple[str, ...]) -> bool:
 )
 @click.option("--cwd", metavar="DIR", help="Working folder (default: here).")
 @kind_option
+def task_options(function):
+    """Gives a command the options stacked above, those of a task: submit and run share them,
+    so an option added there reaches both."""
+    function.__click_params__ = [*getattr(function, "__click_params__", []), *task_options.__click_params__]
+    return function
+
+
+@click.command(cls=SubmitCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1)
+@click.option("-f", "--file", "task_file", metavar="FILE", help="One task per line ('-' for stdin).")
+@task_options
 @click.option("--json", "as_json", is_flag=True, help="Print the new ids as JSON.")
 @workflow_options
 @db_options
@@ -175,7 +187,6 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
       slurm-hog submit -c 4 --mem 8G -t 2h -- ./simulate --seed 7
       slurm-hog submit --file tasks.txt --retries 2 -o 'out/{id}.txt'
     """
-    from hog.pilot.outputs import check_pattern
     from hog.store import queue
 
     as_json = options.pop("as_json")
@@ -190,37 +201,8 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         raise UsageError("give either a command or --file, not both")
     if task_file is None and not command and request.workflow is None:
         raise UsageError("nothing to submit: give a command, `-- PROGRAM ARGS`, or --file FILE")
-    if options["name"] is not None and queue.readable(options["name"]) != options["name"]:
-        raise UsageError("--name holds a byte that is not UTF-8: give a name in plain text")
-    cwd = os.path.abspath(options["cwd"] or os.getcwd())
-    if not os.path.isdir(cwd):
-        raise UsageError(f"--cwd {queue.readable(options['cwd'])}: no such folder")
-    for option in ("stdout_pattern", "stderr_pattern"):
-        if options[option] is not None:
-            check_pattern(options[option], "--" + option.split("_")[0])
-    environment = queue.captured_environment()
     exact_argv = _after_double_dash(ctx.meta["submit_args"], command)
-    # `submit NAME=value program args`: as in the shell and env, leading assignments set the
-    # task's environment; the program is the first word after them.
-    assignments = () if exact_argv or len(command) < 2 else _leading_assignments(command)
-    if assignments and len(assignments) == len(command):
-        raise UsageError("the command has only variable assignments: give the program to run after them")
-    environment.update(word.split("=", 1) for word in assignments)
-    submit_options = queue.SubmitOptions(
-        cores=options["cores"],
-        gpus=options["gpus"],
-        mem_bytes=options["mem"],
-        time_limit_s=options["time_limit"],
-        priority=options["priority"],
-        max_retries=options["retries"],
-        name=options["name"],
-        stdout_pattern=options["stdout_pattern"],
-        stderr_pattern=options["stderr_pattern"],
-        cwd=cwd,
-        environment=environment,
-        kind=kind_name,
-        pool=options["pool"],
-    )
+    submit_options, assigned = task_submit_options(options, command, exact_argv, kind_name)
     db = db or current_settings().open()
     if request.workflow is not None:
         from hog.cli.workflows import submit_workflow
@@ -232,7 +214,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
 
             commands = read_task_file(task_file)
         else:
-            commands = [_one_command(command, exact_argv, len(assignments))]
+            commands = [_one_command(command, exact_argv, assigned)]
         if request.used:
             from hog.cli.workflows import submit_request
 
@@ -249,6 +231,46 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
         click.echo(json.dumps({"first": first, "last": last, "count": last - first + 1}))
     else:
         click.echo(str(first) if first == last else f"{first}-{last}")
+
+
+def task_submit_options(
+    options: dict, command: tuple[str, ...], exact_argv: bool, kind: str | None = None
+) -> "tuple[SubmitOptions, int]":
+    """The settings of a submission from the values of task_options, with the submitting shell's
+    environment and the command's leading NAME=value words; how many such words lead it."""
+    from hog.pilot.outputs import check_pattern
+    from hog.store import queue
+
+    if options["name"] is not None and queue.readable(options["name"]) != options["name"]:
+        raise UsageError("--name holds a byte that is not UTF-8: give a name in plain text")
+    cwd = os.path.abspath(options["cwd"] or os.getcwd())
+    if not os.path.isdir(cwd):
+        raise UsageError(f"--cwd {queue.readable(options['cwd'])}: no such folder")
+    for option in ("stdout_pattern", "stderr_pattern"):
+        if options[option] is not None:
+            check_pattern(options[option], "--" + option.split("_")[0])
+    environment = queue.captured_environment()
+    # `submit NAME=value program args`: as in the shell and env, leading assignments set the
+    # task's environment; the program is the first word after them.
+    assignments = () if exact_argv or len(command) < 2 else _leading_assignments(command)
+    if assignments and len(assignments) == len(command):
+        raise UsageError("the command has only variable assignments: give the program to run after them")
+    environment.update(word.split("=", 1) for word in assignments)
+    return queue.SubmitOptions(
+        cores=options["cores"],
+        gpus=options["gpus"],
+        mem_bytes=options["mem"],
+        time_limit_s=options["time_limit"],
+        priority=options["priority"],
+        max_retries=options["retries"],
+        name=options["name"],
+        stdout_pattern=options["stdout_pattern"],
+        stderr_pattern=options["stderr_pattern"],
+        cwd=cwd,
+        environment=environment,
+        kind=kind,
+        pool=options["pool"],
+    ), len(assignments)
 
 
 def state_option(states_allowed: tuple[str, ...], help_text: str):
