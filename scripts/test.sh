@@ -44,6 +44,15 @@ if [ "$(id -u)" = 0 ] && ! command -v tmux >/dev/null && command -v apt-get >/de
     fi
 fi
 
+# Debian's GNU make for the make-through-hogs tests (SHELL=slurm-hog-shell).
+if ! command -v make >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing make (apt-get) for the make tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends make >/dev/null; }; then
+        echo "test: make could not be installed: the make tests skip" >&2
+    fi
+fi
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import child_env, tasks, wait_until
+from helpers import child_env, cli_json, tasks, wait_until
+from test_slurm import monitor, slurm_env  # noqa: F401  (slurm_env: the SLURM tests' fixture)
 
 SHELL = Path(sys.executable).with_name("slurm-hog-shell")
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make (apt-get install make)")
@@ -233,3 +234,33 @@ def test_a_hog_that_never_comes_is_reported_after_max_wait(db: Path, tmp_path: P
     assert "no hog runs and no monitor serves" in result.stderr
     assert "gave up after 2.0s (--max-wait)" in result.stderr and "Error 3" in result.stderr
     assert states(db) == ["cancelled"]
+
+
+# -- on the local SLURM cluster --------------------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_the_dag_through_hogs_on_the_local_slurm_cluster(db: Path, tmp_path: Path, slurm_env: dict) -> None:  # noqa: F811
+    keeper = monitor(db, slurm_env, "--command-prefix", "srun -N1 --exclusive -t 5", "--hogs", "3")
+    try:
+        folder = tmp_path / "build"
+        makefile(folder, DAG.replace("$$HOSTNAME", "$$SLURMD_NODENAME"))
+        env = {**slurm_env, "SLURM_HOG_DB": str(db)}
+        result = subprocess.run(
+            ["make", "-j8"], cwd=folder, capture_output=True, text=True, env=env, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        lines = (folder / "final.txt").read_text().splitlines()
+        assert lines[0::2] == [f"leaf {n}" for n in range(1, 5)]
+        nodes = {line.rsplit(" ", 1)[1] for line in lines[1::2]}
+        assert nodes and nodes <= {"n1", "n2", "n3", "n4"}, nodes
+        assert states(db) == ["done"] * 10
+        # Idle for 3 s after the build, the hogs leave and give their nodes back.
+        wait_until(
+            lambda: all(hog["state"] == "finished" for hog in cli_json(db, "show", "-H", env=env)),
+            timeout=120,
+            message="every hog finished",
+        )
+    finally:
+        keeper.send_signal(signal.SIGTERM)
+        keeper.wait(timeout=60)
