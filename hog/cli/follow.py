@@ -147,6 +147,7 @@ class Follower:
         self.cancelled_by: int | None = None  # the signal that made us cancel the task
         self.bell = doorbell.Listener(db.files.doorbell)
         self.heard: tuple[int, ...] | None = None  # the doorbell's counters at the last look
+        self.rang = False  # a task ended since the task's row was last read
         self.last_read = float("-inf")  # when the task's row was last read (monotonic)
         self.next_output = self.next_alive = 0.0
         self.unserved_since: float | None = None  # since when no hog and no monitor is alive
@@ -181,12 +182,14 @@ class Follower:
             self.say(f"task {self.task_id} was asked to stop; not waiting for it to end")
             return self.signals.die(received[-1])
         values = self.bell.read()
-        rang = values is not None and (
+        if values is not None and (
             self.heard is None or values[doorbell.ENDED] != self.heard[doorbell.ENDED]
-        )
+        ):
+            self.rang = True  # kept until the next read, which may have to wait for MIN_READ_S
         self.heard = values or self.heard
-        if (rang and now - self.last_read >= MIN_READ_S) or now - self.last_read >= READ_EVERY_S:
+        if (self.rang and now - self.last_read >= MIN_READ_S) or now - self.last_read >= READ_EVERY_S:
             self.last_read = now
+            self.rang = False
             found = progress(self.db, self.task_id)
             if found is None:
                 self.say(f"task {self.task_id} is gone from the queue (cleaned up?): its end is not known")
