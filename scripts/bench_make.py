@@ -10,6 +10,9 @@
   the end seen within the same.
 - startup: `slurm-hog-shell --db MISSING -c true` (every import it needs, then the open that
   fails) against `python -c "import apsw"`, interleaved. Goal: within 1.3x.
+- costs: the calls on files of an idle hog (this one, and with --before DIR the hog of an older
+  checkout, run from its tree) and of a `run` client whose task runs, each followed by
+  `strace -f -y` for STRACE_S seconds: calls per second, by call and file.
 - clients: 4 local hogs (2 cores each) through 3,000 `true` tasks and 64 `sleep 2` tasks, the 64
   submitted by `submit` or by 64 `run` clients waiting at once: the hogs' lock waits
   ($SLURM_HOG_LOCK_STATS). Goal: p99 below 1 s with the clients.
@@ -35,7 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc
 
-SECTIONS = ("latency", "startup", "clients", "makefile", "slurm")
+SECTIONS = ("latency", "startup", "costs", "clients", "makefile", "slurm")
 SHELL = os.path.join(os.path.dirname(bc.PYTHON), "slurm-hog-shell")
 WIDTHS = (160, 120, 80, 40, 8, 1)  # targets per level of the generated Makefile: 409 recipes
 TINY = 1_000
@@ -43,7 +46,13 @@ TINY = 1_000
 
 def main() -> None:
     args = bc.parse_args(
-        __doc__.splitlines()[0], lambda p: p.add_argument("--skip", default="", help="sections to skip")
+        __doc__.splitlines()[0],
+        lambda p: (
+            p.add_argument("--skip", default="", help="sections to skip"),
+            p.add_argument(
+                "--before", help="a checkout of an older slurm-hog, for the costs of its idle hog"
+            ),
+        ),
     )
     skip = set(filter(None, args.skip.split(",")))
     if skip - set(SECTIONS):
@@ -72,6 +81,7 @@ def local_hog(db: str, *args: str, env: dict | None = None) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        cwd=os.path.dirname(db),  # not this checkout: PYTHONPATH may name another
         start_new_session=True,
     )
 
@@ -309,6 +319,84 @@ def bench_startup(folder: str, args, data: dict, summary: list[dict]) -> None:
     )
 
 
+STRACE_S = 10.0
+TRACED = "pread64,read,write,pwrite64,openat,fsync,fdatasync,flock,fcntl,unlink,newfstatat,fstat"
+
+
+def traced_calls(pid: int, db: str, seconds: float) -> dict[str, float]:
+    """The calls of process `pid` (its threads too) per second, by `call file` (the queue's files
+    by their suffix, the rest by kind)."""
+    import re
+
+    out = f"{db}.strace.{pid}"
+    tracer = subprocess.Popen(
+        ["strace", "-f", "-y", "-qq", "-e", f"trace={TRACED}", "-o", out, "-p", str(pid)],
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(seconds)
+    tracer.send_signal(signal.SIGINT)
+    tracer.wait(timeout=30)
+    counts: dict[str, int] = {}
+    call = re.compile(r"^(?:\d+\s+)?(\w+)\((?:-?\d+<([^>]*)>)?")
+    with open(out) as handle:
+        for line in handle:
+            match = call.match(line)
+            if not match or "resumed>" in line:
+                continue
+            name, path = match.group(1), match.group(2) or ""
+            if path.startswith(db):
+                kind = "queue" + path[len(db) :].split("/")[0].replace(".logs", ".logs/...")
+            elif path.startswith(("pipe:", "anon_inode")):
+                kind = "pipe"
+            else:
+                kind = "other"
+            key = f"{name} {kind}"
+            counts[key] = counts.get(key, 0) + 1
+    os.unlink(out)
+    return {key: number / seconds for key, number in sorted(counts.items())}
+
+
+def bench_costs(folder: str, args, data: dict, summary: list[dict]) -> None:
+    import shutil
+
+    if shutil.which("strace") is None:
+        print("skipped: no strace")
+        return
+    seconds = 3.0 if args.quick else STRACE_S
+    results = {}
+    trees = {"idle hog": bc.ROOT}
+    if args.before:
+        trees["idle hog before (" + os.path.basename(args.before.rstrip("/")) + ")"] = args.before
+    for name, tree in trees.items():
+        db = os.path.join(folder, f"costs-{len(results)}.sqlite")
+        bc.new_queue(db)
+        bc.hog(db, "submit", "true")  # the doorbell exists, as on any queue in use
+        env = {**os.environ, "PYTHONPATH": tree}
+        hog = local_hog(db, "--idle-timeout", "10m", env=env)
+        try:
+            wait_for(lambda db=db: not attempts(db) or all(a[2] for a in attempts(db).values()))
+            time.sleep(2.0)
+            results[name] = traced_calls(hog.pid, db, seconds)
+        finally:
+            stop(hog)
+    db = os.path.join(folder, "costs-run.sqlite")
+    bc.new_queue(db)
+    hog = local_hog(db, "--idle-timeout", "10m")
+    try:
+        wait_for(lambda: hog_running(db))
+        client = subprocess.Popen(
+            bc.hog_argv(db, "run", "--", "sleep", str(seconds + 4)), stdout=subprocess.DEVNULL
+        )
+        time.sleep(2.0)
+        results["waiting run client"] = traced_calls(client.pid, db, seconds)
+        client.wait(timeout=60)
+    finally:
+        stop(hog)
+    for name, calls in results.items():
+        print(f"{name}: " + ", ".join(f"{key} {rate:.1f}/s" for key, rate in calls.items()))
+    data["costs"] = {"seconds": seconds, "calls_per_s": results}
+
+
 def bench_clients(folder: str, args, data: dict, summary: list[dict]) -> None:
     tiny = 500 if args.quick else 3_000
     clients = 16 if args.quick else 64
@@ -326,7 +414,11 @@ def bench_clients(folder: str, args, data: dict, summary: list[dict]) -> None:
             waiting = []
         else:
             waiting = [
-                subprocess.Popen(bc.hog_argv(db, "run", "--", "sleep", "2"), stdout=subprocess.DEVNULL)
+                subprocess.Popen(
+                    bc.hog_argv(db, "run", "--", "sleep", "2"),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 for _ in range(clients)
             ]
             wait_for(lambda db=db: len(attempts(db)) == tiny + clients, timeout=120)

@@ -355,7 +355,7 @@ class DatabaseRounds:
     def _claim_request(
         self, now: float, holdings: Holdings, top_up: bool = False, heard_work: bool = False
     ) -> claims.ClaimRequest | None:
-        if self.claim_blocked and now - self.last_claim_mono < IDLE_POLL_S:
+        if self.claim_blocked and not heard_work and now - self.last_claim_mono < IDLE_POLL_S:
             return None
         if not (self.queue_has_work or heard_work or self.wakeup.idle_claim_due(now, self.last_claim_mono)):
             return None

@@ -18,7 +18,6 @@ only slows the wake-ups until the next bump makes it again.
 
 import contextlib
 import os
-import struct
 
 import apsw
 
@@ -26,8 +25,8 @@ from hog.store import states
 
 WORK, ENDED, CANCEL = 0, 1, 2
 _SLOTS = 3
-_FORMAT = "<3Q"
-_SIZE = struct.calcsize(_FORMAT)
+_WIDTH = 8  # bytes per counter, little-endian (int.from_bytes: no struct to import in a client)
+_SIZE = _SLOTS * _WIDTH
 _ENDED_STATES = frozenset(states.ENDED_STATES)
 SILENT = (0,) * _SLOTS  # the counters of a doorbell not made yet
 
@@ -56,13 +55,17 @@ def note_counted(connection: apsw.Connection, state: str, delta: int) -> None:
 def ring(fd: int, rings: int) -> None:
     """Bump the counters in the bit set `rings`; the caller holds the queue's lock. A doorbell
     that cannot be written (a full disk, a reader's permissions) only delays wake-ups."""
-    with contextlib.suppress(OSError, struct.error):
+    with contextlib.suppress(OSError):
         data = os.pread(fd, _SIZE, 0)
-        values = list(struct.unpack(_FORMAT, data)) if len(data) == _SIZE else [0] * _SLOTS
+        values = list(_counters(data)) if len(data) == _SIZE else [0] * _SLOTS
         for slot in range(_SLOTS):
             if rings & (1 << slot):
-                values[slot] = (values[slot] + 1) & 0xFFFFFFFFFFFFFFFF
-        os.pwrite(fd, struct.pack(_FORMAT, *values), 0)
+                values[slot] = (values[slot] + 1) % (1 << (8 * _WIDTH))
+        os.pwrite(fd, b"".join(value.to_bytes(_WIDTH, "little") for value in values), 0)
+
+
+def _counters(data: bytes) -> tuple[int, ...]:
+    return tuple(int.from_bytes(data[start : start + _WIDTH], "little") for start in range(0, _SIZE, _WIDTH))
 
 
 class Listener:
@@ -90,7 +93,7 @@ class Listener:
             return None
         if len(data) != _SIZE:
             return SILENT  # made, not yet written
-        return struct.unpack(_FORMAT, data)
+        return _counters(data)
 
     def close(self) -> None:
         if self._fd is not None:
