@@ -21,7 +21,7 @@
   `make -jN SHELL=slurm-hog-shell` through one local hog of 2 cores. Goal: 0.8x plain make's
   recipes per second.
 - slurm: on the local cluster (4 nodes x 4 CPUs), that Makefile and one of 1,000 tiny recipes with
-  `make -j16`: hogs under a monitor (`srun -N1 --exclusive` prefix, 4 hogs, idle timeout 2 s),
+  `make -j16`: hogs under a monitor (`srun -N1 --exclusive` prefix, 4 hogs, idle timeout 10 s),
   `SHELL=srun` with `srun -n1 -c1 --exclusive` inside one `salloc -N4 --exclusive`, and one
   `sbatch --wait` per recipe. Goal: hogs at least as fast as srun, 10x one sbatch per recipe.
 
@@ -42,6 +42,7 @@ SECTIONS = ("latency", "startup", "costs", "clients", "makefile", "slurm")
 SHELL = os.path.join(os.path.dirname(bc.PYTHON), "slurm-hog-shell")
 WIDTHS = (160, 120, 80, 40, 8, 1)  # targets per level of the generated Makefile: 409 recipes
 TINY = 1_000
+HOG_IDLE_S = "10s"  # on SLURM: a build's hogs idle between its levels stay (with 2s they came and went)
 
 
 def main() -> None:
@@ -587,7 +588,7 @@ def slurm_make(build: str, makefile: str, shell: str, jobs: str, folder: str) ->
             "--poll",
             "1s",
             "--idle-timeout",
-            "2s",
+            HOG_IDLE_S,
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
