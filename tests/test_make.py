@@ -264,3 +264,11 @@ def test_the_dag_through_hogs_on_the_local_slurm_cluster(db: Path, tmp_path: Pat
     finally:
         keeper.send_signal(signal.SIGTERM)
         keeper.wait(timeout=60)
+
+
+def test_a_share_of_a_gpu_in_shellflags_is_a_share_as_with_submit(db: Path, tmp_path: Path) -> None:
+    _, result = build(tmp_path, db, ".SHELLFLAGS := --gpus 0.5 --max-wait 1s -c\nall:\n\ttrue\n")
+    assert result.returncode == 2 and "Error 3" in result.stderr  # no hog: given up, cancelled
+    assert [task["gpus"] for task in tasks(db)] == [0.5]
+    _, result = build(tmp_path, db, ".SHELLFLAGS := --gpus 0.3 -c\nall:\n\ttrue\n")
+    assert "slurm-hog-shell: error: --gpus 0.3 does not pack onto GPUs" in result.stderr

@@ -109,3 +109,13 @@ def test_run_with_no_hog_and_no_monitor_gives_up_after_max_wait(db: Path) -> Non
     assert "no hog runs and no monitor serves" in result.stderr
     assert "gave up after 2.0s (--max-wait)" in result.stderr
     assert [task["state"] for task in tasks(db)] == ["cancelled"]
+
+
+@pytest.mark.usefixtures("hog")
+def test_run_takes_a_kind_and_its_own_options_win(db: Path) -> None:
+    assert cli(db, "kind", "set", "pair", "--cores", "2", "--name", "paired").returncode == 0
+    result = cli(db, "run", "--kind", "pair", "echo $HOG_CORES")
+    assert (result.returncode, result.stdout) == (0, "2\n"), result.stderr
+    result = cli(db, "run", "--kind", "pair", "--cores", "1", "echo $HOG_CORES")
+    assert (result.returncode, result.stdout) == (0, "1\n"), result.stderr
+    assert [task["name"] for task in tasks(db)] == ["paired", "paired"]
