@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL_S = 1.0  # longest a result or a start waits to be committed while the lock is free
 RESULT_BATCH_MAX = 512
-IDLE_POLL_S = 1.0  # how often an idle hog (or one blocked by a reservation) looks again
+IDLE_POLL_S = 1.0  # how often a hog blocked by a reservation looks again (an idle one: wakeup.py)
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
 # Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
