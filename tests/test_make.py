@@ -272,3 +272,33 @@ def test_a_share_of_a_gpu_in_shellflags_is_a_share_as_with_submit(db: Path, tmp_
     assert [task["gpus"] for task in tasks(db)] == [0.5]
     _, result = build(tmp_path, db, ".SHELLFLAGS := --gpus 0.3 -c\nall:\n\ttrue\n")
     assert "slurm-hog-shell: error: --gpus 0.3 does not pack onto GPUs" in result.stderr
+
+
+def test_kinds_and_pools_reach_recipes_as_with_submit(db: Path, tmp_path: Path) -> None:
+    from helpers import cli
+
+    cli(db, "kind", "set", "wide", "--cores", "2", "--time", "10m", "--pool", "big")
+    body = """
+all: kind given exported
+kind: .SHELLFLAGS := --kind wide --max-wait 1s -c
+kind:
+\ttrue
+given: .SHELLFLAGS := --kind wide --cores 1 --pool small --max-wait 1s -c
+given:
+\ttrue
+exported: export SLURM_HOG_KIND := wide
+exported: .SHELLFLAGS := --max-wait 1s -c
+exported:
+\ttrue
+"""
+    _, result = build(tmp_path, db, body, "-k")
+    assert "Error 3" in result.stderr  # no hog serves these pools: each recipe gives up
+    assert sorted((task["cores"], task["pool"]) for task in tasks(db)) == [
+        (1, "small"),
+        (2, "big"),
+        (2, "big"),
+    ]
+    limits = [task["time_limit_s"] for task in cli_json(db, "check", "--full", "1-3")]
+    assert limits == [600.0] * 3
+    _, result = build(tmp_path, db, ".SHELLFLAGS := --kind nope -c\nall:\n\ttrue\n")
+    assert "slurm-hog-shell: error: no kind 'nope'" in result.stderr

@@ -22,7 +22,7 @@ from hog.errors import HogError, UsageError
 PROG = "slurm-hog-shell"
 USAGE = (
     f"usage: {PROG} [--db FILE] [--cores N] [--gpus N] [--mem SIZE] [--time DURATION] [--priority N] "
-    "[--retries N] [--name NAME] [--max-wait DURATION] [-e] [-x] -c 'COMMAND'"
+    "[--retries N] [--name NAME] [--pool NAME] [--kind NAME] [--max-wait DURATION] [-e] [-x] -c 'COMMAND'"
 )
 # Options and the variables that give them too (an option wins), for .SHELLFLAGS and `export`.
 VARIABLES = {
@@ -33,6 +33,8 @@ VARIABLES = {
     "--priority": "SLURM_HOG_PRIORITY",
     "--retries": "SLURM_HOG_RETRIES",
     "--name": "SLURM_HOG_NAME",
+    "--pool": "SLURM_HOG_POOL",
+    "--kind": "SLURM_HOG_KIND",
     "--max-wait": "SLURM_HOG_MAX_WAIT",
     "--db": "SLURM_HOG_DB",
 }
@@ -106,8 +108,38 @@ def _gpus(text: str) -> int:
     return parse_gpus(text)
 
 
+# A kind's options (kept by submit's parameter names) that this shell has too.
+_KIND_OPTIONS = {
+    "cores": "--cores",
+    "gpus": "--gpus",
+    "mem": "--mem",
+    "time_limit": "--time",
+    "priority": "--priority",
+    "retries": "--retries",
+    "name": "--name",
+    "pool": "--pool",
+}
+
+
+def with_kind(values: dict[str, str], db) -> dict[str, str]:
+    """`values` with those of the kind named by --kind where no option or variable gave them, as
+    `submit --kind` does; a kind's options this shell does not have are left out."""
+    if "--kind" not in values:
+        return values
+    from hog.store.kinds import get_kind
+
+    kind = get_kind(db, values["--kind"])
+    merged = dict(values)
+    for name, raw in kind.options.items():
+        option = _KIND_OPTIONS.get(name)
+        if option is not None and option not in merged and isinstance(raw, str):
+            merged[option] = raw
+    return merged
+
+
 def submit_options(values: dict[str, str]):
     """The task's settings from the options (make's environment and folder are the task's)."""
+    from hog.pools import DEFAULT_POOL, check_pool
     from hog.store.queue import SubmitOptions, captured_environment
     from hog.timeutil import parse_duration, parse_size
 
@@ -122,6 +154,8 @@ def submit_options(values: dict[str, str]):
         name=get("--name"),
         cwd=os.getcwd(),
         environment=captured_environment(),
+        kind=get("--kind"),
+        pool=check_pool(get("--pool", DEFAULT_POOL)),
     )
 
 
@@ -131,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     signals = Signals()  # before the submit: an interrupt after it cancels the task
     try:
         values, flags, command = parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
-        options = submit_options(values)
+        from hog.store import queue
+        from hog.store.db import DEFAULT_DB, open_database
+
+        db_path = values.get("--db") or DEFAULT_DB
+        db = open_database(db_path)
+        options = submit_options(with_kind(values, db))
         if "\0" in command:
             raise UsageError("the command contains a NUL byte, which no program can receive")
         if "MAKELEVEL" in os.environ:
@@ -141,11 +180,6 @@ def main(argv: list[str] | None = None) -> None:
             from hog.timeutil import parse_duration
 
             max_wait_s = parse_duration(values["--max-wait"], what="--max-wait")
-        from hog.store import queue
-        from hog.store.db import DEFAULT_DB, open_database
-
-        db_path = values.get("--db") or DEFAULT_DB
-        db = open_database(db_path)
         argv_text = queue.encode_argv(["/bin/sh", *(["-" + flags] if flags else []), "-c", command])
         task_id, _ = queue.submit(db, [(queue.readable(command), argv_text)], options)
         outputs = attempt_outputs(db_path, options, task_id)
