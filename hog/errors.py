@@ -35,3 +35,8 @@ class InsecureDatabaseError(DatabaseError):
 
 class MonitorRunningError(HogError):
     """Another monitor already serves this database."""
+
+
+class CallError(HogError):
+    """A Python call (hog.HogExecutor) ended without its own result: its task failed, timed out or
+    was killed, or what it returned cannot be pickled."""

@@ -1,6 +1,5 @@
 """The commands on tasks: init, submit, check, show, cancel, retry, cleanup (log: logs.py)."""
 
-import os
 import re
 import time
 from typing import TYPE_CHECKING
@@ -38,7 +37,8 @@ from hog.store import states
 from hog.store.db import create_database
 from hog.timeutil import counted
 
-if TYPE_CHECKING:  # the store is imported by the commands that use it (start-up time)
+if TYPE_CHECKING:  # the store and the library are imported by the commands that use them
+    from hog.api.options import TaskOptions
     from hog.store.queue import SubmitOptions
 
 # -- init ------------------------------------------------------------------------------------
@@ -237,40 +237,41 @@ def task_submit_options(
     options: dict, command: tuple[str, ...], exact_argv: bool, kind: str | None = None
 ) -> "tuple[SubmitOptions, int]":
     """The settings of a submission from the values of task_options, with the submitting shell's
-    environment and the command's leading NAME=value words; how many such words lead it."""
-    from hog.pilot.outputs import check_pattern
+    environment and the command's leading NAME=value words; how many such words lead it. The
+    library checks them, as for its own callers (hog.api.options)."""
     from hog.store import queue
 
-    if options["name"] is not None and queue.readable(options["name"]) != options["name"]:
-        raise UsageError("--name holds a byte that is not UTF-8: give a name in plain text")
-    cwd = os.path.abspath(options["cwd"] or os.getcwd())
-    if not os.path.isdir(cwd):
-        raise UsageError(f"--cwd {queue.readable(options['cwd'])}: no such folder")
-    for option in ("stdout_pattern", "stderr_pattern"):
-        if options[option] is not None:
-            check_pattern(options[option], "--" + option.split("_")[0])
     environment = queue.captured_environment()
     # `submit NAME=value program args`: as in the shell and env, leading assignments set the
     # task's environment; the program is the first word after them.
     assignments = () if exact_argv or len(command) < 2 else _leading_assignments(command)
+    environment.update(word.split("=", 1) for word in assignments)
+    submit_options = library_options(options, environment, kind).resolved(spell=lambda field: f"--{field}")
     if assignments and len(assignments) == len(command):
         raise UsageError("the command has only variable assignments: give the program to run after them")
-    environment.update(word.split("=", 1) for word in assignments)
-    return queue.SubmitOptions(
+    return submit_options, len(assignments)
+
+
+def library_options(options: dict, environment: dict[str, str], kind: str | None) -> "TaskOptions":
+    """The library's task options from the values of task_options (one place to pass a new one on)."""
+    from hog.api.options import TaskOptions
+    from hog.gpushare import text
+
+    return TaskOptions(
         cores=options["cores"],
-        gpus=options["gpus"],
-        mem_bytes=options["mem"],
-        time_limit_s=options["time_limit"],
+        gpus=text(options["gpus"]),
+        mem=options["mem"],
+        time=options["time_limit"],
         priority=options["priority"],
-        max_retries=options["retries"],
+        retries=options["retries"],
         name=options["name"],
-        stdout_pattern=options["stdout_pattern"],
-        stderr_pattern=options["stderr_pattern"],
-        cwd=cwd,
+        stdout=options["stdout_pattern"],
+        stderr=options["stderr_pattern"],
+        cwd=options["cwd"],
         environment=environment,
         kind=kind,
         pool=options["pool"],
-    ), len(assignments)
+    )
 
 
 def state_option(states_allowed: tuple[str, ...], help_text: str):

@@ -9,6 +9,7 @@ For the queue FILE:
     FILE.logs/hogs/hog-N.pids                  a hog's tasks' process groups, for its reaper
     FILE.monitor.pid, .log, .lock              the monitor's pid file, log and lock
     FILE.monitor-POOL.pid, .log, .lock         those of the monitor of the pool POOL
+    FILE.calls/                                Python calls of hog.HogExecutor and large results
 
 A queue shared with a group (`init --group`) stays usable by every member whoever makes a file:
 its folders are setgid, so what is made inside keeps the queue's group; the files beside the
@@ -65,6 +66,11 @@ class QueueFiles(NamedTuple):
     @property
     def hogs(self) -> str:
         return os.path.join(self.logs, "hogs")
+
+    @property
+    def calls(self) -> str:
+        """The pickled Python calls of HogExecutor, their checkpoints and their large results."""
+        return os.path.abspath(self.database) + ".calls"
 
     def task_output(self, task_id: int, attempt: int, stream: str) -> str:
         """The default file for `stream` ("out" or "err") of one attempt."""

@@ -240,6 +240,20 @@ ALTER TABLE hogs ADD COLUMN stop_seen_at REAL;
 CREATE INDEX attempts_hog ON attempts(hog_id);
 """
 
+# Python calls (hog.HogExecutor): what a call returned or raised, per attempt. A value too large
+# for the database is in a file beside it (QueueFiles.calls), named by `path`.
+SCHEMA_CALLS = """
+CREATE TABLE call_results (
+    task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    attempt INTEGER NOT NULL,
+    ok INTEGER NOT NULL CHECK (ok IN (0, 1)),  -- 1: the return value; 0: the exception raised
+    value BLOB,
+    path TEXT,
+    CHECK ((value IS NULL) <> (path IS NULL)),
+    PRIMARY KEY (task_id, attempt)
+);
+"""
+
 # MIGRATIONS[n] takes a database from user_version n to n + 1.
 MIGRATIONS: list[str] = [
     SCHEMA_V1,
@@ -248,5 +262,6 @@ MIGRATIONS: list[str] = [
     SCHEMA_HOG_USAGE,
     SCHEMA_HOG_STOPS,
     SCHEMA_POOLS,
+    SCHEMA_CALLS,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
