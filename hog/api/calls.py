@@ -11,12 +11,13 @@ import contextlib
 import glob
 import os
 import pickle
+import shlex
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from hog.api.worker import HEADER
+from hog.api.worker import HEADER, worker_argv
 from hog.errors import CallError, UsageError
 from hog.store.calls import CallOutcome
 from hog.store.paths import QueueFiles
@@ -76,8 +77,8 @@ def write_calls(
         offset = HEADER.size + len(header)
         for record in records:
             handle.write(record)
-            argv = [python, "-m", "hog.api.worker", path, str(offset), str(len(record))]
-            rows.append((readable(" ".join(argv)), encode_argv(argv)))
+            argv = worker_argv(python, path, offset, len(record))
+            rows.append((readable(shlex.join(argv)), encode_argv(argv)))
             offset += len(record)
     return path, rows
 
