@@ -96,6 +96,9 @@ def test_closures_lambdas_and_large_values(db: str) -> None:
     rows = dict(queue.db.query("SELECT task_id, path IS NOT NULL FROM call_results"))
     # The 600 kB result went to a file beside the queue, the small one into the database.
     assert rows == {1: 0, 2: 1, 3: 0}
+    # Ended calls are cleaned up as any task, their results with them.
+    assert cli(db, "cleanup").returncode == 0
+    assert queue.db.query("SELECT count(*) FROM call_results") == [(0,)]
 
 
 def test_cancel_waiting_and_running_calls(db: str, tmp_path: Path) -> None:
@@ -140,6 +143,10 @@ def test_batch_is_one_submission_and_options_ask_for_resources(db: str) -> None:
             futures = [executor.submit(double, x) for x in range(5)]
             assert all(future.task_id is None for future in futures)
         assert [future.task_id for future in futures] == [1, 2, 3, 4, 5]
+        with executor.batch():
+            dropped = executor.submit(double, 100)
+            assert dropped.cancel()  # not submitted at all
+        assert dropped.task_id is None and dropped.cancelled()
         bigger = executor.options(cores=2, time="5m", name="bigger").submit(double, 3)
         assert bigger.result(timeout=60) == 6
         assert [future.result(timeout=60) for future in futures] == [0, 2, 4, 6, 8]
@@ -151,18 +158,21 @@ def test_batch_is_one_submission_and_options_ask_for_resources(db: str) -> None:
     assert queue.db.query("SELECT count(DISTINCT submission_id) FROM tasks WHERE id <= 5") == [(1,)]
 
 
-def test_killed_hog_runs_the_call_again_once(db: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("how", "reason"), [(signal.SIGKILL, "lost"), (signal.SIGTERM, "released")])
+def test_call_runs_again_once_when_its_hog_dies_or_stops(db: str, tmp_path: Path, how, reason) -> None:
+    """Killed, the hog is declared lost at once (its process is gone); stopped, it gives the call
+    back. A plain callable then starts again from scratch, once."""
     marker = str(tmp_path / "marker")
     with hog.HogExecutor(db, local_hogs=1) as executor:
         future = executor.submit(note_and_sleep, marker, 3)
         wait_until(lambda: os.path.exists(marker), message="the call to start")
         (pid,) = _hog_pids(executor)
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, how)
         assert future.result(timeout=120) == 2  # the second run found the first one's line
     with open(marker) as handle:
         assert len(handle.readlines()) == 2
     attempts = hog.Queue(db).attempts(future.task_id)
-    assert [attempt.reason for attempt in attempts] == ["lost", "exited"]
+    assert [attempt.reason for attempt in attempts] == [reason, "exited"]
 
 
 def test_checkpointed_call_resumes_after_its_hog_stops(db: str, tmp_path: Path) -> None:
@@ -178,16 +188,6 @@ def test_checkpointed_call_resumes_after_its_hog_stops(db: str, tmp_path: Path) 
     attempts = hog.Queue(db).attempts(future.task_id)
     assert [attempt.reason for attempt in attempts] == ["released", "exited"]
     assert hog.Queue(db).task(future.task_id).retries_used == 0
-
-
-def test_plain_call_starts_again_from_scratch_after_its_hog_stops(db: str, tmp_path: Path) -> None:
-    marker = str(tmp_path / "marker")
-    with hog.HogExecutor(db, local_hogs=1) as executor:
-        future = executor.submit(note_and_sleep, marker, 3)
-        wait_until(lambda: os.path.exists(marker), message="the call to start")
-        (pid,) = _hog_pids(executor)
-        os.kill(pid, signal.SIGTERM)
-        assert future.result(timeout=120) == 2
 
 
 def test_many_executors_on_one_queue(db: str) -> None:

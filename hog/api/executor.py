@@ -26,9 +26,15 @@ from hog.errors import HogError, UsageError
 from hog.store.calls import ended_calls
 from hog.store.db import DEFAULT_TIMEOUT_S, open_database
 
-POLL_MIN_S = 0.005  # right after a submit: a short call's result is there within milliseconds
+POLL_MIN_S = 0.01  # right after a submit or an end: a short call's result is there within milliseconds
 POLL_MAX_S = 0.25  # while nothing ends
+# Hogs run the oldest waiting task first, so each poll reads the oldest calls still pending, at
+# most this many (one query), and every SWEEP_S all of them: a poll costs the same for 100,000
+# calls pending as for 500, and a call that overtook older ones is seen within SWEEP_S.
+POLL_WINDOW = 500
+SWEEP_S = 1.0
 LOCAL_PASS_S = 1.0  # how often local hogs are healed and started
+LOCAL_WOKEN_S = 0.1  # and at most this often while calls are submitted
 
 
 class HogFuture(Future):
@@ -86,6 +92,7 @@ class _Engine:
 
     def add(self, calls: list[tuple[HogFuture, bytes, TaskOptions, str]]) -> None:
         """Submit calls in one transaction: all of them, or none (and the error is raised)."""
+        calls = [call for call in calls if not call[0].cancelled()]  # cancelled inside a batch
         if not calls:
             return
         from hog.store.workflows import Step, submit_steps
@@ -129,7 +136,7 @@ class _Engine:
 
     def _follow(self) -> None:
         interval = POLL_MIN_S
-        next_pass = 0.0
+        last_pass = next_sweep = 0.0
         while True:
             woken = self.wake.wait(interval)
             self.wake.clear()
@@ -139,12 +146,17 @@ class _Engine:
                     break
             ended = 0
             try:
+                now = time.monotonic()
+                if len(ids) > POLL_WINDOW and now < next_sweep:
+                    ids = ids[:POLL_WINDOW]  # submitted in order: the lowest ids first
+                elif ids:
+                    next_sweep = now + SWEEP_S
                 if ids:
                     ended = self._resolve(ids)
-                now = time.monotonic()
-                if self.local is not None and (woken or now >= next_pass):
+                # Soon after a submit (hogs may be needed), else every LOCAL_PASS_S.
+                if self.local is not None and now - last_pass >= (LOCAL_WOKEN_S if woken else LOCAL_PASS_S):
                     self.local.one_pass()
-                    next_pass = now + LOCAL_PASS_S
+                    last_pass = now
             except HogError as error:  # a locked or busy queue: try again on the next round
                 sys.stderr.write(f"hog executor: {error}\n")
             interval = POLL_MIN_S if woken or ended else min(POLL_MAX_S, interval * 1.5)
