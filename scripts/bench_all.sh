@@ -10,7 +10,7 @@ python=.venv/bin/python
 [[ -x $python ]] || { echo "bench_all: no .venv: run scripts/install.sh first" >&2; exit 1; }
 
 failed=()
-for name in startup submit queue_size throughput lock workflows report slurm make; do
+for name in startup submit queue_size throughput lock workflows report executor slurm make; do
   echo
   echo "=== bench_$name $* ($(date +%H:%M:%S), load $(cut -d' ' -f1 /proc/loadavg)) ==="
   if ! "$python" "scripts/bench_$name.py" "$@"; then
