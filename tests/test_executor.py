@@ -190,6 +190,13 @@ def test_checkpointed_call_resumes_after_its_hog_stops(db: str, tmp_path: Path) 
     assert hog.Queue(db).task(future.task_id).retries_used == 0
 
 
+def test_checkpointed_call_resumes_after_its_own_time_limit_with_retries(db: str, tmp_path: Path) -> None:
+    with hog.HogExecutor(db, local_hogs=1, time="2s", retries=5) as executor:
+        assert executor.submit(Counter(), 60, str(tmp_path)).result(timeout=120) == 60
+    starts = [int(line) for line in (tmp_path / "starts").read_text().split()]
+    assert starts[0] == 0 and len(starts) >= 2 and all(later > 0 for later in starts[1:])
+
+
 def test_many_executors_on_one_queue(db: str) -> None:
     results: dict[str, list[int]] = {}
 
