@@ -44,6 +44,10 @@ def note_and_sleep(marker: str, seconds: float) -> int:
         return len(handle.readlines())
 
 
+def variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
 class Counter(hog.Checkpointable):
     """Counts to `steps`, noting where each attempt started and how far it got."""
 
@@ -149,6 +153,12 @@ def test_batch_is_one_submission_and_options_ask_for_resources(db: str) -> None:
         assert dropped.task_id is None and dropped.cancelled()
         bigger = executor.options(cores=2, time="5m", name="bigger").submit(double, 3)
         assert bigger.result(timeout=60) == 6
+        with executor.batch():
+            mine = executor.submit(variable, "HOG_TEST_COLOUR")
+            given = executor.options(environment={"HOG_TEST_COLOUR": "red"}).submit(
+                variable, "HOG_TEST_COLOUR"
+            )
+        assert (mine.result(timeout=60), given.result(timeout=60)) == (None, "red")
         assert [future.result(timeout=60) for future in futures] == [0, 2, 4, 6, 8]
     queue = hog.Queue(db)
     detail = queue.task(bigger.task_id)

@@ -106,12 +106,9 @@ class _Engine:
                     steps[-1][1].append((*row, None, None))
                 else:
                     steps.append((options, [(*row, None, None)]))
-            resolved: dict[TaskOptions, Any] = {}
-            for options, _ in steps:
-                if options not in resolved:
-                    resolved[options] = options.resolved()
+            checked = [Step(options.resolved(), tasks) for options, tasks in steps]
             with self.submit_lock:
-                ranges = submit_steps(self.submit_db, [Step(resolved[o], tasks) for o, tasks in steps])
+                ranges = submit_steps(self.submit_db, checked)
         except BaseException:
             remove_calls_file(path)
             raise
