@@ -8,8 +8,8 @@
 - submitit: `LocalExecutor.map_array` in its own venv (bench-results/tmp/submitit-venv, made here
   with `pip install submitit`: the project does not depend on it). Its local executor starts every
   job at once (two Python processes each, no limit), so it is given the calls in chunks of
-  CHUNK, each awaited before the next, and run on fewer calls (`--submitit-calls`): its rate is
-  compared, per call.
+  CHUNK, each awaited before the next, and run on fewer calls (`--submitit-calls`, half before
+  the hog's run and half after): its rate is compared, per call.
 - ProcessPoolExecutor(max_workers=cores).map: no durability at all, the floor.
 
 Per-call costs, each measured alone: pickle (cloudpickle of one call), submit (the calls file and
@@ -132,7 +132,8 @@ def per_call_costs(folder: str) -> dict[str, float]:
     spawn_s = start_cost(boot, "-S")
     load = f"from hog.api.worker import load_call; load_call({argv[4]!r}, {argv[5]}, {argv[6]})"
     unpickle_s = start_cost(boot + load, "-S") - spawn_s
-    result_s = start_cost(boot + "import hog.store.calls, hog.store.db", "-S") - spawn_s + transaction_s
+    loaded_s = start_cost(boot + load + "; import hog.store.calls, hog.store.db", "-S")
+    result_s = loaded_s - unpickle_s - spawn_s + transaction_s
     queue.close()
     return {
         "pickle": pickle_s,
@@ -155,9 +156,16 @@ def main() -> None:
     submitit_calls = args.submitit_calls or (40 if args.quick else 200)
     folder = common.workdir("executor")
     common.byte_compile()
+    # submitit's calls in two halves, before and after the hog's: the machine's load drifts.
+    half = submitit_calls // 2
+    submitit_s = run_submitit(half, folder)
+    print(f"submitit: {half} calls in {submitit_s:.1f} s", flush=True)
     hog_s = run_hog(calls, folder)
+    print(f"hog: {calls} calls in {hog_s:.1f} s", flush=True)
     pool_s = run_pool(calls)
-    submitit_s = run_submitit(submitit_calls, folder)
+    later_s = run_submitit(submitit_calls - half, folder)
+    print(f"submitit: {submitit_calls - half} calls in {later_s:.1f} s", flush=True)
+    submitit_s += later_s
     costs = per_call_costs(folder)
     cores = len(os.sched_getaffinity(0))
     hog_per_call = hog_s / calls

@@ -123,6 +123,12 @@ def keep(calls_path: str, ok: bool, record: bytes) -> int:
         with open(path + ".tmp", "wb") as handle:
             handle.write(record)
         os.replace(path + ".tmp", path)
+    try:
+        import apsw  # noqa: F401 (the store's, found on the submitter's path once the call is loaded)
+    except ImportError:
+        import site
+
+        site.main()  # the call could not be loaded: its folders are not on the path yet
     from hog.errors import HogError
     from hog.store.calls import record_result
     from hog.store.db import open_database
