@@ -1,5 +1,6 @@
 """hog.Queue: the library the command line calls, on real queue files with real hogs."""
 
+import json
 import os
 import re
 import subprocess
@@ -108,3 +109,26 @@ def test_the_readme_example_runs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[0, 1, 4, 9, 16]", "hello from a hog", "task 7 ended done"]
     assert os.path.exists(tmp_path / "queue.sqlite")
+
+
+def test_shared_gpus_and_kinds_as_on_the_command_line(queue: hog.Queue) -> None:
+    from hog.gpushare import GPU_UNITS
+
+    made = cli(queue.path, "kind", "set", "train", "--gpus", "0.5", "--time", "2h", "--cores", "2")
+    assert made.returncode == 0, made.stderr
+    from_kind = queue.task(queue.submit("true", kind="train"))
+    assert (from_kind.cores, from_kind.gpus, from_kind.time_limit_s) == (2, GPU_UNITS // 2, 7200.0)
+    given_wins = queue.task(queue.submit("true", kind="train", gpus="1/3", cores=1))
+    assert (given_wins.cores, given_wins.gpus, given_wins.time_limit_s) == (1, GPU_UNITS // 3, 7200.0)
+    assert queue.task(queue.submit("true", gpus=2)).gpus == 2 * GPU_UNITS
+    assert queue.task(queue.submit("true", gpus=0.25)).gpus == GPU_UNITS // 4
+    shown = cli(queue.path, "show", "--json")
+    assert [row["gpus"] for row in json.loads(shown.stdout)] == [0.5, 1 / 3, 2, 0.25]
+    with pytest.raises(hog.UsageError, match=r"^gpus= 0.3 does not pack onto GPUs"):
+        queue.submit("true", gpus=0.3)
+    with pytest.raises(hog.NotFoundError, match="no kind"):
+        queue.submit("true", kind="nope")
+    with hog.HogExecutor(queue.path, kind="train") as executor:  # no hog: the call waits
+        future = executor.options(cores=3).submit(len, "abc")
+        assert (queue.task(future.task_id).cores, queue.task(future.task_id).gpus) == (3, GPU_UNITS // 2)
+        assert future.cancel()

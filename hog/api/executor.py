@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any
 
 from hog.api.calls import outcome_value, pickled_call, remove_calls_file, write_calls
-from hog.api.options import TaskOptions
+from hog.api.options import TaskOptions, with_kind
 from hog.errors import HogError, UsageError
 from hog.store.calls import ended_calls
 from hog.store.db import DEFAULT_TIMEOUT_S, open_database
@@ -212,7 +212,7 @@ class HogExecutor(Executor):
     shutdown (0: rely on a monitor or hogs started elsewhere); local_cores: cores of each
     (default: this machine's divided among them). Other keywords are task options for every
     call (TaskOptions: cores, gpus, mem, time, priority, retries, name, stdout, stderr, cwd,
-    environment); `options()` makes a view with some of them changed.
+    environment, kind); `options()` makes a view with some of them changed.
     """
 
     def __init__(
@@ -227,8 +227,14 @@ class HogExecutor(Executor):
     ) -> None:
         if not isinstance(local_hogs, int) or local_hogs < 0:
             raise UsageError(f"local_hogs={local_hogs!r}: give a whole number of hogs, 0 or more")
-        self._options = TaskOptions().updated(**task_options)
+        TaskOptions().updated(**task_options)  # an unknown option is refused before anything starts
+        self._given = task_options
         self._engine = _Engine(os.fspath(path), timeout, python or sys.executable, local_hogs, local_cores)
+        try:
+            self._options = with_kind(self._engine.submit_db, task_options)
+        except HogError:
+            self._engine.stop(wait=True)
+            raise
         atexit.register(_stop_at_exit, weakref.ref(self._engine))
 
     @property
@@ -243,8 +249,10 @@ class HogExecutor(Executor):
         """A view of this executor whose calls ask for other resources, e.g.
         `executor.options(cores=4, time="30m").submit(fn, x)`; it shares the queue and thread."""
         view = object.__new__(HogExecutor)
-        view._options = self._options.updated(**changes)
+        view._given = {**self._given, **changes}
         view._engine = self._engine
+        with self._engine.submit_lock:
+            view._options = with_kind(self._engine.submit_db, view._given)
         return view
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> HogFuture:

@@ -8,11 +8,15 @@ each caller spells it: `--cwd` on the command line, `cwd=` in Python).
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 from hog.errors import UsageError
 from hog.pools import DEFAULT_POOL, check_pool
 from hog.store import queue
 from hog.timeutil import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from hog.store.db import Database
 
 # Bounds far beyond any node, that keep sums of many tasks' needs within sqlite's integers.
 CORES_RANGE = (1, 100_000)
@@ -86,6 +90,46 @@ class TaskOptions:
             kind=self.kind,
             pool=check_pool(self.pool, spell("pool")),
         )
+
+
+# A kind's options, by submit's parameter names (hog.store.kinds), as TaskOptions fields.
+KIND_FIELDS = {
+    "cores": "cores",
+    "gpus": "gpus",
+    "mem": "mem",
+    "time_limit": "time",
+    "priority": "priority",
+    "retries": "retries",
+    "name": "name",
+    "stdout_pattern": "stdout",
+    "stderr_pattern": "stderr",
+    "cwd": "cwd",
+}
+_WHOLE_FIELDS = ("cores", "priority", "retries")
+
+
+def with_kind(db: "Database", given: Mapping[str, object]) -> TaskOptions:
+    """The options given, over those of the kind they name (kind=), as `submit --kind`: what is
+    given wins. A kind's options that tasks of the library do not have are left out."""
+    fields_given = dict(given)
+    name = fields_given.get("kind")
+    if name is not None:
+        from hog.store.kinds import get_kind
+
+        for option, typed in get_kind(db, str(name)).options.items():
+            field = KIND_FIELDS.get(option)
+            if field is None or field in fields_given:
+                continue
+            if field in _WHOLE_FIELDS:
+                try:
+                    typed = int(str(typed))
+                except ValueError:
+                    raise UsageError(
+                        f"kind {name!r}: {field} {typed!r} is not a whole number; set the kind again with "
+                        f"`slurm-hog kind set {name} ...`"
+                    ) from None
+            fields_given[field] = typed
+    return TaskOptions().updated(**fields_given)
 
 
 def _whole(value: object, bounds: tuple[int, int], what: str) -> int:

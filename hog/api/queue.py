@@ -8,7 +8,7 @@ import shlex
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
-from hog.api.options import TaskOptions
+from hog.api.options import TaskOptions, with_kind
 from hog.errors import UsageError
 from hog.store import queue as store
 from hog.store import states
@@ -52,20 +52,21 @@ class Queue:
         """Add one task; its id. `command`: a shell command, or a list of words run exactly.
 
         Options (TaskOptions): cores, gpus, mem, time, priority, retries, name, stdout, stderr,
-        cwd, environment; and after, after_any (ids or names it waits for), hold, bundle.
+        cwd, environment, kind (its options under those given); and after, after_any (ids or
+        names it waits for), hold, bundle.
         """
         return self.submit_many([command], **options)[0]
 
     def submit_many(self, commands: Iterable[Command], **options: object) -> list[int]:
         """Add one task per command in one transaction (all or none); their ids."""
-        workflow, task_options = _split_workflow(options)
+        workflow, task_options = self._split_workflow(options)
         return self.submit_tasks([command_row(command) for command in commands], task_options, **workflow)
 
     def submit_array(self, command: Command, indexes: range | Iterable[int], **options: object) -> list[int]:
         """One task per index; `{index}` in the command and in stdout/stderr is replaced."""
         from hog.store.workflows import ArrayTasks, NewTask, Step, submit_steps
 
-        workflow, task_options = _split_workflow(options)
+        workflow, task_options = self._split_workflow(options)
         text, argv = command_row(command)
         if isinstance(indexes, range) and indexes.step > 0 and len(indexes):
             tasks: Iterable = ArrayTasks([(text, argv)], indexes)
@@ -100,6 +101,11 @@ class Queue:
             step = Step(submit_options, tasks, _after(workflow), (), *_held(workflow))
             ((first, last),) = submit_steps(self.db, [step])
         return list(range(first, last + 1))
+
+    def _split_workflow(self, options: Mapping[str, object]) -> tuple[dict, TaskOptions]:
+        """(after, after_any, hold, bundle as given; the task options, with their kind's)."""
+        workflow = {key: options[key] for key in _WORKFLOW if key in options}
+        return workflow, with_kind(self.db, {k: v for k, v in options.items() if k not in _WORKFLOW})
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -184,12 +190,6 @@ def command_row(command: Command) -> tuple[str, str | None]:
 
 
 _WORKFLOW = ("after", "after_any", "hold", "bundle")
-
-
-def _split_workflow(options: Mapping[str, object]) -> tuple[dict, TaskOptions]:
-    workflow = {key: options[key] for key in _WORKFLOW if key in options}
-    rest = {key: value for key, value in options.items() if key not in _WORKFLOW}
-    return workflow, TaskOptions().updated(**rest)
 
 
 def _after(workflow: Mapping[str, object]) -> tuple[tuple[int | str, str], ...]:
