@@ -94,6 +94,20 @@ def test_importing_hog_loads_no_wing() -> None:
     assert shown.stdout.strip() == "['hog']"
 
 
+def test_a_calls_worker_starts_light() -> None:
+    """What each call's task starts: no site, and of the package only the worker until the call
+    has run (the store and apsw come to keep its outcome)."""
+    from hog.api.worker import worker_argv
+
+    python, no_site, _, boot, *_ = worker_argv(sys.executable, "calls", 0, 0)
+    code = boot.split("from hog")[0] + "import hog.api.worker; "
+    code += (
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hog', 'apsw', 'click', 'cloudpickle')))"
+    )
+    shown = subprocess.run([python, no_site, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.strip() == "['hog', 'hog.api', 'hog.api.worker']"
+
+
 def test_the_readme_example_runs(tmp_path: Path) -> None:
     """The example of README's Python section, as a user would paste it into a file and run it."""
     readme = (REPO / "README.rst").read_text()
