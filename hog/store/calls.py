@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 from hog.store import states
 from hog.store.db import Database
-from hog.store.queue import chunks, placeholders
 
 
 def record_result(
@@ -48,12 +47,16 @@ SELECT t.id, t.state, t.attempt, t.exit_code, t.signal, t.reason, a.stderr_tail,
 FROM tasks t
 LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt
 LEFT JOIN call_results r ON r.task_id = t.id AND r.attempt = t.attempt
-WHERE t.state IN ({placeholders(states.ENDED_STATES)}) AND t.id IN ({{marks}})
+WHERE t.state IN ({", ".join("?" * len(states.ENDED_STATES))}) AND t.id IN ({{marks}})
 """
 
 
 def ended_calls(db: Database, task_ids: list[int]) -> list[CallOutcome]:
     """The tasks among `task_ids` that have ended, with their results; one read per 500 ids."""
+    # Here, not at the top: a call's worker imports this module to keep its outcome, and the
+    # user side of the store is more than it needs.
+    from hog.store.queue import chunks, placeholders
+
     found: list[CallOutcome] = []
     with db.snapshot() as connection:
         for chunk in chunks(sorted(task_ids), 500):
