@@ -5,6 +5,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import subprocess
 import sys
 import threading
 import types
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import hog
-from tests.helpers import cli, wait_until
+from tests.helpers import child_env, cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -277,3 +278,54 @@ def test_missing_queue_raises_what_the_cli_prints(tmp_path: Path) -> None:
         hog.Queue(missing)
     assert str(again.value) == str(raised.value)
     assert not os.path.exists(missing)
+
+
+SCRIPT = """
+import math, sys
+import hog
+
+LIMIT = 3
+counter = {"n": 0}
+
+
+def fact(n):
+    return 1 if n <= 1 else n * fact(n - 1)
+
+
+def helper(x):
+    counter["n"] += 1
+    return math.sqrt(x) + LIMIT
+
+
+def uses(x, scale=2):
+    return helper(x) * scale, counter["n"], [i * i for i in range(x)][:2]
+
+
+def loaded_cloudpickle():
+    return "cloudpickle" in sys.modules
+
+
+def closure(offset):
+    return lambda x: (x + offset, "cloudpickle" in sys.modules)
+
+
+with hog.HogExecutor(sys.argv[1], local_hogs=1) as executor:
+    print(executor.submit(fact, 10).result(60))
+    print(executor.submit(uses, 16).result(60))
+    print(executor.submit(loaded_cloudpickle).result(60))
+    print(executor.submit(lambda: "cloudpickle" in sys.modules).result(60))
+    print(executor.submit(closure(5), 1).result(60))
+"""
+
+
+def test_functions_of_a_script_load_without_cloudpickle(db: str, tmp_path: Path) -> None:
+    """Plain functions of __main__ reach the node as code (hog.api.byvalue): recursion, shared
+    globals, modules and defaults work, and the worker imports no cloudpickle; a closure goes
+    through cloudpickle."""
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), db], env=child_env(), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["3628800", "(14.0, 1, [0, 1])", "False", "False", "(6, True)"]

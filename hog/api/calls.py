@@ -42,8 +42,10 @@ def pickled_call(call: Call) -> bytes:
     """The call pickled; UsageError saying which part cannot be, and why."""
     import cloudpickle
 
+    from hog.api.byvalue import dumps
+
     try:
-        return cloudpickle.dumps(call, pickle.HIGHEST_PROTOCOL)
+        return dumps(call)
     except Exception as error:
         function, args, kwargs = call
         name = getattr(function, "__qualname__", type(function).__qualname__)

@@ -78,6 +78,25 @@ def _load_call(calls_path: str, offset: int, length: int) -> tuple:
         return pickle.loads(handle.read(length))
 
 
+def new_function(code: bytes, globals_: dict, name: str) -> object:
+    """A function of the submitter's script, rebuilt (hog.api.byvalue); its state comes next."""
+    import builtins
+    import marshal
+    import types
+
+    globals_.setdefault("__builtins__", builtins)
+    return types.FunctionType(marshal.loads(code), globals_, name)
+
+
+def function_state(function: object, state: dict) -> None:
+    function.__globals__.update(state["globals"])  # type: ignore[attr-defined]
+    function.__defaults__ = state["defaults"]  # type: ignore[attr-defined]
+    function.__qualname__ = state["qualname"]  # type: ignore[attr-defined]
+    function.__module__ = state["module"]
+    function.__doc__ = state["doc"]
+    function.__annotations__ = state["annotations"]  # type: ignore[attr-defined]
+
+
 def dumps(value: object) -> bytes:
     """Plain pickle first (no import), cloudpickle for what it cannot do (lambdas, closures)."""
     try:
