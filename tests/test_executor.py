@@ -211,6 +211,17 @@ def test_checkpointed_call_resumes_after_its_own_time_limit_with_retries(db: str
     assert starts[0] == 0 and len(starts) >= 2 and all(later > 0 for later in starts[1:])
 
 
+def test_local_hogs_serve_the_executors_pool(db: str) -> None:
+    with hog.HogExecutor(db, local_hogs=1, pool="gpu") as executor:
+        future = executor.submit(double, 4)
+        assert future.result(timeout=120) == 8
+    queue = hog.Queue(db)
+    assert queue.tasks(future.task_id)[0].pool == "gpu"
+    assert queue.db.query("SELECT DISTINCT pool FROM hogs") == [("gpu",)]
+    with pytest.raises(hog.UsageError, match=r"^bad pool= 'no pool'"):
+        hog.HogExecutor(db, pool="no pool")
+
+
 def test_many_executors_on_one_queue(db: str) -> None:
     results: dict[str, list[int]] = {}
 

@@ -23,6 +23,7 @@ from typing import Any
 from hog.api.calls import outcome_value, pickled_call, remove_calls_file, write_calls
 from hog.api.options import TaskOptions, with_kind
 from hog.errors import HogError, UsageError
+from hog.pools import DEFAULT_POOL, check_pool
 from hog.store.calls import ended_calls
 from hog.store.db import DEFAULT_TIMEOUT_S, open_database
 
@@ -66,7 +67,9 @@ class _Engine:
     """What an executor and the views made by `options()` share: the queue, the futures and
     the thread that follows them."""
 
-    def __init__(self, path: str, timeout: float, python: str, local_hogs: int, local_cores: int | None):
+    def __init__(
+        self, path: str, timeout: float, python: str, local_hogs: int, local_cores: int | None, pool: str
+    ) -> None:
         self.path = path
         self.python = python
         self.submit_db = open_database(path, timeout)
@@ -84,7 +87,7 @@ class _Engine:
         if local_hogs:
             from hog.api.local import LocalHogs
 
-            self.local = LocalHogs(self.poll_db, local_hogs, local_cores)
+            self.local = LocalHogs(self.poll_db, local_hogs, local_cores, pool)
         self.thread = threading.Thread(target=self._follow, name="hog-executor", daemon=True)
         self.thread.start()
 
@@ -208,8 +211,8 @@ def _stop_at_exit(reference: "weakref.ref[_Engine]") -> None:
 class HogExecutor(Executor):
     """Runs Python calls as tasks of the queue at `path`, on its hogs.
 
-    local_hogs: start up to this many hogs on this machine while calls wait, stopped at
-    shutdown (0: rely on a monitor or hogs started elsewhere); local_cores: cores of each
+    local_hogs: start up to this many hogs of the executor's pool on this machine while calls
+    wait, stopped at shutdown (0: rely on a monitor or hogs started elsewhere); local_cores: cores of each
     (default: this machine's divided among them). Other keywords are task options for every
     call (TaskOptions: cores, gpus, mem, time, priority, retries, name, stdout, stderr, cwd,
     environment, kind); `options()` makes a view with some of them changed.
@@ -229,7 +232,10 @@ class HogExecutor(Executor):
             raise UsageError(f"local_hogs={local_hogs!r}: give a whole number of hogs, 0 or more")
         TaskOptions().updated(**task_options)  # an unknown option is refused before anything starts
         self._given = task_options
-        self._engine = _Engine(os.fspath(path), timeout, python or sys.executable, local_hogs, local_cores)
+        pool = check_pool(str(task_options.get("pool", DEFAULT_POOL)), "pool=")
+        self._engine = _Engine(
+            os.fspath(path), timeout, python or sys.executable, local_hogs, local_cores, pool
+        )
         try:
             self._options = with_kind(self._engine.submit_db, task_options)
         except HogError:

@@ -1,8 +1,8 @@
 """Hogs that an executor keeps on this machine (HogExecutor(..., local_hogs=N)), so that the
 same code runs on a laptop: the monitor's own passes with the `nohup` prefix, driven by the
-executor's thread instead of a monitor process. Like a monitor's, they start while calls wait,
-are replaced when they die (their tasks go back to the queue at once), and leave when idle;
-the executor stops those it started when it shuts down.
+executor's thread instead of a monitor process, for the executor's pool (pool=). Like a
+monitor's, they start while calls wait, are replaced when they die (their tasks go back to the
+queue at once), and leave when idle; the executor stops those it started when it shuts down.
 """
 
 import contextlib
@@ -14,6 +14,7 @@ import time
 
 from hog.fleet.monitor import Monitor, MonitorConfig
 from hog.pilot.options import HogOptions
+from hog.pools import DEFAULT_POOL
 from hog.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,12 @@ STOP_WAIT_S = 15.0
 
 
 class LocalHogs:
-    def __init__(self, db: Database, hogs: int, cores: int | None = None) -> None:
+    def __init__(self, db: Database, hogs: int, cores: int | None = None, pool: str = DEFAULT_POOL) -> None:
         if cores is None:
             cores = max(1, len(os.sched_getaffinity(0)) // hogs)
-        options = HogOptions(cores=cores, idle_timeout_s=LOCAL_IDLE_TIMEOUT_S, heartbeat_s=LOCAL_HEARTBEAT_S)
+        options = HogOptions(
+            cores=cores, idle_timeout_s=LOCAL_IDLE_TIMEOUT_S, heartbeat_s=LOCAL_HEARTBEAT_S, pool=pool
+        )
         config = MonitorConfig.from_options(
             db_path=os.path.abspath(db.path),
             timeout_s=db.timeout_s or 300.0,

@@ -88,7 +88,7 @@ class TaskOptions:
             cwd=cwd,
             environment=environment,
             kind=self.kind,
-            pool=check_pool(self.pool, spell("pool")),
+            pool=check_pool(str(self.pool), spell("pool")),
         )
 
 
@@ -104,6 +104,7 @@ KIND_FIELDS = {
     "stdout_pattern": "stdout",
     "stderr_pattern": "stderr",
     "cwd": "cwd",
+    "pool": "pool",
 }
 _WHOLE_FIELDS = ("cores", "priority", "retries")
 
