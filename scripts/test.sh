@@ -15,43 +15,26 @@ if [ "$(id -u)" = 0 ] && [ "${SLURM_HOG_NO_CLUSTER:-}" != 1 ]; then
     fi
 fi
 
+# Tools some tests need, from Debian's packages when missing (as root, with apt-get): without
+# them those tests skip, and fail in CI.
+apt_install() {  # PACKAGE COMMAND WHAT
+    if command -v "$2" >/dev/null || [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+        return 0
+    fi
+    echo "test: installing $1 (apt-get) for $3" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends "$1" >/dev/null; }; then
+        echo "test: $1 could not be installed: $3 skip (fail in CI)" >&2
+    fi
+}
+
 # The shared-queue tests run slurm-hog as other Unix users, who cannot reach an interpreter under
 # /root: they run the system's Python of this version (with .venv's packages on PYTHONPATH).
 version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-if [ "$(id -u)" = 0 ] && [ ! -x "/usr/bin/python$version" ] && command -v apt-get >/dev/null; then
-    echo "test: installing python$version (apt-get) for the shared-queue tests" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends "python$version" >/dev/null; }; then
-        echo "test: python$version could not be installed: the shared-queue tests skip (fail in CI)" >&2
-    fi
-fi
-
-# Headless Chromium opens the report's page in tests/test_report.py (Debian's package; no network).
-if [ "$(id -u)" = 0 ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
-    echo "test: installing chromium (apt-get) for the report page's tests" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends chromium >/dev/null; }; then
-        echo "test: chromium could not be installed: the report page's browser tests skip (fail in CI)" >&2
-    fi
-fi
-
-# The live view (status --watch) is tested in a real terminal: tmux sends keys and reads the screen.
-if [ "$(id -u)" = 0 ] && ! command -v tmux >/dev/null && command -v apt-get >/dev/null; then
-    echo "test: installing tmux (apt-get) for the live view's tests" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends tmux >/dev/null; }; then
-        echo "test: tmux could not be installed: the live view's tests skip (fail in CI)" >&2
-    fi
-fi
-
-# Debian's GNU make for the make-through-hogs tests (SHELL=slurm-hog-shell).
-if ! command -v make >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test: installing make (apt-get) for the make tests" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        --no-install-recommends make >/dev/null; }; then
-        echo "test: make could not be installed: the make tests skip" >&2
-    fi
-fi
+apt_install "python$version" "/usr/bin/python$version" "the shared-queue tests"
+apt_install chromium chromium "the report page's browser tests"
+apt_install tmux tmux "the live view's tests"
+apt_install make make "the make tests"
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

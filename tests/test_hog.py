@@ -228,10 +228,11 @@ def test_draining_among_short_tasks_gives_back_those_claimed_or_queued_ahead(
 
 @pytest.mark.parametrize("victims", ["the hog", "the hog and its slot processes"])
 def test_killed_hog_is_healed_and_each_task_runs_once(db: Path, tmp_path: Path, victims: str) -> None:
-    done, pids = tmp_path / "done.txt", tmp_path / "pids.txt"
-    ids = submit(
-        db, "--file", "-", stdin=input_lines(f"echo $$ >> {pids}; sleep 12; echo $HOG_TASK_ID >> {done}", 2)
-    )
+    # Each task runs until it is killed or the test lets it end: a first attempt that outlived
+    # its hog would write `done`.
+    done, pids, go = tmp_path / "done.txt", tmp_path / "pids.txt", tmp_path / "go"
+    command = f"echo $$ >> {pids}; while [ ! -e {go} ]; do sleep 0.1; done; echo $HOG_TASK_ID >> {done}"
+    ids = submit(db, "--file", "-", stdin=input_lines(command, 2))
     victim = start_hog(db, *FAST, "--cores", "2")
     wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, message="tasks started")
     orphans = [int(pid) for pid in pids.read_text().split()]
@@ -244,13 +245,16 @@ def test_killed_hog_is_healed_and_each_task_runs_once(db: Path, tmp_path: Path, 
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
         assert all(alive(pid) for pid in orphans), "tasks live on when nothing is left to kill them"
-    healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "10s", "--cores", "2")
+    healer_log = tmp_path / "healer.log"
+    healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s", "--cores", "2", log_path=healer_log)
     # The healer declares the victim lost after its lease and kills what it left behind first.
     wait_until(lambda: not any(alive(pid) for pid in orphans), timeout=30, message="orphans killed")
-    assert finish(healer, timeout=90) == 0
+    go.touch()
+    wait_until(lambda: all(check(db, task_id)["state"] == "done" for task_id in ids), timeout=60)
+    healer.send_signal(signal.SIGINT)
+    assert finish(healer, timeout=30) == 0
     assert sorted(int(line) for line in done.read_text().split()) == ids
     for task_id in ids:
-        assert check(db, task_id)["state"] == "done"
         reasons = [attempt.reason for attempt in attempts(db, task_id)]
         assert reasons == ["lost", "exited"]
     hogs = cli_json(db, "show", "-H")
@@ -264,8 +268,10 @@ def test_lost_hog_that_comes_back_writes_nothing_over_the_new_attempt(db: Path, 
     wait_until(lambda: check(db, task_id)["state"] == "running", message="running")
     sleeper.send_signal(signal.SIGSTOP)
     try:
-        healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "10s")
-        assert finish(healer, timeout=60) == 0
+        healer = start_hog(db, "--heartbeat", "1s", "--idle-timeout", "30s")
+        wait_until(lambda: check(db, task_id)["state"] == "done", timeout=60, message="the new attempt")
+        healer.send_signal(signal.SIGINT)
+        assert finish(healer, timeout=30) == 0
     finally:
         sleeper.send_signal(signal.SIGCONT)
     # It finds itself declared lost: it kills what it runs, writes nothing, and exits 3.
