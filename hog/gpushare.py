@@ -8,9 +8,12 @@ GPU_UNITS, with no float rounding however many tasks come and go.
 
 import math
 import re
-from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from hog.errors import UsageError
+
+if TYPE_CHECKING:  # fractions (with decimal) is imported where amounts are parsed or printed:
+    from fractions import Fraction  # slurm-hog-shell's start, before any, is kept short
 
 MAX_SPLIT = 16  # the most tasks one GPU may be shared by: --gpus 1/16
 GPU_UNITS = math.lcm(*range(1, MAX_SPLIT + 1))  # 720720
@@ -18,7 +21,7 @@ MAX_GPUS = 1024  # whole GPUs per task: far beyond any node, sums stay within sq
 _FRACTION = re.compile(r"\s*1\s*/\s*([0-9]{1,6})\s*")
 _NUMBER = re.compile(r"\s*([0-9]{1,6}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})\s*")
 # A share printed as a float (0.3333333333333333, as JSON has it) is read back as the 1/k it was.
-_FLOAT_SLACK = Fraction(1, 10**12)
+_FLOAT_SLACK_DENOMINATOR = 10**12
 
 
 def fractions_that_pack() -> str:
@@ -42,7 +45,9 @@ def parse_gpus(text: str, what: str = "--gpus") -> int:
     return GPU_UNITS // split
 
 
-def _amount(text: str) -> Fraction | None:
+def _amount(text: str) -> "Fraction | None":
+    from fractions import Fraction
+
     match = _FRACTION.fullmatch(text)
     if match:
         denominator = int(match.group(1))
@@ -51,12 +56,14 @@ def _amount(text: str) -> Fraction | None:
     return Fraction(match.group(1)) if match else None
 
 
-def _split_of(amount: Fraction) -> int | None:
+def _split_of(amount: "Fraction") -> int | None:
     """k when `amount` is 1/k of a GPU (or a float's print of it) for k in 2..MAX_SPLIT."""
+    from fractions import Fraction
+
     if not 0 < amount < 1:
         return None
     split = round(1 / amount)
-    if 2 <= split <= MAX_SPLIT and abs(amount - Fraction(1, split)) <= _FLOAT_SLACK:
+    if 2 <= split <= MAX_SPLIT and abs(amount - Fraction(1, split)) <= Fraction(1, _FLOAT_SLACK_DENOMINATOR):
         return split
     return None
 
@@ -84,6 +91,8 @@ def text(units: int) -> str:
     """As a user writes it: 2, 0.5, 0.25, 1/3."""
     if whole(units):
         return str(units // GPU_UNITS)
+    from fractions import Fraction
+
     share = Fraction(units, GPU_UNITS)
     decimal = float(share)
     return repr(decimal) if Fraction(repr(decimal)) == share else f"1/{share.denominator}"
