@@ -4,36 +4,23 @@ monitor serve one, and status, wait and show -H say which pool stands where."""
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import apsw
 import pytest
-from helpers import child_env, cli, cli_json, holds_for, start_hog, task_counts, wait_until
+from helpers import cli, cli_json, holds_for, start_hog, task_counts, wait_until
+from test_monitor import HOG_OPTIONS, start_monitor
 
 from hog.fleet.monitor import FUTILE_HOGS_LIMIT, Monitor, MonitorConfig
 from hog.pilot.options import HogOptions
 from hog.store import claims, schema
 from hog.store.db import open_database
 
-HOG_OPTIONS = ("--heartbeat", "1s", "--idle-timeout", "2s")
-
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     return result
-
-
-def start_monitor(db: Path, *args: str) -> subprocess.Popen:
-    log = open(f"{db}.monitor-{len(list(db.parent.glob('*.monitor-out-*')))}.monitor-out-", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, "-m", "hog", "--db", str(db), "monitor", "--poll", "0.5s", *HOG_OPTIONS, *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=child_env(),
-        start_new_session=True,
-    )
 
 
 def stop(process: subprocess.Popen) -> None:
