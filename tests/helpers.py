@@ -94,3 +94,16 @@ def states_of(db: Path | str) -> dict[int, str]:
 
 def task_counts(db: Path | str) -> dict[str, int]:
     return cli_json(db, "status")["tasks"]  # type: ignore[index]
+
+
+def heal_from_elsewhere(db: Path | str) -> None:
+    """Reap `db` as a hog on another host would an hour from now: every silent hog is lost and
+    its tasks go back."""
+    from hog.pilot.healing import heal
+    from hog.store.db import open_database
+
+    database = open_database(str(db))
+    try:
+        heal(database, host="elsewhere", now=time.time() + 3600)
+    finally:
+        database.close()

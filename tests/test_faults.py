@@ -12,11 +12,9 @@ from pathlib import Path
 import apsw
 import psutil
 import pytest
-from helpers import child_env, cli, cli_json, start_hog, wait_until
+from helpers import child_env, cli, cli_json, heal_from_elsewhere, start_hog, wait_until
 
-from hog.pilot.healing import heal
 from hog.pilot.runner import EXIT_GIVEN_UP
-from hog.store.db import open_database
 
 
 def sqlite(db: Path) -> apsw.Connection:
@@ -93,11 +91,7 @@ def test_kill_during_result_batches_loses_no_task(db: Path, tmp_path: Path) -> N
         time.sleep(random.uniform(0.4, 1.2))  # killed at a random point of its run
         hog.kill()
         hog.wait()
-        database = open_database(str(db))
-        try:
-            heal(database, host="elsewhere", now=time.time() + 3600)
-        finally:
-            database.close()
+        heal_from_elsewhere(db)
         counts = consistent(db)
         assert "running" not in counts, "a task stayed with a dead hog"
         assert sum(counts.values()) == 3000

@@ -9,15 +9,11 @@ import importlib.util
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import apsw
 import pytest
-from helpers import cli, cli_json, start_hog, wait_until
-
-from hog.pilot.healing import heal
-from hog.store.db import open_database
+from helpers import cli, cli_json, heal_from_elsewhere, start_hog, wait_until
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "slowfs.py"
 FSYNC_MS = 5.0
@@ -135,11 +131,7 @@ def test_a_hog_killed_9_on_the_slow_filesystem_loses_nothing_runs_nothing_twice(
     wait_until(lambda: cli_json(db, "status")["tasks"].get("done", 0) >= 10, timeout=120, message="some done")
     hog.kill()
     hog.wait()
-    database = open_database(str(db))
-    try:
-        heal(database, host="elsewhere", now=time.time() + 3600)
-    finally:
-        database.close()
+    heal_from_elsewhere(db)
     assert "running" not in counts(db), "a task stayed with the dead hog"
     survivor = start_hog(db, "--cores", "2", "--idle-timeout", "1s", log_path=slow_folder.parent / "hog2.log")
     assert survivor.wait(timeout=300) == 0, (slow_folder.parent / "hog2.log").read_text()
