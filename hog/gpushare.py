@@ -7,19 +7,18 @@ GPU_UNITS, with no float rounding however many tasks come and go.
 """
 
 import math
-import re
-from typing import TYPE_CHECKING
 
 from hog.errors import UsageError
+from hog.records import TYPE_CHECKING
 
-if TYPE_CHECKING:  # fractions (with decimal) is imported where amounts are parsed or printed:
+if TYPE_CHECKING:  # fractions (with decimal) and re are imported where amounts are parsed or printed:
     from fractions import Fraction  # slurm-hog-shell's start, before any, is kept short
 
 MAX_SPLIT = 16  # the most tasks one GPU may be shared by: --gpus 1/16
 GPU_UNITS = math.lcm(*range(1, MAX_SPLIT + 1))  # 720720
 MAX_GPUS = 1024  # whole GPUs per task: far beyond any node, sums stay within sqlite's integers
-_FRACTION = re.compile(r"\s*1\s*/\s*([0-9]{1,6})\s*")
-_NUMBER = re.compile(r"\s*([0-9]{1,6}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})\s*")
+_FRACTION = r"\s*1\s*/\s*([0-9]{1,6})\s*"
+_NUMBER = r"\s*([0-9]{1,6}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})\s*"
 # A share printed as a float (0.3333333333333333, as JSON has it) is read back as the 1/k it was.
 _FLOAT_SLACK_DENOMINATOR = 10**12
 
@@ -46,13 +45,14 @@ def parse_gpus(text: str, what: str = "--gpus") -> int:
 
 
 def _amount(text: str) -> "Fraction | None":
+    import re
     from fractions import Fraction
 
-    match = _FRACTION.fullmatch(text)
+    match = re.fullmatch(_FRACTION, text)
     if match:
         denominator = int(match.group(1))
         return Fraction(1, denominator) if denominator else None
-    match = _NUMBER.fullmatch(text)
+    match = re.fullmatch(_NUMBER, text)
     return Fraction(match.group(1)) if match else None
 
 

@@ -1,15 +1,9 @@
 """Durations, sizes and counts as users type and read them; parsed only at the CLI edge."""
 
-import re
-
 from hog.errors import UsageError
 
+# Parsed by hand, not with re: re (with enum) would be a quarter of slurm-hog-shell's start.
 _SUFFIX_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SUFFIXED = r"(\d+(?:\.\d+)?|\.\d+)([smhd])"
-# SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
-_SLURM = r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?"
-_SIZE = r"(?i)(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?"
-# Patterns, compiled on first use by re's cache: most commands never parse a duration.
 _SIZE_FACTOR = {"": 1 << 20, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 DURATION_HELP = "SLURM's M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, or 90s, 15m, 2h, 1d"
 # What every duration option's help ends with.
@@ -31,27 +25,40 @@ def parse_duration(text: str, what: str = "duration", allow_zero: bool = False) 
     return seconds
 
 
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _is_decimal(text: str, bare_fraction: bool = False) -> bool:
+    """`text` is a number like 12 or 1.5 (or .5 when `bare_fraction`)."""
+    whole, dot, fraction = text.partition(".")
+    if not dot:
+        return _is_digits(whole)
+    return (_is_digits(whole) or (bare_fraction and not whole)) and _is_digits(fraction)
+
+
 def _parse_suffixed(value: str) -> float | None:
-    match = re.fullmatch(_SUFFIXED, value)
-    if not match:
+    """90s, 1.5h, .5d"""
+    if value[-1:] not in _SUFFIX_S or not _is_decimal(value[:-1], bare_fraction=True):
         return None
-    return float(match.group(1)) * _SUFFIX_S[match.group(2)]
+    return float(value[:-1]) * _SUFFIX_S[value[-1]]
 
 
 def _parse_slurm(value: str) -> float | None:
-    match = re.fullmatch(_SLURM, value)
-    if not match:
+    """SLURM's forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    days, dash, rest = value.rpartition("-")
+    parts = rest.split(":")
+    if (dash and not _is_digits(days)) or len(parts) > 3 or not all(map(_is_digits, parts)):
         return None
-    days, first, second, third = match.groups()
-    if days is not None:
-        # D-H, D-H:M, D-H:M:S
-        hours, minutes, seconds = int(first), int(second or 0), int(third or 0)
+    numbers = [int(part) for part in parts]
+    if dash:
+        hours, minutes, seconds = numbers + [0] * (3 - len(numbers))
         return int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
-    if third is not None:
-        return int(first) * 3600 + int(second) * 60 + int(third)
-    if second is not None:
-        return int(first) * 60 + int(second)
-    return int(first) * 60
+    if len(numbers) == 3:
+        return numbers[0] * 3600 + numbers[1] * 60 + numbers[2]
+    if len(numbers) == 2:
+        return numbers[0] * 60 + numbers[1]
+    return numbers[0] * 60
 
 
 def split_duration(seconds: float) -> tuple[int, int, int, int]:
@@ -78,10 +85,13 @@ def format_duration(seconds: float | None) -> str:
 
 def parse_size(text: str, what: str = "size") -> int:
     """Bytes in `text` (500M, 4G, 1.5G; a bare number is MiB as in SLURM's --mem)."""
-    match = re.fullmatch(_SIZE, text.strip()) if len(text) <= 40 else None
-    if not match:
+    value = text.strip().lower()
+    value = value[:-2] if value.endswith("ib") else value.removesuffix("b")  # 4GiB, 4GB
+    unit = value[-1:] if value[-1:] in ("k", "m", "g", "t") else ""
+    number = value[: len(value) - len(unit)].rstrip()
+    if len(text) > 40 or not _is_decimal(number):
         raise UsageError(f"bad {what} {text!r}: use a number with K, M, G or T, like 500M or 4G")
-    size = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2).lower()])
+    size = int(float(number) * _SIZE_FACTOR[unit])
     if size <= 0 or size > 1 << 60:
         raise UsageError(f"bad {what} {text!r}: it must be larger than zero and below an exabyte")
     return size

@@ -158,7 +158,7 @@ def timed_make(folder: str, env: dict, argv: list[str]) -> float:
 
 
 def bench_latency(folder: str, args, data: dict, summary: list[dict]) -> None:
-    from hog.store import queue
+    from hog.store import submitting
     from hog.store.db import open_database
 
     samples = 10 if args.quick else (args.reps or 40)
@@ -168,12 +168,12 @@ def bench_latency(folder: str, args, data: dict, summary: list[dict]) -> None:
     try:
         wait_for(lambda: hog_running(db))
         database = open_database(db)
-        options = queue.SubmitOptions(
+        options = submitting.SubmitOptions(
             cwd=folder, environment={}, stdout_pattern="/dev/null", stderr_pattern="/dev/null"
         )
         for _ in range(samples):
             time.sleep(random.uniform(0.3, 0.8))
-            queue.submit(database, [("true", None)], options)
+            submitting.submit(database, [("true", None)], options)
         database.close()
         wait_for(lambda: all(a[2] is not None for a in attempts(db).values()))
         pickups = [started - submitted for submitted, started, _ in attempts(db).values()]

@@ -25,7 +25,7 @@ import bench_common as bc
 from hog.store import claims, states
 from hog.store.db import create_database, open_database
 from hog.store.packing import Resources
-from hog.store.queue import SubmitOptions
+from hog.store.submitting import SubmitOptions
 from hog.store.usage import HogUsage
 from hog.store.workflows import ArrayTasks, Step, submit_steps
 

@@ -21,10 +21,10 @@ import pytest
 from helpers import REPO, child_env, cli, cli_json, start_hog, wait_until
 
 from hog.gpushare import GPU_UNITS
-from hog.store import claims, queue, schema, states
+from hog.store import claims, queue, schema, states, submitting
 from hog.store import db as hogdb
 from hog.store.packing import Resources
-from hog.store.queue import decode_environment
+from hog.store.submitting import decode_environment
 
 # -- helpers ---------------------------------------------------------------------------------
 
@@ -81,8 +81,10 @@ def opened(db: Path):
 def add(db: Path, *commands: str, name: str | None = None) -> int:
     """Set-up through the core, not the CLI under test: submit shell commands, return the first id."""
     with opened(db) as database:
-        options = queue.SubmitOptions(name=name, cwd=str(db.parent), environment={"PATH": "/usr/bin:/bin"})
-        return queue.submit(database, [(command, None) for command in commands], options)[0]
+        options = submitting.SubmitOptions(
+            name=name, cwd=str(db.parent), environment={"PATH": "/usr/bin:/bin"}
+        )
+        return submitting.submit(database, [(command, None) for command in commands], options)[0]
 
 
 def tasks(db: Path) -> list[dict]:

@@ -15,7 +15,7 @@ import pytest
 from helpers import child_env, cli, cli_json
 
 from hog.errors import DatabaseError, LockTimeoutError, NotFoundError, UsageError
-from hog.store import claims, queue, schema, states
+from hog.store import claims, counts, queue, schema, states, submitting
 from hog.store import db as hogdb
 from hog.store.cleanup import cleanup
 from hog.store.packing import Resources
@@ -32,10 +32,10 @@ def new_db(tmp_path: Path, name: str = "queue.sqlite", timeout_s: float = 30) ->
     return hogdb.open_database(path, timeout_s)
 
 
-def options(**overrides) -> queue.SubmitOptions:
+def options(**overrides) -> submitting.SubmitOptions:
     values = {"cwd": "/tmp", "environment": {"PATH": "/usr/bin:/bin", "HOME": "/root"}}
     values.update(overrides)
-    return queue.SubmitOptions(**values)
+    return submitting.SubmitOptions(**values)
 
 
 def commands(count: int, prefix: str = "echo") -> list[tuple[str, None]]:
@@ -130,7 +130,7 @@ def test_create_database_refuses_an_existing_file_and_leaves_it_alone(tmp_path):
 
 def test_create_database_refuses_a_second_init(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(3), options())
+    submitting.submit(db, commands(3), options())
     before = Path(db.path).read_bytes()
     with pytest.raises(DatabaseError, match="already exists"):
         hogdb.create_database(db.path)
@@ -203,24 +203,24 @@ def test_open_refuses_a_folder(tmp_path):
 
 def test_submit_gives_contiguous_ids_and_never_reuses_them(tmp_path):
     db = new_db(tmp_path)
-    assert queue.submit(db, commands(5), options()) == (1, 5)
-    assert queue.submit(db, [("true", None)], options()) == (6, 6)
-    assert queue.submit(db, commands(1000), options()) == (7, 1006)
+    assert submitting.submit(db, commands(5), options()) == (1, 5)
+    assert submitting.submit(db, [("true", None)], options()) == (6, 6)
+    assert submitting.submit(db, commands(1000), options()) == (7, 1006)
     ids = [row[0] for row in db.query("SELECT id FROM tasks ORDER BY id")]
     assert ids == list(range(1, 1007))
     # Ended tasks deleted: their ids are not handed out again.
     queue.cancel(db, list(range(1000, 1007)))
     assert cleanup(db, (states.CANCELLED,)).tasks == 7
-    assert queue.submit(db, [("true", None)], options()) == (1007, 1007)
+    assert submitting.submit(db, [("true", None)], options()) == (1007, 1007)
 
 
 def test_submit_stores_the_environment_once_for_many_tasks(tmp_path):
     db = new_db(tmp_path)
     environment = {"PATH": "/usr/bin", "HOME": "/home/me", "BIG": "x" * 10_000}
-    queue.submit(db, commands(2000), options(environment=environment))
-    queue.submit(db, commands(500), options(environment=dict(environment)))
+    submitting.submit(db, commands(2000), options(environment=environment))
+    submitting.submit(db, commands(500), options(environment=dict(environment)))
     assert db.query_one("SELECT count(*) FROM environments")[0] == 1
-    queue.submit(db, commands(3), options(environment={**environment, "OTHER": "1"}))
+    submitting.submit(db, commands(3), options(environment={**environment, "OTHER": "1"}))
     assert db.query_one("SELECT count(*) FROM environments")[0] == 2
     # One submission row per call, not per task.
     assert db.query_one("SELECT count(*) FROM submissions")[0] == 3
@@ -229,7 +229,7 @@ def test_submit_stores_the_environment_once_for_many_tasks(tmp_path):
 def test_submit_with_no_commands_adds_nothing(tmp_path):
     db = new_db(tmp_path)
     with pytest.raises(UsageError):
-        queue.submit(db, [], options())
+        submitting.submit(db, [], options())
     assert db.query_one("SELECT count(*) FROM tasks")[0] == 0
     assert db.query_one("SELECT count(*) FROM submissions")[0] == 0
 
@@ -242,15 +242,15 @@ def test_submit_is_all_or_nothing_when_the_commands_fail_part_way(tmp_path):
         raise UsageError("line 501 is bad")
 
     with pytest.raises(UsageError, match="501"):
-        queue.submit(db, lines(), options())
+        submitting.submit(db, lines(), options())
     assert db.query_one("SELECT count(*) FROM tasks")[0] == 0
     assert db.query_one("SELECT count(*) FROM environments")[0] == 0
     assert counted(db) == {}
-    assert queue.submit(db, [("true", None)], options()) == (1, 1)  # no id was used up
+    assert submitting.submit(db, [("true", None)], options()) == (1, 1)  # no id was used up
 
 
 def test_captured_environment_leaves_out_the_allocation_of_the_submitting_shell():
-    captured = queue.captured_environment(
+    captured = submitting.captured_environment(
         {
             "PATH": "/bin",
             "MY_VAR": "1",
@@ -269,9 +269,9 @@ def test_captured_environment_leaves_out_the_allocation_of_the_submitting_shell(
 
 def test_claim_takes_highest_priority_first_then_oldest(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(3, "low"), options())  # 1-3, priority 0
-    queue.submit(db, commands(2, "high"), options(priority=5))  # 4-5
-    queue.submit(db, commands(1, "neg"), options(priority=-1))  # 6
+    submitting.submit(db, commands(3, "low"), options())  # 1-3, priority 0
+    submitting.submit(db, commands(2, "high"), options(priority=5))  # 4-5
+    submitting.submit(db, commands(1, "neg"), options(priority=-1))  # 6
     hog_id = register_hog(db)
     order = [task.task_id for task in claim(db, hog_id, 3)]
     order += [task.task_id for task in claim(db, hog_id, 10)]
@@ -281,8 +281,8 @@ def test_claim_takes_highest_priority_first_then_oldest(tmp_path):
 
 def test_claim_skips_tasks_larger_than_the_hog(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, [("huge", None)], options(cores=128))
-    queue.submit(db, [("small", None)], options(cores=1))
+    submitting.submit(db, [("huge", None)], options(cores=128))
+    submitting.submit(db, [("small", None)], options(cores=1))
     hog_id = register_hog(db)
     claimed = claim(db, hog_id, 10)
     assert [task.command for task in claimed] == ["small"]
@@ -306,7 +306,7 @@ def _race_worker(path: str, barrier, results, limit: int) -> None:
 def test_three_processes_racing_claim_each_task_once(tmp_path, limit):
     db = new_db(tmp_path)
     total = 300
-    queue.submit(db, commands(total), options())
+    submitting.submit(db, commands(total), options())
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(3)
     results = context.Queue()
@@ -332,7 +332,7 @@ def test_three_processes_racing_claim_each_task_once(tmp_path, limit):
 
 def test_a_lost_hog_that_comes_back_writes_nothing_over_the_newer_attempt(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(2), options())
+    submitting.submit(db, commands(2), options())
     old_hog = register_hog(db)
     old_tasks = claim(db, old_hog, 2)
     assert [task.attempt for task in old_tasks] == [1, 1]
@@ -361,7 +361,7 @@ def test_a_lost_hog_that_comes_back_writes_nothing_over_the_newer_attempt(tmp_pa
 
 def test_a_result_for_an_attempt_that_is_not_current_is_ignored_by_a_live_hog(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(1), options())
+    submitting.submit(db, commands(1), options())
     hog_a = register_hog(db)
     (first,) = claim(db, hog_a, 1)
     claims.reap_lost_hogs(db, now=time.time() + 10_000)
@@ -379,7 +379,7 @@ def test_a_result_for_an_attempt_that_is_not_current_is_ignored_by_a_live_hog(tm
 
 def test_results_follow_the_retry_budget(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(1), options(max_retries=1))
+    submitting.submit(db, commands(1), options(max_retries=1))
     hog_id = register_hog(db)
     (task,) = claim(db, hog_id, 1)
     report(db, hog_id, [result(task, exit_code=2)])
@@ -393,7 +393,7 @@ def test_results_follow_the_retry_budget(tmp_path):
 
 def test_cancel_unknown_id_cancels_nothing(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(3), options())
+    submitting.submit(db, commands(3), options())
     with pytest.raises(NotFoundError, match="99"):
         queue.cancel(db, [1, 99])
     assert {row[0] for row in db.query("SELECT state FROM tasks")} == {states.WAITING}
@@ -402,7 +402,7 @@ def test_cancel_unknown_id_cancels_nothing(tmp_path):
 
 def test_cleanup_refuses_active_states(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(2), options())
+    submitting.submit(db, commands(2), options())
     for state in (states.WAITING, states.RUNNING):
         with pytest.raises(UsageError, match="only ended"):
             cleanup(db, (state,))
@@ -411,8 +411,8 @@ def test_cleanup_refuses_active_states(tmp_path):
 
 def test_state_counts_match_the_tasks_after_every_kind_of_change(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(20), options())
-    queue.submit(db, commands(5), options(max_retries=1, priority=10))  # 21-25, claimed first
+    submitting.submit(db, commands(20), options())
+    submitting.submit(db, commands(5), options(max_retries=1, priority=10))  # 21-25, claimed first
     assert_counts_true(db)
 
     queue.cancel(db, [1, 2])
@@ -505,9 +505,9 @@ def test_lock_timeout_in_the_core(tmp_path):
     with open(db.lock_path, "a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         with pytest.raises(LockTimeoutError, match="--timeout"):
-            queue.submit(db, commands(3), options())
+            submitting.submit(db, commands(3), options())
     assert db.query_one("SELECT count(*) FROM tasks")[0] == 0
-    assert queue.submit(db, commands(1), options()) == (1, 1)  # the lock works again
+    assert submitting.submit(db, commands(1), options()) == (1, 1)  # the lock works again
 
 
 def test_cli_submit_fails_cleanly_when_the_lock_is_held(tmp_path):
@@ -535,7 +535,7 @@ def test_busy_timeout_is_a_backstop_when_sqlite_itself_is_locked(tmp_path):
     try:
         slow = hogdb.open_database(db.path, timeout_s=0.3)
         with pytest.raises(LockTimeoutError, match="--timeout"):
-            queue.submit(slow, commands(2), options())
+            submitting.submit(slow, commands(2), options())
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -575,17 +575,17 @@ def test_full_disk_after_sqlite_rolled_back_by_itself_is_still_a_database_error(
 def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path):
     import pytest
 
-    from hog.store import queue
+    from hog.store import submitting
     from hog.store.db import create_database, open_database
 
     path = str(tmp_path / "q.sqlite")
     create_database(path)
     db = open_database(path)
     try:
-        queue.submit(db, [("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
+        submitting.submit(db, [("true", None)], submitting.SubmitOptions(cwd=str(tmp_path)))
         with pytest.raises(RuntimeError, match="from done to running"), db.transaction() as connection:
-            queue.move_counts(connection, "waiting", "cancelled")
-            queue.move_counts(connection, "done", "running")
+            counts.move_counts(connection, "waiting", "cancelled")
+            counts.move_counts(connection, "done", "running")
         assert dict(db.query("SELECT state, tasks FROM state_counts WHERE tasks != 0")) == {"waiting": 1}
     finally:
         db.close()
@@ -607,7 +607,7 @@ def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
 
 def test_a_claim_counts_the_running_hogs_and_a_cancel_poll_sees_a_lost_hog(tmp_path):
     db = new_db(tmp_path)
-    queue.submit(db, commands(3), options())
+    submitting.submit(db, commands(3), options())
     first, second = register_hog(db), register_hog(db)
     outcome = claims.exchange(db, first, "node1", [], claim_request(1), {})
     assert outcome.hogs_running == 2 and len(outcome.claimed) == 1

@@ -362,3 +362,54 @@ def test_check_pattern_refuses_bad_patterns(pattern, phrase):
         check_pattern(pattern, "--stderr")
     assert phrase in str(error.value)
     assert "--stderr" in str(error.value)
+
+
+# The grammar the help documents, as regular expressions: the parsers are written by hand (re is
+# kept off slurm-hog-shell's start) and must accept exactly these.
+_SUFFIXED = r"([0-9]+(?:\.[0-9]+)?|\.[0-9]+)([smhd])"
+_SLURM = r"(?:([0-9]+)-)?([0-9]+)(?::([0-9]+))?(?::([0-9]+))?"
+_SIZE = r"(?i)([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?"
+
+
+def _documented_duration(text: str) -> float | None:
+    import re
+
+    value = text.strip().lower()
+    if match := re.fullmatch(_SUFFIXED, value):
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    elif match := re.fullmatch(_SLURM, value):
+        days, first, second, third = (int(part) if part else None for part in match.groups())
+        if days is not None:
+            seconds = days * 86400 + first * 3600 + (second or 0) * 60 + (third or 0)
+        elif third is not None:
+            seconds = first * 3600 + second * 60 + third
+        else:
+            seconds = first * 60 + (second or 0) if second is not None else first * 60
+    else:
+        return None
+    return seconds if 0 < seconds <= 100 * 365 * 86400 and len(value) <= 40 else None
+
+
+def _documented_size(text: str) -> int | None:
+    import re
+
+    match = re.fullmatch(_SIZE, text.strip()) if len(text) <= 40 else None
+    if not match:
+        return None
+    size = int(
+        float(match.group(1)) * {"": MIB, "k": 1024, "m": MIB, "g": GIB, "t": 1 << 40}[match.group(2).lower()]
+    )
+    return size if 0 < size <= 1 << 60 else None
+
+
+def _or_none(parse, text: str):
+    with contextlib.suppress(UsageError):
+        return parse(text)
+    return None
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet="0123456789.:-smhdSMHD kgtibKGTIB\t", max_size=12))
+def test_durations_and_sizes_are_parsed_as_the_help_documents(text: str) -> None:
+    assert _or_none(parse_duration, text) == _documented_duration(text)
+    assert _or_none(parse_size, text) == _documented_size(text)

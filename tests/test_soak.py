@@ -73,7 +73,7 @@ def test_shares_add_up() -> None:
 def test_verify_catches_a_broken_queue(tmp_path: Path) -> None:
     """The checks are not vacuous: a done task run twice, a cancelled task that succeeded and a
     wrong state count are each reported."""
-    from hog.store import claims, queue
+    from hog.store import claims, queue, submitting
     from hog.store.db import open_database
     from hog.store.packing import Resources
 
@@ -83,7 +83,7 @@ def test_verify_catches_a_broken_queue(tmp_path: Path) -> None:
     assert cli(path, "init").returncode == 0
     db = open_database(str(path))
     try:
-        queue.submit(db, [("true", None), ("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
+        submitting.submit(db, [("true", None), ("true", None)], submitting.SubmitOptions(cwd=str(tmp_path)))
         size = Resources(2, 0, 1 << 30)
         hog_id = claims.start_hog(db, claims.HogInfo("test", 1, None, 2, [], 1 << 30, None, 60.0))
         assert hog_id is not None
@@ -94,7 +94,7 @@ def test_verify_catches_a_broken_queue(tmp_path: Path) -> None:
             claims.TaskResult(task.task_id, task.attempt, "exited", now, now, exit_code=0) for task in claimed
         ]
         claims.exchange(db, hog_id, "test", results, None, {}, finish_reason="idle")
-        queue.submit(db, [("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
+        submitting.submit(db, [("true", None)], submitting.SubmitOptions(cwd=str(tmp_path)))
         queue.cancel(db, [3])
         with db.transaction() as connection:
             # Task 1 "succeeded" twice; cancelled task 3 has a successful attempt; a count is off.

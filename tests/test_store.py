@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hog.gpushare import GPU_UNITS
-from hog.store import claims, queue, states
+from hog.store import claims, queue, states, submitting
 from hog.store import db as hogdb
 from hog.store.packing import Resources
 from hog.store.paths import OWNER_AND_GROUP, OWNER_ONLY, QueueFiles, make_private_dirs
@@ -92,7 +92,7 @@ def test_private_folders_get_their_mode_at_every_level(tmp_path):
 def test_each_query_fills_its_record_field_by_field(tmp_path):
     db = new_db(tmp_path)
     # Every field a distinct value, so that two columns swapped would show.
-    options = queue.SubmitOptions(
+    options = submitting.SubmitOptions(
         cores=3,
         gpus=2 * GPU_UNITS,
         mem_bytes=5 << 20,
@@ -105,7 +105,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         cwd=str(tmp_path),
         environment={"ONLY": "this"},
     )
-    queue.submit(db, [("printf '%s' x", '["printf", "%s", "x"]')], options, now=1000.0)
+    submitting.submit(db, [("printf '%s' x", '["printf", "%s", "x"]')], options, now=1000.0)
     hog_id = claims.start_hog(db, hog_info(), now=1001.0)
     (task,) = claim_all(db, hog_id, now=1001.0)
     assert task._asdict() == {
@@ -212,7 +212,7 @@ def test_hog_moves_are_the_ones_the_transition_table_allows(tmp_path, monkeypatc
 
 def test_a_hog_move_no_state_may_make_is_refused_and_rolled_back(tmp_path, monkeypatch):
     db = new_db(tmp_path)
-    queue.submit(db, [("true", None)], queue.SubmitOptions(cwd=str(tmp_path)))
+    submitting.submit(db, [("true", None)], submitting.SubmitOptions(cwd=str(tmp_path)))
     hog_id = claims.start_hog(db, hog_info())
     claim_all(db, hog_id)
     with pytest.raises(RuntimeError, match="ended in one of"):

@@ -21,7 +21,7 @@ from hog.api.worker import HEADER, worker_argv
 from hog.errors import CallError, UsageError
 from hog.store.calls import CallOutcome
 from hog.store.paths import QueueFiles
-from hog.store.queue import encode_argv, readable
+from hog.store.submitting import encode_argv, readable
 
 
 class RemoteTraceback(Exception):

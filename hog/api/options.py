@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from hog.errors import UsageError
 from hog.pools import DEFAULT_POOL, check_pool
-from hog.store import queue
+from hog.store import submitting
 from hog.timeutil import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -61,21 +61,23 @@ class TaskOptions:
             raise UsageError(f"no task option {unknown[0]!r}: use {', '.join(sorted(known))}")
         return replace(self, **changes)  # type: ignore[arg-type]
 
-    def resolved(self, spell: Callable[[str], str] = python_spelling) -> queue.SubmitOptions:
+    def resolved(self, spell: Callable[[str], str] = python_spelling) -> submitting.SubmitOptions:
         """The store's options, every value checked; `spell` names a field in messages."""
-        if self.name is not None and queue.readable(self.name) != self.name:
+        if self.name is not None and submitting.readable(self.name) != self.name:
             raise UsageError(f"{spell('name')} holds a byte that is not UTF-8: give a name in plain text")
         cwd = os.path.abspath(self.cwd or os.getcwd())
         if not os.path.isdir(cwd):
-            raise UsageError(f"{spell('cwd')} {queue.readable(self.cwd or cwd)}: no such folder")
+            raise UsageError(f"{spell('cwd')} {submitting.readable(self.cwd or cwd)}: no such folder")
         from hog.pilot.outputs import check_pattern
 
         for field in ("stdout", "stderr"):
             pattern = getattr(self, field)
             if pattern is not None:
                 check_pattern(pattern, spell(field))
-        environment = queue.captured_environment() if self.environment is None else dict(self.environment)
-        return queue.SubmitOptions(
+        environment = (
+            submitting.captured_environment() if self.environment is None else dict(self.environment)
+        )
+        return submitting.SubmitOptions(
             cores=_whole(self.cores, CORES_RANGE, spell("cores")),
             gpus=_gpus(self.gpus, spell("gpus")),
             mem_bytes=_size(self.mem, spell("mem")),

@@ -15,9 +15,7 @@ of the same signal, as a shell does, so that make reports an interrupted recipe.
 stops waiting at once.
 """
 
-import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,8 +24,13 @@ from hog.pilot.outputs import output_path
 from hog.store import doorbell, states
 from hog.store.db import Database
 from hog.store.following import Progress, progress
-from hog.store.queue import SubmitOptions
+from hog.store.submitting import SubmitOptions
 from hog.timeutil import format_duration
+
+try:  # CPython's signal functions without the module's enums: enum is a sixth of a client's start
+    import _signal as signal
+except ImportError:
+    import signal
 
 LISTEN_S = 0.05
 MIN_READ_S = 0.1
@@ -51,6 +54,15 @@ def attempt_outputs(db_path: str, options: SubmitOptions, task_id: int) -> Calla
     return outputs
 
 
+def flush_output() -> None:
+    """What is left in stdout's and stderr's buffers, out now; a closed stream is left alone."""
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 (contextlib is kept off slurm-hog-shell's start)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 class Signals:
     """Notes SIGINT, SIGTERM and SIGHUP for the loop, from as early as possible."""
 
@@ -64,9 +76,7 @@ class Signals:
 
     def die(self, number: int) -> int:
         """End this process by `number`, as the shell's child would have; 128+N if it survives."""
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        flush_output()
         signal.signal(number, signal.SIG_DFL)
         os.kill(os.getpid(), number)
         return 128 + number
@@ -240,7 +250,9 @@ class Follower:
     def _status(self, found: Progress) -> int:
         """The exit status a shell would give for the task's end (128+N for signal N)."""
         if self.cancelled_by is not None and found.state == states.CANCELLED:
-            self.say(f"task {self.task_id} cancelled ({signal.Signals(self.cancelled_by).name})")
+            from signal import Signals
+
+            self.say(f"task {self.task_id} cancelled ({Signals(self.cancelled_by).name})")
             return self.signals.die(self.cancelled_by)
         if found.state == states.DONE:
             return 0

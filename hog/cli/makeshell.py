@@ -14,7 +14,6 @@ No click here: make starts one of these per recipe, and click costs a third of a
 """
 
 import os
-import re
 import sys
 
 from hog.errors import HogError, UsageError
@@ -39,7 +38,7 @@ VARIABLES = {
     "--db": "SLURM_HOG_DB",
 }
 SHELL_FLAGS = "eux"  # passed on to /bin/sh: -e stops at the first failure, as make's .POSIX asks
-_PREFIXES = re.compile(r"[ \t@+-]*")
+_PREFIXES = " \t@+-"  # what make strips from the start of a line under .ONESHELL
 
 
 def parse(args: list[str], environ: dict[str, str]) -> tuple[dict[str, str], str, str]:
@@ -80,7 +79,8 @@ def one_shell(command: str) -> str:
     parts: list[str] = []
     position = 0
     while position < len(command):
-        position = _PREFIXES.match(command, position).end()  # type: ignore[union-attr]
+        while position < len(command) and command[position] in _PREFIXES:
+            position += 1
         end = position
         while end < len(command):
             character = command[end]
@@ -140,7 +140,7 @@ def with_kind(values: dict[str, str], db) -> dict[str, str]:
 def submit_options(values: dict[str, str]):
     """The task's settings from the options (make's environment and folder are the task's)."""
     from hog.pools import DEFAULT_POOL, check_pool
-    from hog.store.queue import SubmitOptions, captured_environment
+    from hog.store.submitting import SubmitOptions, captured_environment
     from hog.timeutil import parse_duration, parse_size
 
     get = values.get
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     signals = Signals()  # before the submit: an interrupt after it cancels the task
     try:
         values, flags, command = parse(sys.argv[1:] if argv is None else argv, dict(os.environ))
-        from hog.store import queue
+        from hog.store import submitting
         from hog.store.db import DEFAULT_DB, open_database
 
         db_path = values.get("--db") or DEFAULT_DB
@@ -180,11 +180,21 @@ def main(argv: list[str] | None = None) -> None:
             from hog.timeutil import parse_duration
 
             max_wait_s = parse_duration(values["--max-wait"], what="--max-wait")
-        argv_text = queue.encode_argv(["/bin/sh", *(["-" + flags] if flags else []), "-c", command])
-        task_id, _ = queue.submit(db, [(queue.readable(command), argv_text)], options)
+        argv_text = submitting.encode_argv(["/bin/sh", *(["-" + flags] if flags else []), "-c", command])
+        task_id, _ = submitting.submit(db, [(submitting.readable(command), argv_text)], options)
         outputs = attempt_outputs(db_path, options, task_id)
         status = Follower(db, task_id, outputs, PROG, max_wait_s, signals).follow()
+        db.close()
     except HogError as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")
-        raise SystemExit(error.exit_code) from None
-    raise SystemExit(status)
+        status = error.exit_code
+    leave(status)
+
+
+def leave(status: int) -> None:
+    """Exit with `status` once the output is out, without the interpreter's teardown: a client
+    runs per recipe, and tearing down its modules (apsw's most) costs a third of its start."""
+    from hog.cli.follow import flush_output
+
+    flush_output()
+    os._exit(status)

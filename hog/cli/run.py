@@ -38,7 +38,7 @@ def run(ctx: click.Context, command: tuple[str, ...], max_wait: float, **options
       slurm-hog run 'make -C sub all' || echo failed
     """
     from hog.errors import UsageError
-    from hog.store import queue
+    from hog.store import submitting
 
     # From before the submit: a Ctrl-C after it cancels the task instead of leaving it behind.
     signals = Signals()
@@ -50,7 +50,7 @@ def run(ctx: click.Context, command: tuple[str, ...], max_wait: float, **options
     options = apply_kind(ctx, options, kind_name, db)
     exact_argv = _after_double_dash(ctx.meta["submit_args"], command)
     submit_options, assigned = task_submit_options(options, command, exact_argv, kind_name)
-    task_id, _ = queue.submit(db, [_one_command(command, exact_argv, assigned)], submit_options)
+    task_id, _ = submitting.submit(db, [_one_command(command, exact_argv, assigned)], submit_options)
 
     outputs = attempt_outputs(settings.path, submit_options, task_id)
     status = Follower(db, task_id, outputs, "slurm-hog run", max_wait, signals).follow()

@@ -39,7 +39,7 @@ from hog.timeutil import counted
 
 if TYPE_CHECKING:  # the store and the library are imported by the commands that use them
     from hog.api.options import TaskOptions
-    from hog.store.queue import SubmitOptions
+    from hog.store.submitting import SubmitOptions
 
 # -- init ------------------------------------------------------------------------------------
 
@@ -187,7 +187,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
       slurm-hog submit -c 4 --mem 8G -t 2h -- ./simulate --seed 7
       slurm-hog submit --file tasks.txt --retries 2 -o 'out/{id}.txt'
     """
-    from hog.store import queue
+    from hog.store import submitting
 
     as_json = options.pop("as_json")
     kind_name = options.pop("kind")
@@ -220,7 +220,7 @@ def submit(ctx: click.Context, command: tuple[str, ...], task_file: str | None, 
 
             first, last = submit_request(db, request, commands, submit_options)
         else:
-            first, last = queue.submit(db, commands, submit_options)
+            first, last = submitting.submit(db, commands, submit_options)
     if options["pool"] != DEFAULT_POOL:
         from hog.cli.pools import warn_if_unserved
 
@@ -239,9 +239,9 @@ def task_submit_options(
     """The settings of a submission from the values of task_options, with the submitting shell's
     environment and the command's leading NAME=value words; how many such words lead it. The
     library checks them, as for its own callers (hog.api.options)."""
-    from hog.store import queue
+    from hog.store import submitting
 
-    environment = queue.captured_environment()
+    environment = submitting.captured_environment()
     # `submit NAME=value program args`: as in the shell and env, leading assignments set the
     # task's environment; the program is the first word after them.
     assignments = () if exact_argv or len(command) < 2 else _leading_assignments(command)
@@ -298,7 +298,7 @@ def _one_command(words: tuple[str, ...], exact_argv: bool, assignments: int = 0)
     """The command text and, for several words, the exact argv (after `assignments` NAME=value)."""
     if any("\0" in word for word in words):
         raise UsageError("the command contains a NUL byte, which no program can receive")
-    from hog.store.queue import encode_argv, readable
+    from hog.store.submitting import encode_argv, readable
 
     if len(words) == 1 and not exact_argv:
         if not words[0].strip():

@@ -248,7 +248,7 @@ def workflow_steps(path: str, defaults, request: WorkflowRequest) -> list:
     """The steps of a workflow file, each task's fields over `defaults` (submit's options)."""
     import shlex
 
-    from hog.store.queue import encode_argv
+    from hog.store.submitting import encode_argv
     from hog.store.workflows import NewTask, Step
     from hog.timeutil import parse_duration, parse_size
     from hog.workflowfile import parse

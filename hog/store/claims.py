@@ -13,18 +13,12 @@ import apsw
 from hog.gpushare import GPU_UNITS
 from hog.pools import DEFAULT_POOL
 from hog.store import dependencies, states, steering
+from hog.store.counts import move_counts
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
 from hog.store.pools import claim_pool
-from hog.store.queue import (
-    decode_argv,
-    decode_environment,
-    filtered,
-    move_counts,
-    placeholders,
-    readable,
-    stored_text,
-)
+from hog.store.queue import filtered, placeholders
+from hog.store.submitting import decode_argv, decode_environment, readable, stored_text
 from hog.store.usage import HogUsage, record
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
@@ -409,7 +403,7 @@ def _claimed_task(
             "SELECT variables FROM environments WHERE id = ?", (environment_id,)
         ).fetchall()
         environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
-    # The folder and the output patterns are bytes when they are not UTF-8 text (queue.storable).
+    # The folder and the output patterns are bytes when they are not UTF-8 text (submitting.storable).
     return ClaimedTask(
         *map(stored_text, row[:-4]), decode_argv(argv), environments[environment_id], array_index, entry
     )

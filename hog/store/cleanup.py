@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from hog.errors import UsageError
 from hog.store import states
+from hog.store.counts import count_tasks
 from hog.store.db import Database
 from hog.store.paths import TASKS_PER_FOLDER
-from hog.store.queue import count_tasks, placeholders
+from hog.store.queue import placeholders
 
 _OUTPUT_NAME = re.compile(r"(\d+)\.\d+\.(?:out|err)")
 # Files that could not be removed, named in the report: the first few say enough.

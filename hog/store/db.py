@@ -4,7 +4,6 @@ Writers are serialised cluster-wide by an exclusive flock on FILE.lock before BE
 sqlite's own busy handler lets some writers starve under contention, flock does not (DESIGN.md).
 """
 
-import contextlib
 import errno
 import fcntl
 import os
@@ -50,61 +49,32 @@ class Database:
     # -- reading -----------------------------------------------------------------------------
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
-        with _translated_errors(self.path):
+        with _TranslatedErrors(self.path):
             return list(self.connection.execute(sql, params))
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
-        with _translated_errors(self.path):
+        with _TranslatedErrors(self.path):
             for row in self.connection.execute(sql, params):
                 return row
         return None
 
     def stream(self, sql: str, params: tuple | dict = ()) -> Iterator[tuple]:
         """Rows one at a time, so that listings of a million tasks use constant memory."""
-        with _translated_errors(self.path):
+        with _TranslatedErrors(self.path):
             yield from self.connection.execute(sql, params)
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[apsw.Connection]:
+    def snapshot(self) -> "_Snapshot":
         """A read transaction: several queries see one consistent state."""
-        with _translated_errors(self.path):
-            self.connection.execute("BEGIN")
-            try:
-                yield self.connection
-            finally:
-                self.connection.execute("COMMIT")
+        return _Snapshot(self)
 
     # -- writing -----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[apsw.Connection]:
-        """Flock, BEGIN IMMEDIATE, yield, COMMIT; ROLLBACK on any exception.
+    def transaction(self) -> "_Transaction":
+        """Flock, BEGIN IMMEDIATE, give the connection, COMMIT; ROLLBACK on any exception.
 
         Keep the body short: never a fork, a sleep or a subprocess wait inside.
         """
-        self._acquire_lock()
-        try:
-            with _translated_errors(self.path):
-                self.connection.rings = 0
-                self.connection.execute("BEGIN IMMEDIATE")
-                try:
-                    yield self.connection
-                except BaseException:
-                    # sqlite may have rolled back already (disk full, I/O error).
-                    if not self.connection.getautocommit():
-                        self.connection.execute("ROLLBACK")
-                    raise
-                try:
-                    self.connection.execute("COMMIT")
-                except apsw.Error:
-                    if not self.connection.getautocommit():
-                        self.connection.execute("ROLLBACK")
-                    raise
-            if self.connection.rings:
-                # After COMMIT, under the lock: whoever hears the bell reads what was committed.
-                self._ring(self.connection.rings)
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return _Transaction(self)
 
     def _ring(self, rings: int) -> None:
         if self._doorbell_fd is None:
@@ -234,42 +204,117 @@ def _flock_with_timeout(fd: int, timeout_s: float | None, lock_path: str) -> Non
         signal.signal(signal.SIGALRM, previous)
 
 
-@contextlib.contextmanager
-def _translated_errors(path: str) -> Iterator[None]:
-    """Turn sqlite's failures into messages that say what to do."""
-    try:
-        yield
-    except apsw.FullError:
+class _TranslatedErrors:
+    """`with _TranslatedErrors(path):` turns sqlite's failures into messages that say what to do.
+
+    Classes, not contextlib's generators, for this module's context managers: contextlib (with
+    functools) is a tenth of slurm-hog-shell's start.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> bool:
+        if isinstance(error, apsw.Error):
+            _raise_translated(error, self.path)
+        return False  # anything else goes on as it is
+
+
+class _Snapshot:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> apsw.Connection:
+        with _TranslatedErrors(self.db.path):
+            self.db.connection.execute("BEGIN")
+        return self.db.connection
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> bool:
+        with _TranslatedErrors(self.db.path):
+            try:
+                self.db.connection.execute("COMMIT")
+            finally:
+                if isinstance(error, apsw.Error):
+                    _raise_translated(error, self.db.path)
+        return False
+
+
+class _Transaction:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> apsw.Connection:
+        db = self.db
+        db._acquire_lock()
+        try:
+            with _TranslatedErrors(db.path):
+                db.connection.rings = 0
+                db.connection.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            fcntl.flock(db._lock_fd, fcntl.LOCK_UN)
+            raise
+        return db.connection
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: object) -> bool:
+        db, connection = self.db, self.db.connection
+        try:
+            with _TranslatedErrors(db.path):
+                if error is not None:
+                    # sqlite may have rolled back already (disk full, I/O error).
+                    if not connection.getautocommit():
+                        connection.execute("ROLLBACK")
+                    if isinstance(error, apsw.Error):
+                        _raise_translated(error, db.path)
+                    return False
+                try:
+                    connection.execute("COMMIT")
+                except apsw.Error:
+                    if not connection.getautocommit():
+                        connection.execute("ROLLBACK")
+                    raise
+            if connection.rings:
+                # After COMMIT, under the lock: whoever hears the bell reads what was committed.
+                db._ring(connection.rings)
+        finally:
+            fcntl.flock(db._lock_fd, fcntl.LOCK_UN)
+        return False
+
+
+def _raise_translated(error: apsw.Error, path: str) -> None:
+    """The DatabaseError that says what to do about `error`, raised; nothing for other errors."""
+    if isinstance(error, apsw.FullError):
         raise DatabaseError(
             f"the disk holding {path} is full: nothing was written; free some space and try again"
         ) from None
-    except apsw.ReadOnlyError as error:
+    if isinstance(error, apsw.ReadOnlyError):
         if getattr(error, "extendedresult", 0) == _SQLITE_READONLY_DBMOVED:
             raise _gone(path) from None
         raise DatabaseError(
             f"{path} is read-only for you: nothing was written; check the permissions of the file "
             "and of its folder"
         ) from None
-    except apsw.BusyError:
+    if isinstance(error, apsw.BusyError):
         raise LockTimeoutError(
             f"{path} stayed locked by another process past the timeout: try again or raise --timeout"
         ) from None
-    except (apsw.NotADBError, apsw.CorruptError):
+    if isinstance(error, (apsw.NotADBError, apsw.CorruptError)):
         raise DatabaseError(
             f"{path} is not a slurm-hog database or is damaged: point --db at the queue database"
         ) from None
-    except apsw.CantOpenError:
+    if isinstance(error, apsw.CantOpenError):
         _refuse_if_denied(path)
         raise DatabaseError(
             f"cannot open {path}: the file and its folder must exist and be readable, and "
             "writable to change the queue (sqlite writes its journal beside the file)"
         ) from None
-    except apsw.IOError as error:
-        if "disk" in str(error).lower() or getattr(error, "extendedresult", 0) & 0xFF == 10:
-            raise DatabaseError(
-                f"input/output error on {path} (is the disk full or gone?): nothing was written"
-            ) from None
-        raise
+    disk = "disk" in str(error).lower() or getattr(error, "extendedresult", 0) & 0xFF == 10
+    if isinstance(error, apsw.IOError) and disk:
+        raise DatabaseError(
+            f"input/output error on {path} (is the disk full or gone?): nothing was written"
+        ) from None
 
 
 def _refuse_if_denied(path: str) -> None:
@@ -303,7 +348,7 @@ def open_database(path: str, timeout_s: float = DEFAULT_TIMEOUT_S, migrate: bool
         ) from None
     if stat.S_ISDIR(info.st_mode):
         raise DatabaseError(f"{path} is a folder, not a queue database: point --db at the file")
-    with _translated_errors(path):
+    with _TranslatedErrors(path):
         connection = doorbell.Connection(path, flags=apsw.SQLITE_OPEN_READWRITE)
         connection.set_busy_timeout(int(timeout_s * 1000))
         application_id, version = _read_header(connection, path)
@@ -384,7 +429,7 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
                 keep_mode(fd, modes.file, gid)
             finally:
                 os.close(fd)
-        with _translated_errors(path):
+        with _TranslatedErrors(path):
             connection = apsw.Connection(path)
             connection.execute("PRAGMA journal_mode = DELETE")
             connection.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
@@ -405,7 +450,7 @@ def create_database(path: str, group: str | None = None, timeout_s: float = DEFA
 
 def _remove_all(paths: list[str]) -> None:
     for path in paths:
-        with contextlib.suppress(FileNotFoundError):
+        if os.path.lexists(path):
             os.unlink(path)
 
 

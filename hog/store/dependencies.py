@@ -20,8 +20,9 @@ import apsw
 
 from hog.errors import UsageError
 from hog.store import states
+from hog.store.counts import move_counts
 from hog.store.db import Database
-from hog.store.queue import chunks, move_counts, placeholders
+from hog.store.queue import chunks, placeholders
 
 AFTER_OK = "ok"  # the parent must end done
 AFTER_ANY = "any"  # the parent must end, however

@@ -16,7 +16,6 @@ latency, never a task. The doorbell carries no data the queue depends on: losing
 only slows the wake-ups until the next bump makes it again.
 """
 
-import contextlib
 import os
 
 import apsw
@@ -55,13 +54,15 @@ def note_counted(connection: apsw.Connection, state: str, delta: int) -> None:
 def ring(fd: int, rings: int) -> None:
     """Bump the counters in the bit set `rings`; the caller holds the queue's lock. A doorbell
     that cannot be written (a full disk, a reader's permissions) only delays wake-ups."""
-    with contextlib.suppress(OSError):
+    try:
         data = os.pread(fd, _SIZE, 0)
         values = list(_counters(data)) if len(data) == _SIZE else [0] * _SLOTS
         for slot in range(_SLOTS):
             if rings & (1 << slot):
                 values[slot] = (values[slot] + 1) % (1 << (8 * _WIDTH))
         os.pwrite(fd, b"".join(value.to_bytes(_WIDTH, "little") for value in values), 0)
+    except OSError:
+        pass
 
 
 def _counters(data: bytes) -> tuple[int, ...]:

@@ -1,9 +1,8 @@
 """What a client that follows one task reads of it (`run`, the make SHELL): one row per look."""
 
-from typing import NamedTuple
-
+from hog.records import NamedTuple
 from hog.store.db import Database
-from hog.store.queue import stored_text
+from hog.store.submitting import stored_text
 
 
 class Progress(NamedTuple):

@@ -14,9 +14,9 @@ it fits on, which keeps whole devices free for whole-GPU tasks.
 """
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 from hog.gpushare import GPU_UNITS
+from hog.records import NamedTuple
 
 # A submission's GPUs in units, from its columns (devices, and k of a 1/k share).
 SUBMISSION_GPU_UNITS = (

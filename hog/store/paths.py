@@ -16,13 +16,11 @@ its folders are setgid, so what is made inside keeps the queue's group; the file
 database are given its group; and the queue's modes are kept whatever the creator's umask.
 """
 
-import contextlib
-import functools
 import os
 import stat
-from typing import NamedTuple
 
 from hog.pools import DEFAULT_POOL
+from hog.records import NamedTuple
 
 # Tasks per output folder: with .out and .err per attempt a folder holds a few thousand files.
 TASKS_PER_FOLDER = 1000
@@ -138,11 +136,13 @@ def make_private_dirs(path: str, mode: int, group_id: int | None = None) -> None
         missing.append(path)
         path = os.path.dirname(path)
     for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(folder, mode)
-            if group_id is not None:
-                os.chown(folder, -1, group_id)
-            os.chmod(folder, mode)  # after chown, which may clear setgid; the umask took bits too
+        except FileExistsError:
+            continue
+        if group_id is not None:
+            os.chown(folder, -1, group_id)
+        os.chmod(folder, mode)  # after chown, which may clear setgid; the umask took bits too
 
 
 def create_file(path: str, flags: int, mode: int, group_id: int | None = None) -> int:
@@ -174,13 +174,23 @@ def keep_mode(fd: int, mode: int, group_id: int | None = None) -> None:
                 os.fchmod(fd, mode)
     elif not mode & 0o007 and mode & _umask():
         # A file made earlier by another user keeps the mode its owner gave it.
-        with contextlib.suppress(PermissionError):
+        try:  # noqa: SIM105 (contextlib is kept off slurm-hog-shell's start)
             os.fchmod(fd, mode)
+        except PermissionError:
+            pass
 
 
-@functools.cache
+_umask_read: list[int] = []  # this process's umask once read
+
+
 def _umask() -> int:
     """This process's umask, read without changing it (os.umask would, for every thread)."""
+    if not _umask_read:
+        _umask_read.append(_read_umask())
+    return _umask_read[0]
+
+
+def _read_umask() -> int:
     try:
         with open("/proc/self/status") as status:
             for line in status:

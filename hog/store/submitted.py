@@ -5,7 +5,8 @@ its parents."""
 from typing import NamedTuple
 
 from hog.store.db import Database
-from hog.store.queue import chunks, placeholders, stored_text
+from hog.store.queue import chunks, placeholders
+from hog.store.submitting import stored_text
 
 
 class Parent(NamedTuple):

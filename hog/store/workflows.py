@@ -13,17 +13,11 @@ import apsw
 from hog import gpushare
 from hog.errors import UsageError
 from hog.store import dependencies, states
+from hog.store.counts import count_tasks, move_counts
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS
-from hog.store.queue import (
-    SubmitOptions,
-    add_submission,
-    chunks,
-    count_tasks,
-    encode_environment,
-    move_counts,
-    placeholders,
-)
+from hog.store.queue import chunks, placeholders
+from hog.store.submitting import SubmitOptions, add_submission, encode_environment
 
 
 class NewTask(NamedTuple):
@@ -222,7 +216,7 @@ def export(db: Database, task_ids: list[int], with_environment: bool = False) ->
     """The tasks as workflow-file entries, with what each was submitted with and its parents
     among them; names are made unique (`NAME-ID`) where several tasks share one."""
     from hog.store.dependencies import AFTER_OK, edges_among
-    from hog.store.queue import decode_argv, decode_environment
+    from hog.store.submitting import decode_argv, decode_environment
 
     rows: list[tuple] = []
     for chunk in chunks(sorted(set(task_ids)), 500):
