@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from hog.api.options import TaskOptions, with_kind
 from hog.errors import UsageError
 from hog.store import queue as store
-from hog.store import states
+from hog.store import states, submitting
 from hog.store.db import DEFAULT_TIMEOUT_S, Database, create_database, open_database
 
 Command = str | Sequence[str]  # a shell command, or an exact argv (program first)
@@ -93,7 +93,7 @@ class Queue:
         submit_options = options.resolved()
         workflow = {"after": after, "after_any": after_any, "hold": hold, "bundle": bundle}
         if not any(workflow.values()):
-            first, last = store.submit(self.db, commands, submit_options)
+            first, last = submitting.submit(self.db, commands, submit_options)
         else:
             from hog.store.workflows import Step, submit_steps
 
@@ -180,13 +180,13 @@ def command_row(command: Command) -> tuple[str, str | None]:
             raise UsageError("the command is empty: give the program to run")
         if "\0" in command:
             raise UsageError("the command contains a NUL byte, which no program can receive")
-        return store.readable(command), None
+        return submitting.readable(command), None
     words = [str(word) for word in command]
     if not words or not words[0]:
         raise UsageError("the program name is empty: give the program to run first")
     if any("\0" in word for word in words):
         raise UsageError("the command contains a NUL byte, which no program can receive")
-    return store.readable(shlex.join(words)), store.encode_argv(words)
+    return submitting.readable(shlex.join(words)), submitting.encode_argv(words)
 
 
 _WORKFLOW = ("after", "after_any", "hold", "bundle")
