@@ -3,8 +3,10 @@
 import os
 import signal
 import stat
+import time
 from pathlib import Path
 
+import pytest
 from helpers import cli, start_hog, wait_until
 
 from hog.store import doorbell
@@ -37,3 +39,43 @@ def test_submit_end_and_cancel_each_bump_their_counter(db: Path, tmp_path: Path)
 
 def test_reading_a_queue_without_a_doorbell_is_silent(db: Path) -> None:
     assert doorbell.Listener(f"{db}.doorbell").read() is None  # never rung: readers look on a slower clock
+
+
+def test_a_monitor_with_room_for_hogs_starts_one_when_work_is_submitted_not_at_its_next_poll(
+    db: Path,
+) -> None:
+    from test_monitor import start_monitor
+
+    monitor = start_monitor(db, "--hogs", "2", "--poll", "10m")  # the last --poll wins
+    try:
+        log = Path(f"{db}.monitor-0.out")  # start_monitor's
+        wait_until(lambda: "keeping up to" in log.read_text(), message="the monitor's start")
+        time.sleep(2)  # its first pass, which finds nothing waiting, is over
+        assert cli(db, "submit", "true").returncode == 0
+        # Without the doorbell the hog would start at the next poll, ten minutes on.
+        wait_until(lambda: cli(db, "status", "--format", "json").stdout.count('"done": 1'), timeout=60)
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        monitor.wait(timeout=30)
+
+
+def test_results_go_out_sooner_where_the_lock_is_held_briefly() -> None:
+    from hog.pilot.wakeup import QUICK_GAP_MAX_S, QUICK_GAP_MIN_S, quick_gap_s
+
+    assert quick_gap_s(None) == QUICK_GAP_MAX_S  # not measured yet: as batched as before
+    assert quick_gap_s(0.0005) == QUICK_GAP_MIN_S  # a local disk
+    assert QUICK_GAP_MIN_S < quick_gap_s(0.004) < QUICK_GAP_MAX_S
+    assert quick_gap_s(0.05) == QUICK_GAP_MAX_S  # a network filesystem
+
+
+def test_a_slow_doorbell_is_listened_to_less_often(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bell"
+    path.write_bytes(bytes(24))
+    listener = doorbell.Listener(str(path))
+    assert listener.read() == (0, 0, 0)
+    quick = listener.interval_s  # a page-cache hit: the floor, unless this machine is very busy
+    assert doorbell.LISTEN_S <= quick < 5.0
+    original = os.pread
+    monkeypatch.setattr(os, "pread", lambda *args: (time.sleep(0.05), original(*args))[1])
+    assert listener.read() == (0, 0, 0)
+    assert listener.interval_s >= 0.05 * doorbell.LISTEN_COST_SHARE  # a 50 ms read: every 5 s or more

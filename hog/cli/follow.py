@@ -4,9 +4,11 @@ Shared by `slurm-hog run` and `slurm-hog-shell` (make's SHELL). No click here: a
 of these clients per recipe, so each must start fast and cost the filesystem little. A client
 waiting for its task reads:
 
-- the queue's doorbell (store/doorbell.py), one pread of 24 bytes, every LISTEN_S;
+- the queue's doorbell (store/doorbell.py), one pread of 24 bytes, every 10 ms (more on a slow
+  filesystem: doorbell.Listener);
 - its task's row, one indexed SELECT under sqlite's shared lock (never the writers' flock), when
-  the doorbell's ENDED counter moved (at most every MIN_READ_S) and at least every READ_EVERY_S;
+  the doorbell's ENDED counter moved (at most every MIN_READ_S, or READ_COST_SHARE times what a
+  read took where reads are slow) and at least every READ_EVERY_S;
 - its output files, a read each that finds nothing new, every OUTPUT_EVERY_S while it runs;
 - whether a hog or a monitor is alive, every ALIVE_EVERY_S while its task waits.
 
@@ -32,8 +34,8 @@ try:  # CPython's signal functions without the module's enums: enum is a sixth o
 except ImportError:
     import signal
 
-LISTEN_S = 0.05
-MIN_READ_S = 0.1
+MIN_READ_S = 0.02
+READ_COST_SHARE = 20  # a client's row reads take at most 5% of its time
 READ_EVERY_S = 1.0
 OUTPUT_EVERY_S = 0.5
 ALIVE_EVERY_S = 2.0
@@ -159,6 +161,7 @@ class Follower:
         self.heard: tuple[int, ...] | None = None  # the doorbell's counters at the last look
         self.rang = False  # a task ended since the task's row was last read
         self.last_read = float("-inf")  # when the task's row was last read (monotonic)
+        self.read_gap_s = MIN_READ_S  # between reads for rings, from what a read costs
         self.next_output = self.next_alive = 0.0
         self.unserved_since: float | None = None  # since when no hog and no monitor is alive
 
@@ -174,7 +177,7 @@ class Follower:
                 status = self._turn(time.monotonic())
                 if status is not None:
                     return status
-                time.sleep(LISTEN_S)
+                time.sleep(self.bell.interval_s)
         finally:
             self.bell.close()
             for tail in self.tails:
@@ -197,10 +200,11 @@ class Follower:
         ):
             self.rang = True  # kept until the next read, which may have to wait for MIN_READ_S
         self.heard = values or self.heard
-        if (self.rang and now - self.last_read >= MIN_READ_S) or now - self.last_read >= READ_EVERY_S:
+        if (self.rang and now - self.last_read >= self.read_gap_s) or now - self.last_read >= READ_EVERY_S:
             self.last_read = now
             self.rang = False
             found = progress(self.db, self.task_id)
+            self.read_gap_s = max(MIN_READ_S, (time.monotonic() - now) * READ_COST_SHARE)
             if found is None:
                 self.say(f"task {self.task_id} is gone from the queue (cleaned up?): its end is not known")
                 return 1

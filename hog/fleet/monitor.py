@@ -23,7 +23,7 @@ from hog.pilot.healing import heal
 from hog.pilot.options import HogOptions, seconds_argument, shown_duration
 from hog.pilot.slurm import node_name
 from hog.pools import DEFAULT_POOL
-from hog.store import claims, pools, queue, states, steering
+from hog.store import claims, doorbell, pools, queue, states, steering
 from hog.store.db import Database, open_database
 from hog.store.paths import QueueFiles
 from hog.timeutil import counted
@@ -38,6 +38,8 @@ MAX_BACKOFF_S = 600.0
 # How long after its row ended a hog's backend process or job is still asked about: one declared
 # lost may live on (a hung node), and holds its allocation meanwhile.
 LINGER_WINDOW_S = 86400.0
+# How often a monitor with room for more hogs listens to the doorbell between passes.
+LISTEN_S = 0.05
 
 
 class MonitorGaveUp(HogError):
@@ -147,6 +149,10 @@ class Monitor:
         self.lease_s = config.hog_options.lease_s
         self.pool = config.pool
         self.gathering_since: float | None = None  # monotonic; --gather: when tasks began to wait
+        # Work submitted while there is room for more hogs starts one at once, not at the next poll.
+        self.bell = doorbell.Listener(self.files.doorbell)
+        self.work_heard = self._work_counter()
+        self.room_for_hogs = True
 
     def name(self) -> str:
         return f"monitor on {self.host}" + ("" if self.pool == DEFAULT_POOL else f" (pool {self.pool})")
@@ -192,9 +198,21 @@ class Monitor:
         if self.gathering_since is not None:
             deadline = min(deadline, self.gathering_since + self.config.gather_s)
         while not self.stop_requested and time.monotonic() < deadline:
-            if self.backend.child_ended():
+            if self.backend.child_ended() or self._work_submitted():
                 return
-            time.sleep(min(0.2, deadline - time.monotonic()))
+            step = max(LISTEN_S, self.bell.interval_s) if self.room_for_hogs else 0.2
+            time.sleep(max(0.0, min(step, deadline - time.monotonic())))
+
+    def _work_counter(self) -> int | None:
+        values = self.bell.read()
+        return None if values is None else values[doorbell.WORK]
+
+    def _work_submitted(self) -> bool:
+        """Whether tasks became waiting since the last look, while there is room for more hogs."""
+        if not self.room_for_hogs:
+            return False
+        heard, self.work_heard = self.work_heard, self._work_counter()
+        return self.work_heard is not None and self.work_heard != heard
 
     def one_pass(self) -> bool:
         """Heal, then start hogs for waiting work. True when --once has nothing left to do."""
@@ -210,6 +228,7 @@ class Monitor:
             if self.stop_requested:
                 break
             self.start_hog()
+        self.room_for_hogs = max(wanted, len(held)) < self.config.hogs
         if self.config.once:
             mine = pools.pool_counts(self.db, pools=(self.pool,))
             active = sum(counts.waiting + counts.running for counts in mine)

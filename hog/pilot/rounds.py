@@ -240,7 +240,10 @@ class DatabaseRounds:
             (len(self.results) >= RESULT_BATCH_MAX and not self.pacing.paced)
             or now - self._waiting_since(self.oldest_result_mono or now) >= flush_after_s
             or claim is not None
-            or (not self.pacing.paced and self.wakeup.write_at_once(now, self.db.last_lock_wait_s))
+            or (
+                not self.pacing.paced
+                and self.wakeup.write_at_once(now, self.db.last_lock_wait_s, self.pacing.hold_s)
+            )
         )
         if self.starts and not flush_due:
             flush_due = now - self._waiting_since(self._oldest_start_mono()) >= flush_after_s
@@ -297,7 +300,7 @@ class DatabaseRounds:
         if tasks_running or not self.queue_has_work:
             due.append(self.wakeup.next_listen())
         if self.results and not self.pacing.paced:
-            due.append(self.wakeup.write_due(self.db.last_lock_wait_s))
+            due.append(self.wakeup.write_due(self.db.last_lock_wait_s, self.pacing.hold_s))
         # Past due while the database is unreachable: wait for the retry, do not spin.
         return max(min(due), self.retry_after_mono)
 
