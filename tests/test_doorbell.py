@@ -3,12 +3,15 @@
 import os
 import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import cli, start_hog, wait_until
+from helpers import child_env, cli, start_hog, wait_until
 
+import hog
 from hog.store import doorbell
 
 
@@ -79,3 +82,26 @@ def test_a_slow_doorbell_is_listened_to_less_often(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(os, "pread", lambda *args: (time.sleep(0.05), original(*args))[1])
     assert listener.read() == (0, 0, 0)
     assert listener.interval_s >= 0.05 * doorbell.LISTEN_COST_SHARE  # a 50 ms read: every 5 s or more
+
+
+def test_wait_hears_its_tasks_end_before_its_next_poll(db: Path, tmp_path: Path) -> None:
+
+    process = start_hog(db, "--cores", "2", "--idle-timeout", "1m")
+    try:
+        first = cli(db, "submit", "sleep 1").stdout
+        assert first
+        # Without the doorbell `wait` would look again only after its ten-minute poll.
+        result = subprocess.run(
+            [sys.executable, "-m", "hog", "--db", str(db), "wait", "--poll", "10m", "--quiet"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        queue = hog.Queue(str(db))
+        task_id = queue.submit("sleep 1")
+        assert queue.wait(task_id, poll=600, timeout=60) == {task_id: "done"}
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from hog.api.options import TaskOptions, with_kind
 from hog.errors import UsageError
+from hog.store import doorbell, states, submitting
 from hog.store import queue as store
-from hog.store import states, submitting
 from hog.store.db import DEFAULT_TIMEOUT_S, Database, create_database, open_database
+from hog.store.following import MIN_LOOK_S
 
 Command = str | Sequence[str]  # a shell command, or an exact argv (program first)
 Ids = int | Iterable[int]
@@ -158,19 +159,27 @@ class Queue:
             raise UsageError("retry: give the ids of the tasks to retry")
         return store.retry(self.db, task_ids)[0]
 
-    def wait(self, ids: Ids, *, timeout: float | None = None, poll: float = 0.2) -> dict[int, str]:
-        """Block until the tasks have ended; their end states. TimeoutError after `timeout` s."""
+    def wait(self, ids: Ids, *, timeout: float | None = None, poll: float = 1.0) -> dict[int, str]:
+        """Block until the tasks have ended; their end states. TimeoutError after `timeout` s.
+        Ends are heard through the queue's doorbell; `poll` (s) is how often to look at least."""
         task_ids = _ids(ids)
         store.require_ids_exist(self.db, task_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            found = store.task_states(self.db, task_ids)
-            if all(state in states.ENDED_STATES for state in found.values()):
-                return {task_id: found[task_id] for task_id in task_ids}
-            if deadline is not None and time.monotonic() >= deadline:
-                active = sum(state in states.ACTIVE_STATES for state in found.values())
-                raise TimeoutError(f"{active} of {len(task_ids)} tasks had not ended after {timeout} s")
-            time.sleep(poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic())))
+        bell = doorbell.Listener(self.db.files.doorbell)
+        try:
+            while True:
+                looked = time.monotonic()
+                bell.mark()
+                found = store.task_states(self.db, task_ids)
+                if all(state in states.ENDED_STATES for state in found.values()):
+                    return {task_id: found[task_id] for task_id in task_ids}
+                if deadline is not None and time.monotonic() >= deadline:
+                    active = sum(state in states.ACTIVE_STATES for state in found.values())
+                    raise TimeoutError(f"{active} of {len(task_ids)} tasks had not ended after {timeout} s")
+                until = looked + poll if deadline is None else min(looked + poll, deadline)
+                bell.wait_for(doorbell.ENDED, until, not_before_mono=looked + MIN_LOOK_S)
+        finally:
+            bell.close()
 
 
 def command_row(command: Command) -> tuple[str, str | None]:

@@ -143,7 +143,12 @@ def _not_yet_runnable(tasks: dict[str, int]) -> str:
 
 @click.command(cls=HogCommand, context_settings=CONTEXT)
 @click.argument("ids", nargs=-1)
-@duration_option("--poll", default="1s", show_default=True, help="How often to look.")
+@duration_option(
+    "--poll",
+    default="1s",
+    show_default=True,
+    help="How often to look at least; an end is seen sooner, through the queue's doorbell.",
+)
 @duration_option("--max-wait", help="Give up after this long: a message, and exit status 3.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @db_options
@@ -195,10 +200,14 @@ def _wait_for(
 ) -> tuple[dict[str, int] | None, int]:
     """Poll until the tasks have ended: their counts by state and how many; (None, still active)
     once `deadline` (monotonic) has passed."""
-    from hog.store import outlook, queue
+    from hog.store import doorbell, outlook, queue
+    from hog.store.following import MIN_LOOK_S
 
     warnings = _WaitWarnings(db, task_ids or None, show_bar)
+    bell = doorbell.Listener(db.files.doorbell)
     while True:
+        looked = time.monotonic()
+        bell.mark()
         if task_ids:
             found = queue.task_states(db, task_ids)
             counts: dict[str, int] = {}
@@ -214,14 +223,14 @@ def _wait_for(
         if active:
             warnings.look(counts.get(states.WAITING, 0), active)
         if active == 0:
+            bell.close()
             return counts, total
-        if deadline is None:
-            time.sleep(poll)
-            continue
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if deadline is not None and time.monotonic() >= deadline:
+            bell.close()
             return None, active
-        time.sleep(min(poll, left))  # --max-wait ends on time, not a poll late
+        # Until a task ends (the doorbell), at most every MIN_LOOK_S; --max-wait ends on time.
+        until = looked + poll if deadline is None else min(looked + poll, deadline)
+        bell.wait_for(doorbell.ENDED, until, not_before_mono=looked + MIN_LOOK_S)
 
 
 # How often `wait` asks which waiting tasks fit no hog: on a queue where some submission asks for

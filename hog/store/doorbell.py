@@ -85,6 +85,26 @@ class Listener:
         self.path = path
         self._fd: int | None = None
         self.interval_s = LISTEN_S
+        self._marked: tuple[int, ...] | None = None
+
+    def mark(self) -> None:
+        """Note the counters now, before looking at the queue: `wait_for` hears what moves after."""
+        self._marked = self.read()
+
+    def wait_for(self, counter: int, until_mono: float, not_before_mono: float = 0.0) -> bool:
+        """Sleep until `counter` (WORK, ENDED, CANCEL) has moved since the mark, but not before
+        `not_before_mono`, or until `until_mono` (monotonic times); whether it moved. Without a
+        doorbell this sleeps until `until_mono`."""
+        time.sleep(max(0.0, min(not_before_mono, until_mono) - time.monotonic()))
+        while True:
+            values = self.read()
+            if values is not None and self._marked is not None and values[counter] != self._marked[counter]:
+                return True
+            self._marked = self._marked or values  # a doorbell made meanwhile: what it says now
+            left = until_mono - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.interval_s, left))
 
     @property
     def hearing(self) -> bool:

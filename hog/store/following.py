@@ -1,8 +1,10 @@
-"""What a client that follows one task reads of it (`run`, the make SHELL): one row per look."""
+"""What a client that follows tasks reads of them (`run`, the make SHELL, `wait`): one row per look."""
 
 from hog.records import NamedTuple
 from hog.store.db import Database
 from hog.store.submitting import stored_text
+
+MIN_LOOK_S = 0.1  # `wait` looks at its tasks at most this often, however fast they end
 
 
 class Progress(NamedTuple):
