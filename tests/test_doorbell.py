@@ -105,3 +105,59 @@ def test_wait_hears_its_tasks_end_before_its_next_poll(db: Path, tmp_path: Path)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_a_client_tells_its_tasks_end_from_others_by_the_ring_of_ended_ids(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite.doorbell"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        listener = doorbell.Listener(str(path))
+        ended = 1 << doorbell.ENDED
+        doorbell.ring(fd, ended, (5, 6))
+        listener.read()
+        assert listener.may_have_ended(7)  # the first look knows nothing of what came before
+        doorbell.ring(fd, ended, (8, 9))
+        assert listener.read()[doorbell.ENDED] == 2
+        assert not listener.may_have_ended(7)  # others' ends: no need to read its row
+        doorbell.ring(fd, ended, (10, 7, 11))
+        listener.read()
+        assert listener.may_have_ended(7)
+        doorbell.ring(fd, ended)  # ends recorded without ids (a cancel of waiting tasks)
+        listener.read()
+        assert listener.may_have_ended(7)
+        doorbell.ring(fd, ended, tuple(range(100, 100 + doorbell.ENDS + 1)))  # more than the ring holds
+        listener.read()
+        assert listener.may_have_ended(7)
+        doorbell.ring(fd, ended, (12,))
+        listener.read()
+        assert not listener.may_have_ended(7)
+        assert listener.read() == (0, 6, 0)  # the counters are where they were
+    finally:
+        os.close(fd)
+
+
+def test_an_older_doorbell_without_a_ring_makes_every_end_news(tmp_path: Path) -> None:
+    path = tmp_path / "queue.sqlite.doorbell"
+    path.write_bytes((0).to_bytes(8, "little") + (3).to_bytes(8, "little") + bytes(8))  # 24 bytes
+    listener = doorbell.Listener(str(path))
+    assert listener.read() == (0, 3, 0)
+    assert listener.may_have_ended(7) and listener.may_have_ended(7)
+
+
+def test_a_hog_puts_the_ids_of_the_tasks_it_ends_in_the_ring(db: Path, tmp_path: Path) -> None:
+    process = start_hog(db, "--cores", "2", "--idle-timeout", "1m")
+    try:
+        listener = doorbell.Listener(f"{db}.doorbell")
+        listener.read()
+        listener.may_have_ended(1)
+        first = int(cli(db, "submit", "true").stdout.split()[-1])
+        wait_until(lambda: cli(db, "status", "--format", "json").stdout.count('"done": 1'))
+        listener.read()
+        assert listener.may_have_ended(first)
+        second = int(cli(db, "submit", "true").stdout.split()[-1])
+        wait_until(lambda: cli(db, "status", "--format", "json").stdout.count('"done": 2'))
+        listener.read()
+        assert not listener.may_have_ended(first) and second == first + 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

@@ -4,11 +4,12 @@ Shared by `slurm-hog run` and `slurm-hog-shell` (make's SHELL). No click here: a
 of these clients per recipe, so each must start fast and cost the filesystem little. A client
 waiting for its task reads:
 
-- the queue's doorbell (store/doorbell.py), one pread of 24 bytes, every 10 ms (more on a slow
+- the queue's doorbell (store/doorbell.py), one pread of 544 bytes, every 10 ms (more on a slow
   filesystem: doorbell.Listener);
 - its task's row, one indexed SELECT under sqlite's shared lock (never the writers' flock), when
-  the doorbell's ENDED counter moved (at most every MIN_READ_S, or READ_COST_SHARE times what a
-  read took where reads are slow) and at least every READ_EVERY_S;
+  the doorbell's ENDED counter moved and its ring of ended ids may hold the task's (at most every
+  MIN_READ_S, or READ_COST_SHARE times what a read took where reads are slow) and at least every
+  READ_EVERY_S;
 - its output files, a read each that finds nothing new, every OUTPUT_EVERY_S while it runs;
 - whether a hog or a monitor is alive, every ALIVE_EVERY_S while its task waits.
 
@@ -170,6 +171,7 @@ class Follower:
 
     def follow(self) -> int:
         self.heard = self.bell.read()
+        self.bell.may_have_ended(self.task_id)  # the ends so far: only those after are news
         self.next_output = time.monotonic()
         self.next_alive = self.next_output + 1.0  # a hog or monitor starting with the build has a moment
         try:
@@ -195,8 +197,10 @@ class Follower:
             self.say(f"task {self.task_id} was asked to stop; not waiting for it to end")
             return self.signals.die(received[-1])
         values = self.bell.read()
-        if values is not None and (
-            self.heard is None or values[doorbell.ENDED] != self.heard[doorbell.ENDED]
+        if (
+            values is not None
+            and (self.heard is None or values[doorbell.ENDED] != self.heard[doorbell.ENDED])
+            and self.bell.may_have_ended(self.task_id)  # not when the ring shows others' ends only
         ):
             self.rang = True  # kept until the next read, which may have to wait for MIN_READ_S
         self.heard = values or self.heard

@@ -12,7 +12,7 @@ import apsw
 
 from hog.gpushare import GPU_UNITS
 from hog.pools import DEFAULT_POOL
-from hog.store import dependencies, states, steering
+from hog.store import dependencies, doorbell, states, steering
 from hog.store.counts import move_counts
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
@@ -218,6 +218,7 @@ def exchange(
         recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
+        doorbell.note_ended(connection, [result.task_id for result in results])
         dependencies.settle(connection, [result.task_id for result in results], now)
         stop_request = steering.take_stop_request(connection, hog_id, now)
         claimed: list[ClaimedTask] = []

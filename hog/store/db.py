@@ -76,13 +76,13 @@ class Database:
         """
         return _Transaction(self)
 
-    def _ring(self, rings: int) -> None:
+    def _ring(self, rings: int, ended_ids: tuple[int, ...]) -> None:
         if self._doorbell_fd is None:
             try:
                 self._doorbell_fd = self.files.open_beside(self.files.doorbell, os.O_RDWR)
             except OSError:
                 return  # only the wake-ups are slower: readers look at the queue on a slower clock
-        doorbell.ring(self._doorbell_fd, rings)
+        doorbell.ring(self._doorbell_fd, rings, ended_ids)
 
     def _open_lock_file(self) -> int:
         # Made again by whoever needs it first: private like the database, or its group's.
@@ -252,6 +252,7 @@ class _Transaction:
         try:
             with _TranslatedErrors(db.path):
                 db.connection.rings = 0
+                db.connection.ended_ids = ()
                 db.connection.execute("BEGIN IMMEDIATE")
         except BaseException:
             fcntl.flock(db._lock_fd, fcntl.LOCK_UN)
@@ -277,7 +278,7 @@ class _Transaction:
                     raise
             if connection.rings:
                 # After COMMIT, under the lock: whoever hears the bell reads what was committed.
-                db._ring(connection.rings)
+                db._ring(connection.rings, connection.ended_ids)
         finally:
             fcntl.flock(db._lock_fd, fcntl.LOCK_UN)
         return False
