@@ -6,7 +6,7 @@ and a result waited up to a second for its batch: a task submitted to an idle ho
 seconds before its submitter saw it end. Now:
 
 - An idle hog (its last claim found nothing it could run) listens to the queue's doorbell
-  (store/doorbell.py) every 10 ms, one pread of 24 bytes, and claims as soon as the WORK
+  (store/doorbell.py) every 10 ms, one pread of 544 bytes, and claims as soon as the WORK
   counter moves; without a bump it claims on the slow clock of IDLE_CLAIM_S (a queue written by an
   older slurm-hog, a bump NFS has not shown yet). A hog with running tasks listens too, and looks
   for cancels as soon as the CANCEL counter moves.

@@ -102,7 +102,7 @@ class Listener:
     """Reads the doorbell of one queue: `read()` gives its counters, None while there is none.
 
     `interval_s` is how long to wait before the next read: LISTEN_S, or more where a read is slow
-    (a 24-byte read is a few microseconds on a local disk: 100 reads a second cost nothing; a 1 ms
+    (a 544-byte read is a few microseconds on a local disk: 100 reads a second cost nothing; a 1 ms
     read on a network filesystem is made every 0.1 s).
     """
 
