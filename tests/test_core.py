@@ -15,7 +15,7 @@ import pytest
 from helpers import child_env, cli, cli_json
 
 from hog.errors import DatabaseError, LockTimeoutError, NotFoundError, UsageError
-from hog.store import claims, counts, queue, schema, states, submitting
+from hog.store import claims, counts, queue, reaping, schema, states, submitting
 from hog.store import db as hogdb
 from hog.store.cleanup import cleanup
 from hog.store.packing import Resources
@@ -337,7 +337,7 @@ def test_a_lost_hog_that_comes_back_writes_nothing_over_the_newer_attempt(tmp_pa
     old_tasks = claim(db, old_hog, 2)
     assert [task.attempt for task in old_tasks] == [1, 1]
 
-    reaped = claims.reap_lost_hogs(db, now=time.time() + 10_000)
+    reaped = reaping.reap_lost_hogs(db, now=time.time() + 10_000)
     assert reaped == [old_hog]
     assert [task_row(db, n)[0] for n in (1, 2)] == [states.WAITING, states.WAITING]
 
@@ -364,7 +364,7 @@ def test_a_result_for_an_attempt_that_is_not_current_is_ignored_by_a_live_hog(tm
     submitting.submit(db, commands(1), options())
     hog_a = register_hog(db)
     (first,) = claim(db, hog_a, 1)
-    claims.reap_lost_hogs(db, now=time.time() + 10_000)
+    reaping.reap_lost_hogs(db, now=time.time() + 10_000)
     hog_b = register_hog(db)
     (second,) = claim(db, hog_b, 1)
     # Hog b sends a result that names attempt 1 (not its own): nothing is written.
@@ -442,7 +442,7 @@ def test_state_counts_match_the_tasks_after_every_kind_of_change(tmp_path):
     assert task_row(db, 23)[0] == states.CANCELLED
     assert_counts_true(db)
 
-    claims.reap_lost_hogs(db, now=time.time() + 10_000)  # 24, 25 back to waiting
+    reaping.reap_lost_hogs(db, now=time.time() + 10_000)  # 24, 25 back to waiting
     assert_counts_true(db)
 
     queue.cancel(db, state_filter=(states.WAITING,))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hog.gpushare import GPU_UNITS
-from hog.store import claims, queue, states, submitting
+from hog.store import claims, queue, reaping, states, submitting
 from hog.store import db as hogdb
 from hog.store.packing import Resources
 from hog.store.paths import OWNER_AND_GROUP, OWNER_ONLY, QueueFiles, make_private_dirs
@@ -186,7 +186,7 @@ def test_an_ended_hog_never_moves_again(tmp_path):
     claims.exchange(db, hog_id, "node1", [], None, {}, finish_reason="idle")
     assert hog_state(db, hog_id) == states.HOG_FINISHED
     assert claims.set_hog_state(db, hog_id, states.HOG_CANCELLED, "too late") is False
-    assert claims.reap_lost_hogs(db, now=time.time() + 10_000, also_lost=[hog_id]) == []
+    assert reaping.reap_lost_hogs(db, now=time.time() + 10_000, also_lost=[hog_id]) == []
     assert claims.start_hog(db, hog_info(), hog_id) is None
     assert claims.exchange(db, hog_id, "node1", [], None, {}).given_up
     assert db.query_one("SELECT state, end_reason FROM hogs WHERE id = ?", (hog_id,)) == (
@@ -204,7 +204,7 @@ def test_hog_moves_are_the_ones_the_transition_table_allows(tmp_path, monkeypatc
     # With a table that lets a pending hog only start, the same move changes nothing.
     monkeypatch.setitem(states.HOG_TRANSITIONS, states.HOG_PENDING, frozenset({states.HOG_RUNNING}))
     assert claims.set_hog_state(db, second, states.HOG_CANCELLED, "could not start") is False
-    assert claims.reap_lost_hogs(db, also_lost=[second]) == []
+    assert reaping.reap_lost_hogs(db, also_lost=[second]) == []
     assert hog_state(db, second) == states.HOG_PENDING
     assert claims.start_hog(db, hog_info(), second) == second
     db.close()

@@ -9,21 +9,22 @@ import time
 from collections.abc import Iterable
 
 from hog.pilot.procs import kill_recorded_processes
-from hog.store import claims
+from hog.store import reaping
 from hog.store.db import Database
 
 log = logging.getLogger(__name__)
 
 
 def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | None = None) -> list[int]:
-    """Declare lost the hogs whose lease ran out (and `also_lost`); return their ids.
+    """Declare lost the hogs whose lease ran out, in their row and their beat file (beats.py),
+    and `also_lost`; return their ids.
 
     Before their tasks are requeued, the processes those hogs left behind on this host are
     killed, so that a task never runs twice at once.
     """
     now = time.time() if now is None else now
     also_lost = list(also_lost)
-    candidates = claims.hogs_to_reap(db, now, also_lost)
+    candidates = reaping.hogs_to_reap(db, now, also_lost)
     if not candidates:
         return []  # the usual case: a read, no write lock
     for hog_id, hog_host in candidates:
@@ -31,4 +32,4 @@ def heal(db: Database, host: str, also_lost: Iterable[int] = (), now: float | No
             killed = kill_recorded_processes(db.files.hog_pids(hog_id), hog_id)
             if killed:
                 log.warning("killed %d task process groups left behind by hog %d", killed, hog_id)
-    return claims.reap_lost_hogs(db, now, also_lost)
+    return reaping.reap_lost_hogs(db, now, also_lost, judged=[hog_id for hog_id, _ in candidates])

@@ -10,10 +10,15 @@ cores busy, p50 lock wait 9.6 s).
 So each hog measures how long its transactions hold the lock and how long it waited, and spaces
 its writes so that all the hogs together keep the lock busy at most TARGET_LOCK_LOAD of the time:
 every `interval_s` = hogs x hold time / TARGET_LOCK_LOAD, at least the hog's flush interval (a
-lone hog still writes its results within a second) and at most half its lease (a hog that waits in line
-as long again still beats in time). Results and starts wait for the next write as long as that;
-claims reach far enough ahead (`horizon_s`) to keep the cores busy until the write after next.
+lone hog still writes its results within a second) and at most LONGEST_WRITE_SPACING_S (5 min):
+between writes the hog beats a file of its own, outside the lock (hog/store/beats.py), so its
+lease no longer bounds how far apart its writes are. A hog that cannot write its beat file keeps
+its writes within half its lease, as before (one that waits in line as long again still beats in
+time). Results and starts wait for the next write as long as that; claims reach far enough ahead
+(`horizon_s`) to keep the cores busy until the write after next.
 """
+
+from hog.store.beats import LONGEST_WRITE_SPACING_S
 
 TARGET_LOCK_LOAD = 0.6  # of the lock's time that all the hogs' writes may take together
 SMOOTHING = 0.2  # weight of the newest measurement in the running means
@@ -29,6 +34,7 @@ class Pacing:
         self.hold_s: float | None = None  # the lock held by one of this hog's transactions
         self.wait_s = 0.0  # waited in line for the lock
         self.hogs_running = 1
+        self.beating = True  # its beat file can be written: writes may be further apart than the lease
 
     def observe(self, hold_s: float, wait_s: float) -> None:
         """One of this hog's write transactions held the lock `hold_s` after `wait_s` in line."""
@@ -46,7 +52,7 @@ class Pacing:
         return min(max(self.flush_interval_s, share), self.longest_interval_s())
 
     def longest_interval_s(self) -> float:
-        return max(self.flush_interval_s, self.lease_s / 2)
+        return max(self.flush_interval_s, LONGEST_WRITE_SPACING_S if self.beating else self.lease_s / 2)
 
     def horizon_s(self, floor_s: float) -> float:
         """How long the tasks claimed ahead must last, at least `floor_s`: until a claim made now

@@ -24,7 +24,7 @@ from hog.pilot.pacing import PACED_MAX_FACTOR, Pacing
 from hog.pilot.usage import IdleClock
 from hog.pilot.wakeup import QUIET, Wakeup
 from hog.pilot.walltime import Walltime
-from hog.store import claims
+from hog.store import beats, claims
 from hog.store.db import Database
 from hog.store.packing import Busy, Resources
 from hog.store.usage import HogUsage
@@ -35,6 +35,9 @@ FLUSH_INTERVAL_S = 1.0  # longest a result or a start waits to be committed whil
 RESULT_BATCH_MAX = 512
 IDLE_POLL_S = 1.0  # how often a hog blocked by a reservation looks again (an idle one: wakeup.py)
 CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transactions
+# All the hogs on a queue together look for lost hogs about this often per heartbeat: each look
+# is a read (and a beat file read per hog past its row's lease), and one healer is enough.
+HEALS_PER_HEARTBEAT = 8
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
 # Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
 # however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
@@ -160,6 +163,9 @@ class DatabaseRounds:
         self.retry_after_mono = 0.0
         self.pacing = Pacing(lease_for(heartbeat_s), FLUSH_INTERVAL_S)
         self.last_written_mono = 0.0  # when the last exchange committed
+        # Beats in a file of its own between writes further apart than its heartbeat (beats.py).
+        self.beater = beats.Beater(db.files, hog_id)
+        self.last_beat_mono = self.last_exchange_mono
         self.wakeup = Wakeup(db.files.doorbell)  # the doorbell, and results written at once
 
     # -- what the tasks tell ---------------------------------------------------------------------
@@ -227,9 +233,15 @@ class DatabaseRounds:
         return self._book(finished, time.monotonic())
 
     def give_next(self, now: float, holdings: Holdings, claiming: bool) -> None:
-        """Give the database thread its next round, if one is due and none is in hand."""
+        """Give the database thread its next round, if one is due and none is in hand; beat the
+        file when no write says the hog is alive."""
+        if not self._give_next(now, holdings, claiming):
+            self._beat(now)
+
+    def _give_next(self, now: float, holdings: Holdings, claiming: bool) -> bool:
+        """True when it gave an exchange (a write that beats)."""
         if self.round is not None or now < self.retry_after_mono:
-            return
+            return False
         listening = not self.queue_has_work or holdings.any_running()
         heard = self.wakeup.listen(now) if listening else QUIET
         # While writes are paced (the lock is busy), a bump does not call for a claim of its own.
@@ -259,9 +271,11 @@ class DatabaseRounds:
             and holdings.any_running()
             and (heard.cancel or now - last_cancel_look >= self._cancel_poll_s())
         )
-        heal_due = now - self.last_reap_mono >= self.heartbeat_s
+        heal_due = now - self.last_reap_mono >= self.heartbeat_s * max(
+            1.0, self.hogs_running / HEALS_PER_HEARTBEAT
+        )
         if not (exchange or poll_cancels or heal_due):
-            return
+            return False
         if heal_due:
             self.last_reap_mono = now
         self.round = Round(
@@ -283,14 +297,15 @@ class DatabaseRounds:
             self.oldest_result_mono = None
             self.starts = {}
         self.thread.give(functools.partial(self._run_round, self.round))
+        return exchange
 
     def next_due(self, now: float, tasks_running: bool) -> float:
         """When the loop must look again for the database's sake (monotonic)."""
         if self.round is not None:
-            # Only a warning is due meanwhile: the round's end wakes the loop.
-            return self.round.given_mono + self.round.warn_after_s
+            # Only a warning and the beat are due meanwhile: the round's end wakes the loop.
+            return min(self.round.given_mono + self.round.warn_after_s, self._beat_due())
         flush_after_s = self.pacing.interval_s()
-        due = [self.last_exchange_mono + max(self.heartbeat_s, flush_after_s)]
+        due = [self.last_exchange_mono + max(self.heartbeat_s, flush_after_s), self._beat_due()]
         if self.results:
             due.append(self._waiting_since(self.oldest_result_mono or now) + flush_after_s)
         if self.starts:
@@ -336,8 +351,28 @@ class DatabaseRounds:
             if outcome.given_up:
                 log.warning("%s: declared lost meanwhile; its results were not written", self.name)
                 return LastWrite.GIVEN_UP
+            self.beater.close(remove=True)  # its row says it finished: nobody reads its beats now
             return LastWrite.WRITTEN
         return LastWrite.NOT_WRITTEN
+
+    def _beat_due(self) -> float:
+        """When the beat file is next due (monotonic): a heartbeat after the last write or beat."""
+        return max(self.last_exchange_mono, self.last_beat_mono) + self.heartbeat_s
+
+    def _beat(self, now: float) -> None:
+        """Beat the file when no write has said the hog is alive within its heartbeat: its writes
+        are paced further apart, or one waits in line. Not while the database thread has been
+        stuck on one round for a whole lease: a hog whose rounds never end must be found lost."""
+        if now < self._beat_due() or not self.pacing.beating:
+            return
+        if self.round is not None and now - self.round.given_mono >= self.pacing.lease_s:
+            return
+        self.last_beat_mono = now
+        if not self.beater.beat(time.time()):
+            log.warning(
+                "%s: cannot write %s: its writes stay within half its lease", self.name, self.beater.path
+            )
+            self.pacing.beating = False
 
     def _usage(self) -> HogUsage | None:
         return None if self.idle is None else self.idle.usage(self.db.total_lock_wait_s)

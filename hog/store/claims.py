@@ -1,11 +1,11 @@
-"""The hog side of the queue: registration, claims and results in one short write, reaping.
+"""The hog side of the queue: registration, claims and results in one short write (reaping: reaping.py).
 
 Each change of a task's state is one guarded UPDATE (`WHERE id = ? AND state = ? AND attempt = ?`)
 whose row count is checked, and every change also moves the matching counts in `state_counts`.
 """
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import apsw
@@ -25,9 +25,6 @@ from hog.store.usage import HogUsage, record
 # what kills them.
 LOST_ATTEMPTS_LIMIT = 5
 STDERR_TAIL_BYTES = 4096
-# A reaper that itself waited this long for the lock does not judge heartbeats this time: the
-# hogs were probably kept from beating by the same holder, not dead.
-REAP_AFTER_LOCK_WAIT_S = 1.0
 # Candidates read per claim beyond what could fit: enough to see past a few big tasks.
 CLAIM_WINDOW_EXTRA = 32
 
@@ -98,10 +95,10 @@ def start_hog(db: Database, info: HogInfo, hog_id: int | None = None, now: float
                 (states.HOG_RUNNING, now, info.log_path, *columns.values()),
             )
             return connection.last_insert_rowid()
-        return hog_id if _move_hog(connection, hog_id, states.HOG_RUNNING, **columns) else None
+        return hog_id if move_hog(connection, hog_id, states.HOG_RUNNING, **columns) else None
 
 
-def _move_hog(connection: apsw.Connection, hog_id: int, new_state: str, **columns: object) -> bool:
+def move_hog(connection: apsw.Connection, hog_id: int, new_state: str, **columns: object) -> bool:
     """Move a hog to `new_state` and set `columns`, if its state may move there; True if it moved.
 
     Every change of a hog's state passes here, so HOG_TRANSITIONS guards them all, as the task
@@ -241,7 +238,7 @@ def exchange(
         if usage is not None:
             record(connection, hog_id, usage)
         if finish_reason is not None:
-            _move_hog(connection, hog_id, states.HOG_FINISHED, ended_at=now, end_reason=finish_reason)
+            move_hog(connection, hog_id, states.HOG_FINISHED, ended_at=now, end_reason=finish_reason)
     return Exchange(False, claimed, cancel_requested, queue_has_work, recorded, hogs_running, stop_request)
 
 
@@ -453,44 +450,7 @@ def _claim(
     return claimed
 
 
-def hogs_to_reap(db: Database, now: float, also_lost: Iterable[int] = ()) -> list[tuple[int, str | None]]:
-    """(id, host) of live hogs whose lease ran out, plus `also_lost` ones still live."""
-    extra = list(also_lost)
-    return db.query(
-        "SELECT id, host FROM hogs WHERE (state = ? AND heartbeat_at + lease_s < ?)"
-        f" OR (state IN ({placeholders(states.HOG_LIVE_STATES)}) AND id IN ({placeholders(extra)}))",
-        (states.HOG_RUNNING, now, *states.HOG_LIVE_STATES, *extra),
-    )
-
-
-def reap_lost_hogs(db: Database, now: float | None = None, also_lost: Iterable[int] = ()) -> list[int]:
-    """Declare lost the running hogs whose lease ran out (and `also_lost`); requeue their tasks.
-
-    Any process may call this; the guarded updates make a second reaper a no-op.
-    """
-    now = time.time() if now is None else now
-    reaped = []
-    with db.transaction() as connection:
-        expired = [
-            hog_id
-            for (hog_id,) in connection.execute(
-                "SELECT id FROM hogs WHERE state = ? AND heartbeat_at + lease_s < ?",
-                (states.HOG_RUNNING, now),
-            )
-        ]
-        if db.last_lock_wait_s > REAP_AFTER_LOCK_WAIT_S:
-            expired = []
-        ended: list[int] = []
-        for hog_id in {*expired, *also_lost}:
-            reason = "no heartbeat" if hog_id in expired else "its backend job ended"
-            if _move_hog(connection, hog_id, states.HOG_LOST, ended_at=now, end_reason=reason):
-                ended += _requeue_tasks_of_lost_hog(connection, hog_id, now)
-                reaped.append(hog_id)
-        dependencies.settle(connection, ended, now)
-    return reaped
-
-
-def _requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: float) -> list[int]:
+def requeue_tasks_of_lost_hog(connection: apsw.Connection, hog_id: int, now: float) -> list[int]:
     """Requeue the hog's running tasks (fail or cancel those that must); their ids."""
     rows = connection.execute(
         "SELECT id, attempt, crashes, cancel_requested FROM tasks WHERE hog_id = ? AND state = ?",
@@ -523,9 +483,9 @@ def set_hog_state(db: Database, hog_id: int, new_state: str, reason: str, now: f
         raise RuntimeError(f"a hog is ended in one of {', '.join(states.HOG_ENDED_STATES)}, not {new_state}")
     now = time.time() if now is None else now
     with db.transaction() as connection:
-        if not _move_hog(connection, hog_id, new_state, ended_at=now, end_reason=reason):
+        if not move_hog(connection, hog_id, new_state, ended_at=now, end_reason=reason):
             return False
-        dependencies.settle(connection, _requeue_tasks_of_lost_hog(connection, hog_id, now), now)
+        dependencies.settle(connection, requeue_tasks_of_lost_hog(connection, hog_id, now), now)
     return True
 
 

@@ -6,7 +6,7 @@ import os
 import time
 from typing import NamedTuple
 
-from hog.store import states
+from hog.store import beats, states
 from hog.store.db import Database
 from hog.store.queue import chunks, placeholders
 
@@ -102,6 +102,7 @@ def _files_of(db: Database, hog_id: int, log_path: str | None) -> list[str]:
     paths = [
         db.files.hog_log(hog_id),
         db.files.hog_pids(hog_id),
+        beats.beat_path(db.files, hog_id),
         db.files.hog_log(hog_id)[: -len(".log")] + ".sbatch",
     ]
     if log_path:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from hog.gpushare import GPU_UNITS
 from hog.pools import DEFAULT_POOL
-from hog.store import states
+from hog.store import beats, states
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
 from hog.store.pools import pool_counts
@@ -126,10 +126,11 @@ def _rows_for(db: Database, select: str, params: tuple, task_ids: list[int] | No
 
 def hogs_alive(db: Database, now: float | None = None, pool: str | None = None) -> int:
     """Hogs (of `pool`, or all) that may run tasks: pending ones (their monitor started them) and
-    running ones whose heartbeat is within their lease."""
+    running ones whose row beat within their lease (or, as they may beat a file instead, not long past
+    it: beats.ALIVE_SQL)."""
     now = time.time() if now is None else now
     row = db.query_one(
-        "SELECT count(*) FROM hogs WHERE (state = ? OR (state = ? AND heartbeat_at + lease_s >= ?))"
+        f"SELECT count(*) FROM hogs WHERE (state = ? OR {beats.ALIVE_SQL})"
         + ("" if pool is None else " AND pool = ?"),
         (states.HOG_PENDING, states.HOG_RUNNING, now, *(() if pool is None else (pool,))),
     )

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import apsw
 
 from hog.pools import DEFAULT_POOL
-from hog.store import states
+from hog.store import beats, states
 from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Resources
 from hog.store.queue import chunks, placeholders
@@ -84,7 +84,7 @@ class PoolCounts(NamedTuple):
     pool: str
     waiting: int
     running: int
-    hogs: int  # pending, or running with a heartbeat within their lease
+    hogs: int  # pending, or running and not long past their lease (beats.ALIVE_SQL)
 
 
 def pool_counts(
@@ -118,8 +118,7 @@ def pool_counts(
                 for pool, number in connection.execute(sql, values):
                     counts.setdefault(pool, [0, 0, 0])[column] += number
         hogs = connection.execute(
-            "SELECT pool, count(*) FROM hogs"
-            f" WHERE (state = ? OR (state = ? AND heartbeat_at + lease_s >= ?)){only} GROUP BY pool",
+            f"SELECT pool, count(*) FROM hogs WHERE (state = ? OR {beats.ALIVE_SQL}){only} GROUP BY pool",
             (states.HOG_PENDING, states.HOG_RUNNING, now, *(pools or ())),
         )
         for pool, number in hogs:
