@@ -120,7 +120,9 @@ def measure_commits(sqlite_path: str, lock_path: str, count: int = COMMITS_MEASU
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 connection.execute("BEGIN IMMEDIATE")
-                connection.execute("UPDATE counter SET n = n")
+                # A real change: an UPDATE that leaves the row as it was writes nothing and
+                # commits without a journal or an fsync (14 ms here on NFS against 50 ms).
+                connection.execute("UPDATE counter SET n = n + 1")
                 connection.execute("COMMIT")
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)

@@ -1,0 +1,158 @@
+"""A thousand hogs on a slow filesystem: what lifts the ceiling of one queue file (README).
+
+Hogs say they are alive in a beat file of their own (hog/store/beats.py) when no write says it,
+so that their writes can be paced further apart than their lease; a reaper judges a hog past its
+row's lease by that file. And `doctor` times write transactions that reach the disk.
+"""
+
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+
+import apsw
+from helpers import cli, cli_json, start_hog, states_of, wait_until
+from test_slowfs import FSYNC_MS, slow_folder  # noqa: F401 (a fixture)
+
+from hog.pilot.healing import heal
+from hog.pilot.pacing import Pacing
+from hog.store import beats, reaping
+from hog.store.beats import LONGEST_WRITE_SPACING_S
+from hog.store.db import open_database
+from hog.store.paths import QueueFiles
+
+
+def row_of(db: Path, hog_id: int) -> tuple[str, float, float]:
+    """(state, heartbeat_at, lease_s) read straight from the file, without the queue's lock."""
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return connection.execute(
+            "SELECT state, heartbeat_at, lease_s FROM hogs WHERE id = ?", (hog_id,)
+        ).fetchall()[0]
+    finally:
+        connection.close()
+
+
+def running_hog(db: Path) -> tuple[int, int]:
+    """A real hog (heartbeat 1 s: lease 5 s) running one long task: (hog id, its pid)."""
+    assert cli(db, "submit", "sleep 120").returncode == 0
+    hog = start_hog(db, "--cores", "1", "--heartbeat", "1s", "--idle-timeout", "60s")
+    wait_until(lambda: states_of(db) == {1: "running"}, message="the task to run")
+    ((hog_id,),) = [(row["id"],) for row in cli_json(db, "show", "-H")]
+    return hog_id, hog.pid
+
+
+def test_a_hog_waiting_in_line_past_its_lease_beats_its_file_and_is_not_lost(db: Path) -> None:
+    hog_id, pid = running_hog(db)
+    files = QueueFiles(str(db))
+    lock_fd = os.open(files.lock, os.O_RDWR)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)  # another process holds the queue's lock a long time
+        wait_until(
+            lambda: (row := row_of(db, hog_id))[1] + row[2] < time.time(),
+            timeout=30,
+            message="the hog's row to pass its lease",
+        )
+        beat = beats.last_beat(files, hog_id)
+        assert beat is not None and beat > time.time() - row_of(db, hog_id)[2]
+        database = open_database(str(db))
+        try:
+            assert reaping.hogs_to_reap(database, time.time()) == []
+        finally:
+            database.close()
+        # `status` still counts the hog that serves the default pool.
+        assert [pool["hogs"] for pool in cli_json(db, "status")["pools"]] == [1]
+    finally:
+        fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        os.close(lock_fd)
+    # Its write goes through: it runs on.
+    wait_until(lambda: row_of(db, hog_id)[1] + 5 > time.time(), message="the hog's next write")
+    database = open_database(str(db))
+    try:
+        assert heal(database, host="elsewhere") == []
+    finally:
+        database.close()
+    assert states_of(db) == {1: "running"}
+    os.kill(pid, signal.SIGTERM)
+
+
+def test_a_frozen_hog_is_lost_once_its_beat_file_is_past_its_lease_and_writes_nothing_after(db: Path) -> None:
+    hog_id, pid = running_hog(db)
+    files = QueueFiles(str(db))
+    lock_fd = os.open(files.lock, os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    wait_until(lambda: beats.last_beat(files, hog_id), timeout=30, message="a beat in the file")
+    os.kill(pid, signal.SIGSTOP)  # frozen while its write waits in line: it beats no more
+    wait_until(lambda: _stopped(pid), message="every thread of the hog to stop")
+    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    os.close(lock_fd)
+    lease_s = row_of(db, hog_id)[2]
+    wait_until(
+        lambda: beats.last_beat(files, hog_id) + lease_s < time.time(),  # type: ignore[operator]
+        timeout=30,
+        message="the beat to pass the lease",
+    )
+    database = open_database(str(db))
+    try:
+        assert heal(database, host="elsewhere") == [hog_id]
+    finally:
+        database.close()
+    assert row_of(db, hog_id)[0] == "lost"
+    assert states_of(db) == {1: "waiting"}
+    os.kill(pid, signal.SIGCONT)  # it comes back, finds itself lost and leaves
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), message="the hog to leave")
+    (task,) = cli_json(db, "show")
+    assert task["state"] == "waiting" and task["attempt"] == 1
+
+
+def _state(pid: int, thread: int | None = None) -> str:
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path) as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0]
+
+
+def _zombie(pid: int) -> bool:
+    return _state(pid) == "Z"
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread stopped: the signal reaches them one by one, and a thread that polls for the
+    lock could take it between the kill and its own stop."""
+    return all(_state(pid, int(thread)) == "T" for thread in os.listdir(f"/proc/{pid}/task"))
+
+
+def test_a_hog_that_finishes_leaves_no_beat_file(db: Path) -> None:
+    assert cli(db, "submit", "sleep 4").returncode == 0
+    hog = start_hog(db, "--cores", "1", "--heartbeat", "1s", "--idle-timeout", "1s")
+    wait_until(lambda: states_of(db) == {1: "running"}, message="the task to run")
+    files = QueueFiles(str(db))
+    beat_file = beats.beat_path(files, 1)
+    lock_fd = os.open(files.lock, os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    wait_until(lambda: os.path.exists(beat_file), timeout=30, message="the beat file")
+    fcntl.flock(lock_fd, fcntl.LOCK_UN)
+    os.close(lock_fd)
+    assert hog.wait(timeout=60) == 0
+    assert states_of(db) == {1: "done"}
+    assert not os.path.exists(beat_file)
+
+
+def test_paced_writes_are_spaced_past_the_lease_while_the_hog_beats_its_file() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=1.0)
+    pacing.hogs_running = 1000
+    pacing.observe(hold_s=0.1, wait_s=0.5)  # 1,000 hogs x 0.1 s / 0.6: 167 s apart
+    assert 92.0 < pacing.interval_s() <= LONGEST_WRITE_SPACING_S
+    pacing.beating = False  # no beat file: within half the lease, as before
+    assert pacing.interval_s() == 46.0
+
+
+def test_doctor_times_commits_that_reach_the_disk(slow_folder: Path) -> None:  # noqa: F811
+    db = slow_folder / "queue.sqlite"
+    assert cli(db, "init").returncode == 0
+    result = cli(db, "doctor", "--processes", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("commit latency:")]
+    # A write transaction fdatasyncs the journal twice, its folder and the database, each of
+    # which the filesystem makes sleep FSYNC_MS: it cannot take less.
+    assert float(line.split()[2]) >= 4 * FSYNC_MS
