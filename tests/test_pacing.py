@@ -1,8 +1,10 @@
 """Paced writes (hog/pilot/pacing.py): spaced by the lock's measured hold time and the number of
-hogs, within a lone hog's flush interval and half the lease; claims ahead that last until then."""
+hogs, within a lone hog's flush interval and five minutes (half the lease for a hog that cannot
+beat its file); claims ahead that last until then."""
 
 from hog.pilot.pacing import PACED_MAX_FACTOR, TARGET_LOCK_LOAD, Pacing
 from hog.pilot.rounds import FLUSH_INTERVAL_S, PREFETCH_HORIZON_S, prefetch_factor
+from hog.store.beats import LONGEST_WRITE_SPACING_S
 
 
 def test_a_hog_that_has_not_written_yet_flushes_within_a_second() -> None:
@@ -35,8 +37,18 @@ def test_claims_ahead_of_an_unpaced_hog_last_until_a_claim_lands() -> None:
     assert abs(pacing.horizon_s(0.25) - 0.8) < 1e-9
 
 
-def test_the_lease_bounds_how_long_results_wait() -> None:
+def test_a_hog_that_beats_its_file_spaces_writes_past_its_lease_up_to_five_minutes() -> None:
     pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.observe(hold_s=0.1, wait_s=0.0)
+    pacing.hogs_running = 1000
+    assert abs(pacing.interval_s() - 1000 * 0.1 / TARGET_LOCK_LOAD) < 1e-9  # 167 s: past the lease
+    pacing.observe(hold_s=2.0, wait_s=0.0)
+    assert pacing.interval_s() == LONGEST_WRITE_SPACING_S
+
+
+def test_without_a_beat_file_the_lease_bounds_how_long_results_wait() -> None:
+    pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
+    pacing.beating = False  # its beat file could not be written
     pacing.observe(hold_s=0.1, wait_s=0.0)
     pacing.hogs_running = 1000
     assert pacing.interval_s() == 46.0

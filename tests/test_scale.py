@@ -16,9 +16,7 @@ from helpers import cli, cli_json, start_hog, states_of, wait_until
 from test_slowfs import FSYNC_MS, slow_folder  # noqa: F401 (a fixture)
 
 from hog.pilot.healing import heal
-from hog.pilot.pacing import Pacing
 from hog.store import beats, reaping
-from hog.store.beats import LONGEST_WRITE_SPACING_S
 from hog.store.db import open_database
 from hog.store.paths import QueueFiles
 
@@ -136,15 +134,6 @@ def test_a_hog_that_finishes_leaves_no_beat_file(db: Path) -> None:
     assert hog.wait(timeout=60) == 0
     assert states_of(db) == {1: "done"}
     assert not os.path.exists(beat_file)
-
-
-def test_paced_writes_are_spaced_past_the_lease_while_the_hog_beats_its_file() -> None:
-    pacing = Pacing(lease_s=92.0, flush_interval_s=1.0)
-    pacing.hogs_running = 1000
-    pacing.observe(hold_s=0.1, wait_s=0.5)  # 1,000 hogs x 0.1 s / 0.6: 167 s apart
-    assert 92.0 < pacing.interval_s() <= LONGEST_WRITE_SPACING_S
-    pacing.beating = False  # no beat file: within half the lease, as before
-    assert pacing.interval_s() == 46.0
 
 
 def test_doctor_times_commits_that_reach_the_disk(slow_folder: Path) -> None:  # noqa: F811
