@@ -25,7 +25,9 @@ p50/p99 (per transaction, and the worst hog's p99), transactions/s, tasks per tr
 fewest tasks a hog ran (a starved hog runs none).
 
 `--fs nfs|lustre|none` mounts the slow filesystem (scripts/slowfs.py, needs root) over a temporary
-folder; `--fs local` uses the folder as it is; `--folder DIR` puts the queue in DIR (already on
+folder; `--fs model-nfs|model-lustre` sleeps the same latencies inside each worker process instead
+(scripts/latency_vfs.py: no FUSE server, so a thousand hogs measure the design rather than this
+machine); `--fs local` uses the folder as it is; `--folder DIR` puts the queue in DIR (already on
 the filesystem to measure).
 """
 
@@ -42,12 +44,14 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+MODEL = "model-"  # --fs model-nfs: the preset's latencies slept in-process (latency_vfs.py)
 
 JITTER = 0.1  # task lengths vary by +-10%
 GIB = 1 << 30
@@ -67,6 +71,7 @@ class Config:
     seed: int = 1
     pacing: bool = True
     heartbeat_s: float = HEARTBEAT_S
+    fsync_ms: float | None = None  # overrides the preset's (a model's; a mount gets --fsync-ms)
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -235,6 +240,10 @@ def _turn(hog: SimulatedHog, now: float, epoch_offset: float) -> float:
 
 def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: float, out_path: str) -> None:
     """Run the given hogs until every one has claimed and `measure_s` more have passed."""
+    if config.fs.startswith(MODEL):
+        import latency_vfs
+
+        latency_vfs.install(_model_latency(config))
     if not config.pacing:
         from hog.pilot.pacing import Pacing
 
@@ -281,6 +290,8 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             heapq.heapify(due)
     assert window is not None
     _write_result(out_path, hogs, recorder, window, config)
+    if config.fs.startswith(MODEL):
+        Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
     # holds the lock and another waits for it through FUSE cannot finish exiting (the waiter is
     # uninterruptible until the server answers, and the lock goes only with the last thread).
@@ -396,6 +407,17 @@ def _register(db_path: str, hogs: int, cores: int, heartbeat_s: float) -> list[i
         db.close()
 
 
+def _model_latency(config: Config) -> dict[str, float]:
+    latency = dict(_load_slowfs().PRESETS[config.fs[len(MODEL) :]])
+    if config.fsync_ms is not None:
+        latency["fsync_ms"] = config.fsync_ms
+    return latency
+
+
+def _mounted(config: Config, folder: str | None) -> bool:
+    return config.fs != "local" and not config.fs.startswith(MODEL) and not folder
+
+
 def _load_slowfs():
     import importlib.util
 
@@ -417,7 +439,7 @@ def queue_folder(fs: str, folder: str | None):
     os.mkdir(backing)
     os.mkdir(mountpoint)
     try:
-        if fs == "local":
+        if fs == "local" or fs.startswith(MODEL):
             yield backing, backing
         else:
             yield backing, mountpoint
@@ -434,7 +456,7 @@ def run(config: Config, folder: str | None = None, fs_args: list[str] | None = N
         _cli(setup_db, "init")
         _cli(setup_db, "submit", "--array", f"1-{_tasks_needed(config)}", "--", "sleep", str(config.task_s))
         hog_ids = _register(setup_db, config.hogs, config.cores, config.heartbeat_s)
-        if config.fs not in ("local",) and not folder:
+        if _mounted(config, folder):
             slowfs = _load_slowfs()
             problem = slowfs.available()
             if problem:
@@ -467,8 +489,14 @@ def run(config: Config, folder: str | None = None, fs_args: list[str] | None = N
             with open(path) as data:
                 parts.append(json.load(data))
         summary = summarise(config, parts)
-        if config.fs not in ("local",) and not folder:
+        if _mounted(config, folder):
             summary["fs_counts"] = _load_slowfs().read_stats(hog_folder)
+        elif config.fs.startswith(MODEL):
+            modelled: dict[str, int] = {}
+            for path in outputs:
+                for kind, number in json.loads(Path(path + ".counts").read_text()).items():
+                    modelled[kind] = modelled.get(kind, 0) + number
+            summary["fs_counts"] = {"latency": _model_latency(config), "kinds": modelled}
     return summary
 
 
@@ -555,7 +583,7 @@ def validate(arguments: argparse.Namespace) -> dict:
             "transactions_per_s": transactions / (end - begin),
             "tasks_per_transaction": len(ended_in) / transactions if transactions else 0.0,
         }
-    simulated = run(config)
+    simulated = run(replace(config, fs=arguments.simulate_fs) if arguments.simulate_fs else config)
     figures = ("tasks_per_s", "utilisation", "transactions_per_s", "tasks_per_transaction", "lock_wait_p50_s")
     comparison = {"config": asdict(config), "real": real, "simulated": simulated}
     for name in figures:
@@ -579,11 +607,14 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         fs=arguments.fs,
         pacing=not arguments.no_pacing,
         heartbeat_s=arguments.heartbeat_s,
+        fsync_ms=float(arguments.fsync_ms) if arguments.fsync_ms else None,
     )
 
 
 def _fs_args(arguments: argparse.Namespace) -> list[str]:
-    return ["--fsync-ms", arguments.fsync_ms] if arguments.fsync_ms else []
+    if not arguments.fsync_ms or arguments.fs.startswith(MODEL):
+        return []  # a model takes it from its Config
+    return ["--fsync-ms", arguments.fsync_ms]
 
 
 def grid(arguments: argparse.Namespace) -> None:
@@ -653,7 +684,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument("--processes", type=int, default=4, help="worker processes (default 4)")
         command.add_argument(
-            "--fs", default="nfs", choices=("none", "nfs", "lustre", "local"), help="filesystem (default nfs)"
+            "--fs",
+            default="nfs",
+            choices=("none", "nfs", "lustre", "local", "model-nfs", "model-lustre"),
+            help="filesystem (default nfs); model-*: its latencies slept in-process, no mount",
         )
         command.add_argument("--fsync-ms", help="override the preset's fsync latency (milliseconds)")
         command.add_argument(
@@ -665,6 +699,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument(
             "--no-pacing", action="store_true", help="hogs write as they did before pacing.py"
         )
+    commands.choices["validate"].add_argument(
+        "--simulate-fs", help="simulate on this instead of --fs (model-nfs: the model against real hogs)"
+    )
     for name in ("run", "validate"):
         commands.choices[name].add_argument("--hogs", type=int, default=100, help="hogs (default 100)")
         commands.choices[name].add_argument("--task-s", type=float, default=10.0, help="task length, seconds")

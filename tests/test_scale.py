@@ -2,12 +2,16 @@
 
 Hogs say they are alive in a beat file of their own (hog/store/beats.py) when no write says it,
 so that their writes can be paced further apart than their lease; a reaper judges a hog past its
-row's lease by that file. And `doctor` times write transactions that reach the disk.
+row's lease by that file. `doctor` times write transactions that reach the disk, and the
+simulator can model the slow filesystem inside its processes (scripts/latency_vfs.py).
 """
 
 import fcntl
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +23,8 @@ from hog.pilot.healing import heal
 from hog.store import beats, reaping
 from hog.store.db import open_database
 from hog.store.paths import QueueFiles
+
+SIMULATE = Path(__file__).resolve().parents[1] / "scripts" / "simulate.py"
 
 
 def row_of(db: Path, hog_id: int) -> tuple[str, float, float]:
@@ -145,3 +151,24 @@ def test_doctor_times_commits_that_reach_the_disk(slow_folder: Path) -> None:  #
     # A write transaction fdatasyncs the journal twice, its folder and the database, each of
     # which the filesystem makes sleep FSYNC_MS: it cannot take less.
     assert float(line.split()[2]) >= 4 * FSYNC_MS
+
+
+def test_the_simulator_models_the_slow_filesystem_without_a_mount(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    result = subprocess.run(
+        [
+            sys.executable, str(SIMULATE), "run", "--json", str(out),
+            "--hogs", "4", "--cores", "4", "--task-s", "1", "--measure-s", "3", "--warmup-s", "1",
+            "--processes", "2", "--fs", "model-nfs", "--fsync-ms", "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(out.read_text())
+    assert summary["fewest_tasks_per_hog"] > 0 and summary["transactions_per_s"] > 0
+    modelled = summary["fs_counts"]
+    assert modelled["latency"] == {"metadata_ms": 1.0, "fsync_ms": 2.0, "lock_ms": 1.0}
+    # Every write transaction paid its fsyncs and lock calls in the worker processes.
+    assert modelled["kinds"]["fsync"] >= 4 and modelled["kinds"]["lock"] >= 11
