@@ -30,6 +30,7 @@ SIMULATE = Path(__file__).resolve().parents[1] / "scripts" / "simulate.py"
 def row_of(db: Path, hog_id: int) -> tuple[str, float, float]:
     """(state, heartbeat_at, lease_s) read straight from the file, without the queue's lock."""
     connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    connection.set_busy_timeout(10_000)  # a hog may be committing
     try:
         return connection.execute(
             "SELECT state, heartbeat_at, lease_s FROM hogs WHERE id = ?", (hog_id,)
