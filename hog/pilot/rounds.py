@@ -362,10 +362,12 @@ class DatabaseRounds:
     def _beat(self, now: float) -> None:
         """Beat the file when no write has said the hog is alive within its heartbeat: its writes
         are paced further apart, or one waits in line. Not while the database thread has been
-        stuck on one round for a whole lease: a hog whose rounds never end must be found lost."""
+        stuck on one round longer than a write may be put off (5 minutes, or a longer lease): a
+        hog whose rounds never end must be found lost."""
         if now < self._beat_due() or not self.pacing.beating:
             return
-        if self.round is not None and now - self.round.given_mono >= self.pacing.lease_s:
+        stuck_after_s = max(self.pacing.lease_s, beats.LONGEST_WRITE_SPACING_S)
+        if self.round is not None and now - self.round.given_mono >= stuck_after_s:
             return
         self.last_beat_mono = now
         if not self.beater.beat(time.time()):
