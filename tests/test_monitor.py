@@ -400,3 +400,28 @@ def test_hogs_for_counts_the_resource_that_asks_for_most(needs: list, size: tupl
 
     in_units = [(Resources(cores, int(gpus * GPU_UNITS), mem), count) for (cores, gpus, mem), count in needs]
     assert hogs_for(in_units, HogSize(*size)) == wanted
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (("--backend", "sbatch", "--command-prefix", "srun -N1"), "--command-prefix is for --backend prefix"),
+        (("--sbatch-args", "-p short"), "--sbatch-args is for --backend sbatch"),
+    ],
+)
+def test_options_of_the_other_backend_are_refused(db: Path, options: tuple[str, ...], named: str) -> None:
+    before = db.read_bytes()
+    result = cli(db, "monitor", "--once", *options)
+    assert result.returncode == 2 and named in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_a_daemon_monitor_is_started_again_with_its_backends_options_only(db: Path) -> None:
+    config = MonitorConfig.from_options(
+        str(db), 60.0, None, 2, "sbatch", "-p short", 5.0, False, HogOptions(walltime_s=3600.0)
+    )
+    argv = config.to_argv()
+    assert "--command-prefix" not in argv and argv[argv.index("--sbatch-args") + 1] == "-p short"
+    again = MonitorConfig.from_options(str(db), 60.0, "srun -N1", 2, "prefix", "", 5.0, False, HogOptions())
+    assert "--sbatch-args" not in again.to_argv()

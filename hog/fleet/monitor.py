@@ -79,13 +79,25 @@ class MonitorConfig:
             raise UsageError(f"bad --command-prefix {prefix!r}: {error}") from None
         if backend == "prefix" and not words:
             raise UsageError("--command-prefix is empty: give e.g. nohup or 'srun -N1 --exclusive'")
+        if backend == "sbatch" and prefix is not None:
+            raise UsageError(
+                "--command-prefix is for --backend prefix; with --backend sbatch give sbatch's options "
+                "with --sbatch-args (e.g. --sbatch-args '-p short')"
+            )
+        if backend == "prefix" and sbatch_args:
+            raise UsageError(
+                "--sbatch-args is for --backend sbatch; with --backend prefix put them in --command-prefix"
+            )
         return cls(db_path, timeout_s, words, hogs, backend, sbatch_args, poll_s, once, hog_options, gather_s)
 
     def to_argv(self) -> list[str]:
         """The command line (after `python -m hog`) of a monitor with this configuration."""
         argv = ["--db", os.path.abspath(self.db_path), "--timeout", str(self.timeout_s), "monitor"]
-        argv += ["--command-prefix", shlex.join(self.prefix), "--hogs", str(self.hogs)]
-        argv += ["--backend", self.backend, "--sbatch-args", self.sbatch_args]
+        argv += ["--hogs", str(self.hogs), "--backend", self.backend]
+        if self.backend == "sbatch":
+            argv += ["--sbatch-args", self.sbatch_args]
+        else:
+            argv += ["--command-prefix", shlex.join(self.prefix)]
         argv += ["--poll", seconds_argument(self.poll_s), "--gather", seconds_argument(self.gather_s)]
         if self.once:
             argv.append("--once")
