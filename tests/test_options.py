@@ -63,17 +63,30 @@ def test_the_monitor_starts_hogs_with_its_hog_options() -> None:
 @settings(max_examples=50, deadline=None)
 @given(
     hog_options=HOG_OPTIONS,
-    prefix=st.sampled_from(["nohup", "srun -N1 --exclusive -t 4:00:00", "ssh 'node 7'"]),
+    # Each backend with its own options (the other backend's are refused).
+    backend_options=st.sampled_from(
+        [
+            ("prefix", "nohup", ""),
+            ("prefix", "srun -N1 --exclusive -t 4:00:00", ""),
+            ("prefix", "ssh 'node 7'", ""),
+            ("prefix", None, ""),
+            ("sbatch", None, ""),
+            ("sbatch", None, "-p short -A lab"),
+        ]
+    ),
     hogs=st.integers(0, 64),
-    backend=st.sampled_from(["prefix", "sbatch"]),
-    sbatch_args=st.sampled_from(["", "-p short -A lab"]),
     poll_s=SECONDS,
     once=st.booleans(),
 )
 def test_a_monitor_configuration_parses_back_from_its_command_line(
-    hog_options: HogOptions, prefix: str, hogs: int, backend: str, sbatch_args: str, poll_s: float, once: bool
+    hog_options: HogOptions,
+    backend_options: tuple[str, str | None, str],
+    hogs: int,
+    poll_s: float,
+    once: bool,
 ) -> None:
     """What `monitor --daemon` starts is the monitor it was asked for."""
+    backend, prefix, sbatch_args = backend_options
     config = MonitorConfig.from_options(
         str(Path("/queues/q.sqlite")), 42.5, prefix, hogs, backend, sbatch_args, poll_s, once, hog_options
     )
