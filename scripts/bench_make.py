@@ -234,35 +234,17 @@ def bench_latency(folder: str, args, data: dict, summary: list[dict]) -> None:
     )
     data["latency"] = {"pickups_s": pickups, "walls_s": walls, "cpus_s": cpus, "end_seen_s": seen}
     quick = args.quick
+    run_seen = seen["slurm-hog run true"]
     summary += [
-        bc.goal_line(
-            "pickup of an idle hog, p50",
-            p(pickups, 0.5),
-            "s",
-            "<= 0.2 s",
-            None if quick else p(pickups, 0.5) <= 0.2,
-        ),
-        bc.goal_line(
-            "pickup of an idle hog, p95",
-            p(pickups, 0.95),
-            "s",
-            "<= 0.5 s",
-            None if quick else p(pickups, 0.95) <= 0.5,
-        ),
-        bc.goal_line(
-            "`run true` end seen after the task's end, p50",
-            p(seen["slurm-hog run true"], 0.5),
-            "s",
-            "<= 0.2 s",
-            None if quick else p(seen["slurm-hog run true"], 0.5) <= 0.2,
-        ),
-        bc.goal_line(
-            "`run true` end seen, p95",
-            p(seen["slurm-hog run true"], 0.95),
-            "s",
-            "<= 0.5 s",
-            None if quick else p(seen["slurm-hog run true"], 0.95) <= 0.5,
-        ),
+        bc.goal_line(label, p(values, q), "s", f"<= {limit} s", None if quick else p(values, q) <= limit)
+        for label, values, q, limit in (
+            ("pickup of an idle hog, p50", pickups, 0.5, 0.2),
+            ("pickup of an idle hog, p95", pickups, 0.95, 0.5),
+            ("`run true` end seen after the task's end, p50", run_seen, 0.5, 0.2),
+            ("`run true` end seen, p95", run_seen, 0.95, 0.5),
+        )
+    ]
+    summary += [
         bc.goal_line(
             "`run true` round trip over `sh -c true`, p50",
             p(walls["slurm-hog run true"], 0.5) - direct,

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import apsw
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -107,3 +109,12 @@ def heal_from_elsewhere(db: Path | str) -> None:
         heal(database, host="elsewhere", now=time.time() + 3600)
     finally:
         database.close()
+
+
+def rows_of(db: Path, sql: str) -> list[tuple]:
+    """What `sql` reads from the queue file, through a read-only connection of the test's own."""
+    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return list(connection.execute(sql))
+    finally:
+        connection.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import apsw
 import pytest
-from helpers import cli, cli_json, holds_for, start_hog, task_counts, wait_until
+from helpers import cli, cli_json, holds_for, rows_of, start_hog, task_counts, wait_until
 from test_monitor import HOG_OPTIONS, start_monitor
 
 from hog.fleet.monitor import FUTILE_HOGS_LIMIT, Monitor, MonitorConfig
@@ -35,14 +35,6 @@ def hogs(db: Path) -> list[dict]:
 
 def submit(db: Path, *args: str, count: int = 1) -> subprocess.CompletedProcess:
     return ok(cli(db, "submit", *args, "--file", "-", input="true\n" * count))
-
-
-def rows_of(db: Path, sql: str) -> list[tuple]:
-    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return list(connection.execute(sql))
-    finally:
-        connection.close()
 
 
 # -- bad input -------------------------------------------------------------------------------

@@ -9,8 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-import apsw
-from helpers import child_env, cli, cli_json, start_hog, wait_until
+from helpers import child_env, cli, cli_json, rows_of, start_hog, wait_until
 
 from hog.store import claims, states
 from hog.store import db as hogdb
@@ -38,14 +37,6 @@ def run_hog_until_idle(db: Path, *args: str) -> None:
     """A real hog that runs what it can and leaves once idle."""
     hog = start_hog(db, "--idle-timeout", "1s", "--heartbeat", "1s", *args)
     assert hog.wait(timeout=120) == 0
-
-
-def rows_of(db: Path, sql: str) -> list[tuple]:
-    connection = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        return list(connection.execute(sql))
-    finally:
-        connection.close()
 
 
 # -- bytes that are not UTF-8 ----------------------------------------------------------------
