@@ -458,13 +458,15 @@ def test_a_shell_whose_child_was_killed_before_its_hog_stopped_goes_back(db: Pat
 
 
 def group_alive_of_task(db: Path, task_id: int) -> bool:
-    """Whether a process of the task still runs (found by its HOG_TASK_ID)."""
+    """Whether a process of the task still runs (found by its queue and HOG_TASK_ID: other tests'
+    tasks run meanwhile, with the same ids in their own queues)."""
     for process in psutil.process_iter(["environ", "status"]):
         try:
             environ = process.info["environ"] or {}
         except psutil.Error:
             continue
-        if environ.get("HOG_TASK_ID") == str(task_id) and process.info["status"] != psutil.STATUS_ZOMBIE:
+        ours = environ.get("SLURM_HOG_DB") == str(db) and environ.get("HOG_TASK_ID") == str(task_id)
+        if ours and process.info["status"] != psutil.STATUS_ZOMBIE:
             return True
     return False
 

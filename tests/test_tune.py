@@ -9,8 +9,8 @@ import pytest
 from helpers import REPO, cli, tasks
 
 CONTENDED = REPO / "tests" / "contended_task.py"
-# Alone 1 s; two on a GPU 1.2 s each, three 2.5 s, four 6 s: two per GPU is the fastest.
-SLOWDOWNS = ("1", "1.2", "2.5", "6")
+# Alone 0.5 s; two on a GPU 0.6 s each, three 1.25 s, four 2 s: two per GPU is the fastest.
+SLOWDOWNS = ("1", "1.2", "2.5", "4")
 
 
 def tune(db: Path, *args: str):
@@ -19,7 +19,7 @@ def tune(db: Path, *args: str):
 
 def test_tune_picks_two_per_gpu_for_a_workload_that_runs_best_two_to_a_gpu(db: Path, tmp_path: Path) -> None:
     assert cli(db, "kind", "set", "train", "--gpus", "1", "--time", "10m", "-o", "/dev/null").returncode == 0
-    line = f"{sys.executable} {CONTENDED} {tmp_path} 1.0 {' '.join(SLOWDOWNS)}\n"
+    line = f"{sys.executable} {CONTENDED} {tmp_path} 0.5 {' '.join(SLOWDOWNS)}\n"
     assert cli(db, "submit", "--kind", "train", "--file", "-", input=line * 30).returncode == 0
     assert cli(db, "submit", "--name", "other", "--gpus", "1", "true").returncode == 0
     result = tune(
@@ -48,7 +48,7 @@ def test_tune_picks_two_per_gpu_for_a_workload_that_runs_best_two_to_a_gpu(db: P
 
 def test_tune_tries_cores_per_task_for_cpu_work(db: Path) -> None:
     # Twice the cores make a task only 1.33 times as fast: one core each does more per second.
-    line = 'if [ "$HOG_CORES" = 1 ]; then sleep 1; else sleep 0.75; fi\n'
+    line = 'if [ "$HOG_CORES" = 1 ]; then sleep 0.5; else sleep 0.375; fi\n'
     assert (
         cli(db, "submit", "--name", "prep", "-o", "/dev/null", "--file", "-", input=line * 10).returncode == 0
     )
