@@ -243,7 +243,7 @@ def monitor(
       slurm-hog monitor --pool gpu --backend sbatch --sbatch-args "-p gpu --gres=gpu:4" -t 4h \\
           --hogs 16 --gather 30s --daemon
     """
-    from hog.fleet.monitor import daemon_status, run_monitor, start_daemon, stop_daemon
+    from hog.fleet.daemon import daemon_status, run_monitor, start_daemon, stop_daemon
 
     action = monitor_action(daemon=daemon, status=status, stop=stop, log=show_log)
     if drain and action != "stop":
