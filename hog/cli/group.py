@@ -142,9 +142,10 @@ class _HogFailure(click.ClickException):
 # the module of the command that runs is imported (start-up time).
 COMMANDS = {
     **dict.fromkeys(
-        ("init", "submit", "check", "show", "cancel", "retry", "cleanup"),
+        ("init", "check", "show", "cancel", "retry", "cleanup"),
         "hog.cli.tasks",
     ),
+    "submit": "hog.cli.submit",
     "log": "hog.cli.logs",
     **dict.fromkeys(("status", "wait"), "hog.cli.progress"),
     **dict.fromkeys(("hog", "monitor", "doctor"), "hog.cli.hogs"),

@@ -86,7 +86,7 @@ def option_text(param: click.Parameter, raw: object) -> str:
 
 
 def kind_options() -> list[click.Option]:
-    from hog.cli.tasks import submit
+    from hog.cli.submit import submit
 
     return [
         param

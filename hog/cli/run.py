@@ -5,7 +5,7 @@ import click
 from hog.cli.follow import DEFAULT_MAX_WAIT_S, EXIT_GAVE_UP, Follower, Signals, attempt_outputs
 from hog.cli.group import CONTEXT, current_settings, db_options, duration_option
 from hog.cli.kinds import apply_kind
-from hog.cli.tasks import SubmitCommand, _after_double_dash, _one_command, task_options, task_submit_options
+from hog.cli.submit import SubmitCommand, after_double_dash, one_command, task_options, task_submit_options
 
 
 @click.command(cls=SubmitCommand, context_settings={**CONTEXT, "allow_interspersed_args": False})
@@ -48,9 +48,9 @@ def run(ctx: click.Context, command: tuple[str, ...], max_wait: float, **options
     db = settings.open()
     kind_name = options.pop("kind")
     options = apply_kind(ctx, options, kind_name, db)
-    exact_argv = _after_double_dash(ctx.meta["submit_args"], command)
+    exact_argv = after_double_dash(ctx.meta["submit_args"], command)
     submit_options, assigned = task_submit_options(options, command, exact_argv, kind_name)
-    task_id, _ = submitting.submit(db, [_one_command(command, exact_argv, assigned)], submit_options)
+    task_id, _ = submitting.submit(db, [one_command(command, exact_argv, assigned)], submit_options)
 
     outputs = attempt_outputs(settings.path, submit_options, task_id)
     status = Follower(db, task_id, outputs, "slurm-hog run", max_wait, signals).follow()
