@@ -179,7 +179,9 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     hog.send_signal(signal.SIGINT)
     wait_until(lambda: "SIGINT: draining" in first_log.read_text(), message="the drain")
     go.touch()
-    assert finish(hog, timeout=20) == 0
+    # Bounds for a loaded machine: tasks that never end (the second hog's) keep a hog that does
+    # not stop from ever finishing, however long the bound.
+    assert finish(hog, timeout=60) == 0
     states = states_of(db)
     assert sorted(states[i] for i in ids) == ["done", "done", "waiting", "waiting"]
     assert len(done.read_text().split()) == 2
@@ -191,7 +193,7 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     hog.send_signal(signal.SIGINT)
     wait_until(lambda: "SIGINT: draining" in log.read_text(), message="the first SIGINT")
     hog.send_signal(signal.SIGINT)
-    assert finish(hog, timeout=10) == 0
+    assert finish(hog, timeout=60) == 0
     assert sorted(states_of(db).values()).count("waiting") == 2
     assert len(done.read_text().split()) == 2
 
