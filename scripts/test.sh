@@ -38,6 +38,7 @@ apt_install make make "the make tests"
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-# Two workers: most tests wait on processes they started, so two share two cores well (the SLURM
-# tests keep to one worker: tests/conftest.py). `scripts/test.sh -n 0 ...` runs in one process.
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+# Two workers: most tests wait on processes they started, so two share two cores well (a file's
+# tests on one worker; the SLURM tests take turns: tests/conftest.py). `scripts/test.sh -n 0 ...`
+# runs in one process.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

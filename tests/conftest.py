@@ -1,3 +1,5 @@
+import fcntl
+import os
 import signal
 import subprocess
 import sys
@@ -17,20 +19,21 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# scripts/test.sh runs the suite on two workers (pytest-xdist, `--dist loadgroup`). The SLURM
-# tests share one local cluster and count on its nodes being free, so they run one after another
-# on one worker; a module whose fixture builds something once for all its tests (Unix users, a
-# queue of a million rows) keeps its tests on one worker, where the fixture is built once.
-ONE_WORKER_MODULES = {"test_cli", "test_fuzz", "test_report", "test_shared_queue", "test_stats"}
+# scripts/test.sh runs the suite on two workers (pytest-xdist, `--dist loadfile`: a file's tests
+# on one worker, so that a module's fixture is built once). The SLURM tests share one local
+# cluster and count on its nodes being free (one restarts it): they take turns through a lock,
+# across workers and across runs of the suite at once.
+SLURM_TESTS_LOCK = Path(os.environ.get("SLURM_HOG_CLUSTER_DIR", "/tmp/slurm-hog-cluster")) / "tests.lock"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
-        if item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
-        elif module in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
+@pytest.fixture(autouse=True)
+def _one_slurm_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
+    if request.node.get_closest_marker("slurm") is None or not SLURM_TESTS_LOCK.parent.is_dir():
+        yield
+        return
+    with open(SLURM_TESTS_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture
