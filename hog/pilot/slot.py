@@ -2,8 +2,8 @@
 
 The hog runs one per core slot (launcher.py). Its own interpreter, pinned once to the slot's CPU,
 means a task that ends is followed by the next at once, without waiting for the hog's loop or
-database thread to let go of their interpreter lock. It imports only the standard library (and outfiles.py, which does too), and
-runs with `python -I -S` to start fast.
+database thread to let go of their interpreter lock. It imports only the standard library (and
+outfiles.py, which does too), and runs with `python -I -S` to start fast.
 
 Messages both ways are marshalled tuples after a 4-byte length, each written whole (those to the
 hog stay under PIPE_BUF, so a write is never split):
