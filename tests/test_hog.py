@@ -567,6 +567,36 @@ def test_tasks_given_back_unstarted_leave_no_output_files(db: Path, tmp_path: Pa
     assert len(list(logs.glob("*/*.err"))) == len(ran)
 
 
+def test_output_files_are_made_ahead_without_holding_them_open(tmp_path: Path) -> None:
+    from hog.pilot.procs import OutputFiles
+
+    outputs = OutputFiles(0o700)
+    try:
+        (tmp_path / "old.out").write_text("left from an earlier attempt")
+        before = len(os.listdir("/proc/self/fd"))
+        keys = [(n, 1) for n in range(300)]
+        for task_id, attempt in keys:
+            paths = (str(tmp_path / "logs" / f"{task_id}.out"), str(tmp_path / "logs" / f"{task_id}.err"))
+            outputs.request((task_id, attempt), paths, (0o600, 0o600))
+        outputs.request((999, 1), (str(tmp_path / "old.out"), os.devnull), (0o600, 0o600))
+        for key in [*keys, (999, 1)]:
+            outputs.wait(key)
+        # Hundreds of tasks claimed ahead must not cost hundreds of fds (the limit is often 1024).
+        assert len(os.listdir("/proc/self/fd")) <= before + 2
+        assert len(os.listdir(tmp_path / "logs")) == 600
+        # An existing file is the child's to truncate as it starts, not before.
+        assert (tmp_path / "old.out").read_text() == "left from an earlier attempt"
+        unstarted = (str(tmp_path / "logs" / "u.out"), str(tmp_path / "logs" / "u.err"))
+        outputs.request((1000, 1), unstarted, (0o600, 0o600))
+        outputs.discard((1000, 1))
+        assert not any(os.path.exists(path) for path in unstarted)
+        # A task handed back unstarted leaves an earlier attempt's file as it was.
+        outputs.discard((999, 1))
+        assert (tmp_path / "old.out").read_text() == "left from an earlier attempt"
+    finally:
+        outputs.close()
+
+
 def test_a_rerun_truncates_its_named_output_as_it_starts(db: Path, tmp_path: Path) -> None:
     """A named -o file of an earlier attempt is replaced by the next attempt's output as it
     starts (made ahead, an existing file is left alone until then)."""

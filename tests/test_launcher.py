@@ -9,6 +9,7 @@ import pytest
 from helpers import holds_for, wait_until
 
 from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
+from hog.pilot.procs import OutputFiles
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin slots to")
 
@@ -21,11 +22,13 @@ class Slots:
         self.cpus = sorted(os.sched_getaffinity(0))[:2]
         if unpinned:
             self.cpus = list(range(unpinned))  # slot numbers, as a hog without affinity uses
+        self.wake_read, self.wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.outputs = OutputFiles(0o700)
         self.pids = tmp_path / "pids"
         self.pids_fd = os.open(self.pids, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         labels = [str(cpu) for cpu in self.cpus]
         cpu_ids = None if unpinned else self.cpus
-        self.launcher = Launcher(cpu_ids, labels, 0o700, self.pids_fd)
+        self.launcher = Launcher(cpu_ids, labels, self.outputs, self.pids_fd, self.wake_write)
         self.seen: list = []
         self.launches: dict[int, Launch] = {}
 
@@ -40,6 +43,7 @@ class Slots:
         key = (number, 1)
         if paths is None:
             paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
+        self.outputs.request(key, paths, (0o600, 0o600))
         launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)  # type: ignore[arg-type]
         self.launches[number] = launch
         return launch
@@ -57,7 +61,9 @@ class Slots:
 
     def close(self) -> None:
         self.launcher.close()
-        os.close(self.pids_fd)
+        self.outputs.close()
+        for fd in (self.wake_read, self.wake_write, self.pids_fd):
+            os.close(fd)
 
 
 @pytest.fixture
@@ -209,6 +215,7 @@ def test_a_task_whose_output_file_cannot_be_made_is_not_started(slots: Slots) ->
     marker = slots.tmp_path / "ran"
     bad = str(blocker / "1.err")
     slots.launcher.queue(slots.launch(1, f"touch {marker}", paths=(str(slots.tmp_path / "1.out"), bad)))
+    assert os.read(slots.wake_read, 16), "the loop is woken to hear of it"
     (event,) = slots.events(NotStarted, 1)
     assert isinstance(event.error, NotADirectoryError) and event.error.filename == bad
     assert slots.launcher.queued == 0

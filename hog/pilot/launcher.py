@@ -3,10 +3,9 @@
 Each slot process is pinned once to its CPU, starts the tasks sent to it with posix_spawn (the
 child inherits its CPU: nothing moves) and waits for them. The hog sends each a task ahead of
 the one it runs, so a short task's successor starts the moment it ends: in another interpreter,
-it does not wait for the hog's loop or database thread, nor they for it. A slot makes the output files of
-the tasks sent to it as they arrive, on a thread of its own. The loop keeps all the bookkeeping
-(results, limits, cancels, the database) and learns of starts and ends through events read from
-the slots' pipes (`fds`, for its select).
+it does not wait for the hog's loop or database thread, nor they for it. The loop keeps all the
+bookkeeping (results, limits, cancels, the database) and learns of starts and ends through
+events read from the slots' pipes (`fds`, for its select).
 """
 
 import contextlib
@@ -18,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hog.pilot.procs import Exited, exited_from
+from hog.pilot.procs import Exited, OutputFiles, exited_from
 from hog.pilot.slot import pack, unpack, write_all
 
 # Tasks a slot process may hold: the one it runs and those it starts next, refilled when down
@@ -40,10 +39,9 @@ class Launch:
     what: list[str] | str  # an argv, or a shell command
     cwd: str
     env: dict[str, str]  # gets HOG_CPUS when its slots are known
-    outputs: tuple[str, str]  # stdout and stderr (os.devnull: none)
+    outputs: tuple[str, str]
     cores: int
     latest_start: float | None  # epoch after which it must not start (the hog's walltime)
-    modes: tuple[int, int] = (0o600, 0o600)  # of the output files, if made, less the umask
     slots: tuple[int, ...] = ()
     started_at: float = 0.0
     started_mono: float = 0.0
@@ -119,10 +117,13 @@ class Launcher:
     once sent to a slot, the slot says whether it started it (Started) or not (NotStarted).
     """
 
-    def __init__(self, cpu_ids: list[int] | None, labels: list[str], folder_mode: int, pids_fd: int) -> None:
+    def __init__(
+        self, cpu_ids: list[int] | None, labels: list[str], outputs: OutputFiles, pids_fd: int, wake_fd: int
+    ) -> None:
         self._cpu_ids = cpu_ids
         self._labels = labels
-        self._folder_mode = folder_mode  # of the folders a slot makes for output files
+        self._outputs = outputs
+        self._wake_fd = wake_fd  # woken (a NUL byte) when an event arises here, not in a slot
         self._queued: deque[Launch] = deque()
         self._launches: dict[tuple[int, int], Launch] = {}  # sent to a slot, not ended
         self._withdrawn: set[tuple[int, int]] = set()  # asked back from a slot for the loop
@@ -244,16 +245,26 @@ class Launcher:
             for number in refill:
                 if self._queued and self._slots[number].load <= level:
                     message = self._prepare((number,), self._queued.popleft())
-                    batches.setdefault(number, []).append(message)
+                    if message is not None:
+                        batches.setdefault(number, []).append(message)
         for number, messages in batches.items():
             self._slots[number].write(b"".join(messages))
 
     def _send(self, slots: tuple[int, ...], launch: Launch) -> None:
-        self._slots[slots[0]].write(self._prepare(slots, launch))
+        message = self._prepare(slots, launch)
+        if message is not None:
+            self._slots[slots[0]].write(message)
 
-    def _prepare(self, slots: tuple[int, ...], launch: Launch) -> bytes:
-        """The message that sends a task to the first of its slots, now counted as sent there.
-        The slot makes its output files as it gets it (slot.Outputs)."""
+    def _prepare(self, slots: tuple[int, ...], launch: Launch) -> bytes | None:
+        """The message that sends a task to the first of its slots, now counted as sent there;
+        None if its output files could not be made (reported as NotStarted)."""
+        try:
+            self._outputs.wait(launch.key)
+        except OSError as error:
+            for number in slots[1:]:
+                self._slots[number].held_by = None
+            self._post(NotStarted(launch.key, error))
+            return None
         launch.slots = slots
         launch.env["HOG_CPUS"] = ",".join(self._labels[number] for number in slots)
         cpus = None
@@ -261,8 +272,7 @@ class Launcher:
             cpus = tuple(self._cpu_ids[number] for number in slots)
         self._slots[slots[0]].sent.append(launch.key)
         self._launches[launch.key] = launch
-        outputs = (*launch.outputs, *launch.modes, self._folder_mode)
-        run = ("run", launch.key, launch.what, launch.cwd, launch.env, outputs, launch.latest_start)
+        run = ("run", launch.key, launch.what, launch.cwd, launch.env, launch.outputs, launch.latest_start)
         return pack((*run, cpus))
 
     def _ask_back(self, key: tuple[int, int], why: set[tuple[int, int]]) -> None:
@@ -349,3 +359,8 @@ class Launcher:
         code = slot.process.poll()
         how = "is gone" if code is None else f"exited with status {code}"
         return f"the slot process for CPU {self._labels[number]} (pid {slot.process.pid}) {how}"
+
+    def _post(self, event: Event) -> None:
+        self._events.append(event)
+        with contextlib.suppress(OSError):  # a full pipe wakes the loop too
+            os.write(self._wake_fd, b"\0")

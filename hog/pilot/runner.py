@@ -3,7 +3,7 @@
 One event loop: signal handlers only note the signal (through the wakeup fd), and the loop decides
 what starts, records what ended and enforces limits. Slow work is kept off it: a process per
 core slot starts tasks and waits for them (launcher.py, slot.py), a thread talks to the database
-in short batched transactions (background.py); the slot processes make tasks' output files ahead.
+in short batched transactions (background.py), one creates output files ahead (procs.OutputFiles).
 
 The loop's parts: its tasks from claim to result (tasks.py), its rounds with the database
 (rounds.py), the ledger of its free cores, GPUs and memory (ledger.py) and its walltime
@@ -23,6 +23,7 @@ from hog.pilot.background import DatabaseThread
 from hog.pilot.launcher import Launcher
 from hog.pilot.ledger import Ledger
 from hog.pilot.options import HogOptions, shown_duration
+from hog.pilot.procs import OutputFiles
 from hog.pilot.resources import NodeResources, detect
 from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcome
 from hog.pilot.tasks import Tasks
@@ -309,8 +310,9 @@ def run_hog(
         bundle=bundle,
         idle=IdleClock(node.cores),
     )
+    outputs = OutputFiles(folder_mode)
     cpu_labels = [str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)]
-    launcher = Launcher(node.cpu_ids, cpu_labels, folder_mode, pids_fd)
+    launcher = Launcher(node.cpu_ids, cpu_labels, outputs, pids_fd, write_fd)
     tasks = Tasks(
         name=name,
         hog_id=started_id,
@@ -320,6 +322,7 @@ def run_hog(
         ledger=ledger,
         walltime=walltime,
         launcher=launcher,
+        outputs=outputs,
         rounds=rounds,
         pids_fd=pids_fd,
     )
@@ -345,6 +348,7 @@ def run_hog(
         if launcher.close() and not stuck:
             os.close(write_fd)
         os.close(read_fd)
+        outputs.close()
         if pids_fd >= 0:
             os.close(pids_fd)
             if not tasks.any_running():

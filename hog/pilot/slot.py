@@ -2,8 +2,8 @@
 
 The hog runs one per core slot (launcher.py). Its own interpreter, pinned once to the slot's CPU,
 means a task that ends is followed by the next at once, without waiting for the hog's loop or
-database thread to let go of their interpreter lock. It imports only the standard library (and
-outfiles.py, which does too), and runs with `python -I -S` to start fast.
+database thread to let go of their interpreter lock. It imports only the standard library, and
+runs with `python -I -S` to start fast.
 
 Messages both ways are marshalled tuples after a 4-byte length, each written whole (those to the
 hog stay under PIPE_BUF, so a write is never split):
@@ -15,14 +15,9 @@ hog stay under PIPE_BUF, so a write is never split):
                   ("not_started", key, None | (errno, strerror, filename))
                   ("crashed", traceback)
 
-`what` is an argv or a shell command; `outputs` (stdout path, stderr path, their two modes, the
-mode of folders made for them; os.devnull: none); `cpus` the CPUs to widen to for a task of
-several cores, else None; `latest_start` the epoch after which it must not start (None: any
-time). A task not started (too late, withdrawn, or unable to start: its files cannot be made, its
-program not found) is reported as not_started.
-
-A task's output files are made ahead by the slot as soon as the task is queued here, and handed
-to its child open (outfiles.py): nothing on the way from one task to the next opens a file. When the hog's end
+`what` is an argv or a shell command; `cpus` the CPUs to widen to for a task of several cores,
+else None; `latest_start` the epoch after which it must not start (None: any time). A task not
+started (too late, withdrawn, or unable to start) is reported as not_started. When the hog's end
 of the command pipe closes (it exited, or was killed), the slot kills its task's process group
 and exits: nothing it starts outlives the hog.
 
@@ -46,8 +41,6 @@ import sys
 import threading
 import time
 from collections import deque
-
-from hog.pilot.outfiles import Outputs, close_all
 
 HEADER = struct.Struct("<I")
 
@@ -126,18 +119,16 @@ class Spawner:
         self.cwd = os.getcwd()
         self._programs: dict[tuple[str, str | None], str] = {}
 
-    def spawn(
-        self, task: list[str] | str, cwd: str, env: dict[str, str], outputs: tuple, ready: list[int | None]
-    ) -> int:
-        """Start `task` (an argv, or a shell command) with its stdout and stderr: the files made
-        for it (`ready`: their descriptors, None for a file that existed already and is opened
-        by path and truncated now, as it starts); return its pid (= its process group). Raises
-        OSError if it cannot start.
+    def spawn(self, task: list[str] | str, cwd: str, env: dict[str, str], outputs: tuple[str, str]) -> int:
+        """Start `task` (an argv, or a shell command) with these files, made empty ahead by the
+        hog, as its stdout and stderr; return its pid (= its process group). Raises OSError if
+        it cannot start. (Opening without O_CREAT spares the child the folder's lock, which the
+        hog's thread making other tasks' files holds often.)
 
         A shell command of plain words starts directly; if that fails (not found, not
         executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
         """
-        file_actions = self._file_actions(outputs, ready)
+        file_actions = self._file_actions(outputs)
         if cwd != self.cwd:
             os.chdir(cwd)
             self.cwd = cwd
@@ -149,17 +140,15 @@ class Spawner:
                 return self._posix_spawn(words, env, file_actions)
         return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
 
-    def _file_actions(self, outputs: tuple, ready: list[int | None]) -> list[tuple]:
+    def _file_actions(self, outputs: tuple[str, str]) -> list[tuple]:
         """stdin from /dev/null, stdout and stderr to their files (os.devnull: discarded). A file
         named for both is opened once: they share its offset, as with `> file 2>&1`."""
         actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)]
-        for fd, path, made in ((1, outputs[0], ready[0]), (2, outputs[1], ready[1])):
+        for fd, path in ((1, outputs[0]), (2, outputs[1])):
             if path == os.devnull:
                 actions.append((os.POSIX_SPAWN_DUP2, self.devnull, fd))
             elif fd == 2 and path == outputs[0]:
                 actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
-            elif made is not None:
-                actions.append((os.POSIX_SPAWN_DUP2, made, fd))
             else:
                 actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY | os.O_TRUNC, 0))
         return actions
@@ -199,8 +188,6 @@ class Slot:
         self.pids_fd = pids_fd
         self.cpu = cpu
         self.spawner = Spawner()
-        self.outputs = Outputs()
-        self.opened: list[int | None] = []  # the last task's files: closed once its start is told
         self.cond = threading.Condition(threading.Lock())
         self.queued: deque[tuple] = deque()
         self.current: int | None = None  # the running task's pid
@@ -220,7 +207,6 @@ class Slot:
         if pid is not None:
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
-        self.outputs.drop_all()
         # Orphans would go to init once the slot exits. Not reaped here: the main thread may be
         # reaping; what is left as a zombie goes to init, which reaps it.
         deadline = time.monotonic() + LEFTOVERS_WAIT_S
@@ -235,7 +221,6 @@ class Slot:
                 buffer += chunk
                 for message in unpack(buffer):
                     if message[0] == "run":
-                        self.outputs.ask(message[1], message[5])  # first: a start waits for it
                         with self.cond:
                             self.queued.append(message)
                             self.cond.notify()
@@ -253,7 +238,6 @@ class Slot:
                     break
             else:
                 return  # started already, or never here
-        self.outputs.drop(key)
         self.tell(pack(("not_started", key, None)))
 
     def serve(self) -> None:
@@ -274,25 +258,21 @@ class Slot:
                     message = self.queued.popleft()
             pid, report = self.start(message)
             self.tell(ended + report)
-            close_all(self.opened)  # the child has its own: a close costs a round trip on NFS
-            self.opened = []
             ended = self.wait(message[1], pid) if pid is not None else b""
 
     def start(self, message: tuple) -> tuple[int | None, bytes]:
         """The task's pid (None if it did not start) and the report of its start."""
         _, key, what, cwd, env, outputs, latest_start, cpus = message
         if latest_start is not None and time.time() > latest_start:
-            self.outputs.drop(key)
             return None, pack(("not_started", key, None))
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
         try:
-            self.opened = ready = self.outputs.take(key)
             started_at, started_mono = time.time(), time.monotonic()
             with self.cond:  # not while the hog's end closes: its task would outlive it
                 if self.gone:
                     os._exit(0)
-                self.current = pid = self.spawner.spawn(what, cwd, env, outputs, ready)
+                self.current = pid = self.spawner.spawn(what, cwd, env, outputs)
         except OSError as error:
             filename = error.filename if isinstance(error.filename, str) else None
             failure = (error.errno, str(error.strerror or error)[:500], filename)

@@ -16,7 +16,7 @@ from hog.pilot.environment import TaskEnvironment
 from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
 from hog.pilot.ledger import Ledger
 from hog.pilot.outputs import output_path
-from hog.pilot.procs import kill_group
+from hog.pilot.procs import OutputFiles, kill_group
 from hog.pilot.rounds import DatabaseRounds
 from hog.pilot.walltime import Walltime
 from hog.store import claims, states
@@ -49,6 +49,7 @@ class Tasks:
         ledger: Ledger,
         walltime: Walltime,
         launcher: Launcher,
+        outputs: OutputFiles,
         rounds: DatabaseRounds,
         pids_fd: int,
     ) -> None:
@@ -59,12 +60,12 @@ class Tasks:
         self.ledger = ledger
         self.walltime = walltime
         self.launcher = launcher
+        self.outputs = outputs
         self.rounds = rounds
         self.pids_fd = pids_fd
         self.running: dict[tuple[int, int], RunningTask] = {}
         self.buffered: list[claims.ClaimedTask] = []
-        # Where each claimed task's stdout and stderr go, and their modes if made.
-        self.output_paths: dict[tuple[int, int], tuple[tuple[str, str], tuple[int, int]]] = {}
+        self.output_paths: dict[tuple[int, int], tuple[str, str]] = {}
         self.suspects: list[tuple[float, claims.TaskResult]] = []
         self.draining = False  # nothing starts any more; what was claimed goes back
         self.stopping = False  # the hog stops now: what is killed goes back, not failed
@@ -117,8 +118,7 @@ class Tasks:
             self.unclaim_all()  # claimed while the hog began to leave
 
     def _claimed(self, tasks: list[claims.ClaimedTask]) -> None:
-        """Take newly claimed tasks, with the paths of their output files (made by the slot
-        process a task is sent to, ahead of its start: slot.Outputs)."""
+        """Take newly claimed tasks; their output files are made ahead, off the loop."""
         for task in tasks:
             if task.stdout_pattern == task.stderr_pattern == os.devnull:
                 paths = DISCARDED  # nothing to compute or to make
@@ -132,7 +132,9 @@ class Tasks:
                 0o666 if task.stdout_pattern else self.file_mode,
                 0o666 if task.stderr_pattern else self.file_mode,
             )
-            self.output_paths[(task.task_id, task.attempt)] = (paths, modes)
+            key = (task.task_id, task.attempt)
+            self.output_paths[key] = paths
+            self.outputs.request(key, paths, modes)
             self.buffered.append(task)
 
     def _output_path(self, task: claims.ClaimedTask, pattern: str | None, stream: str) -> str:
@@ -184,7 +186,7 @@ class Tasks:
         self._hand_back(running.task, reason)
 
     def _hand_back(self, task: claims.ClaimedTask, reason: str) -> None:
-        # Its files were made (and are removed) by the slot it was sent to, if any.
+        self.outputs.discard((task.task_id, task.attempt))
         self.rounds.add_result(claims.TaskResult(task.task_id, task.attempt, reason))
 
     def _free(self, running: RunningTask) -> None:
@@ -217,22 +219,20 @@ class Tasks:
         """Hand a task to the launcher; False if it needs idle slots that are not idle yet."""
         key = (task.task_id, task.attempt)
         gpu_ids = self.ledger.gpus_for(task)
-        paths, modes = self.output_paths[key]
         launch = Launch(
             key,
             task.argv if task.argv is not None else task.command,
             task.cwd,
             self.environment.of(task, gpu_ids),
-            paths,
+            self.output_paths.pop(key),
             task.cores,
             latest_start,
-            modes,
         )
         if queue_ahead:
             self.launcher.queue(launch)
         elif not self.launcher.start_on_idle(launch):
+            self.output_paths[key] = launch.outputs
             return False
-        del self.output_paths[key]
         self.ledger.take(task, gpu_ids)
         self.running[key] = RunningTask(task, gpu_ids, launch)
         return True
@@ -251,6 +251,7 @@ class Tasks:
                 raise event.error
 
     def _started(self, event: Started) -> None:
+        self.outputs.started(event.key)
         running = self.running.get(event.key)
         if running is None:
             return  # ended already
@@ -261,6 +262,7 @@ class Tasks:
             running.signal_term(time.monotonic())  # cancelled or stopped as it started
 
     def _ended(self, event: Ended) -> None:
+        self.outputs.started(event.key)
         running = self.running.pop(event.key)
         self._free(running)
         # What it left in the background was killed by its slot before the end was reported.
@@ -289,7 +291,8 @@ class Tasks:
         if event.error is None:  # taken back, or waited for a slot until too late for the walltime
             self._take_back(running, running.kill_reason or states.REASON_RELEASED)
             return
-        del self.running[event.key]  # it failed to start: what was made for it stays, to say so
+        del self.running[event.key]
+        self.outputs.started(event.key)  # it failed to start: what was made for it stays, to say so
         self._free(running)
         message, result = start_failure(running.task, event.error, time.time())
         log.warning("%s: task %d %s", self.name, running.task.task_id, message)
