@@ -78,11 +78,12 @@ def test_tasks_cancelled_while_queued_in_a_slot_leave_no_files(db: Path, tmp_pat
 
 
 def test_a_drained_hog_removes_the_files_of_tasks_it_gives_back(db: Path, tmp_path: Path) -> None:
-    go = tmp_path / "go"
+    go, started = tmp_path / "go", tmp_path / "started"
     warm_up(db)
-    (first,) = submit(db, f"while [ ! -e {go} ]; do sleep 0.05; done")
+    (first,) = submit(db, f"touch {started}; while [ ! -e {go} ]; do sleep 0.05; done")
     behind = submit(db, "--file", "-", stdin="true\n" * 3)
     hog = start_hog(db, *FAST, "--cores", "1")
+    wait_until(started.exists, message="the first task's start")
     wait_until(lambda: {f"{task_id}.1.err" for task_id in behind} <= task_files(db), message="files made")
     hog.send_signal(signal.SIGINT)
     wait_until(lambda: all(states_of(db)[task_id] == "waiting" for task_id in behind), message="given back")
