@@ -32,6 +32,7 @@ the filesystem to measure).
 """
 
 import argparse
+import collections
 import contextlib
 import heapq
 import json
@@ -87,6 +88,8 @@ class Record:
     hold_s: float
     results: int
     claimed: int
+    claim_asked: bool  # a claim rode on it
+    cpu_s: float  # CPU time of the writing thread while it held the lock (the rest: sleeps, or no CPU)
 
 
 class Recorder:
@@ -104,8 +107,10 @@ class Recorder:
 
         def exchange(db, hog_id, host, results, claim, environments, **kwargs):
             started = time.monotonic()
+            cpu_started = time.thread_time()
             outcome = real(db, hog_id, host, results, claim, environments, **kwargs)
             ended = time.monotonic()
+            cpu = time.thread_time() - cpu_started
             wait = db.last_lock_wait_s
             with self.guard:
                 self.records.append(
@@ -116,11 +121,46 @@ class Recorder:
                         ended - started - wait,
                         len(results),
                         len(outcome.claimed),
+                        claim is not None,
+                        cpu,
                     )
                 )
             return outcome
 
         claims.exchange = exchange
+
+
+def _count_rounds() -> list[tuple[float, str]]:
+    """Every round the hogs give, with why: (monotonic, kind). A write that claims because the
+    tasks held ahead ran low ("claim"), one that tops them up on a paced write ("top-up"), one
+    for results, starts or the heartbeat alone ("flush"); reads: "cancel-poll", "heal"."""
+    from hog.pilot.rounds import DatabaseRounds
+
+    given: list[tuple[float, str]] = []
+    claim_request, give_next = DatabaseRounds._claim_request, DatabaseRounds._give_next
+
+    def tagged_claim(self, now, holdings, top_up=False, heard_work=False):
+        request = claim_request(self, now, holdings, top_up=top_up, heard_work=heard_work)
+        if request is not None:
+            self.simulated_why = "top-up" if top_up else "claim"
+        return request
+
+    def counted_give(self, now, holdings, claiming):
+        before, self.simulated_why = self.round, "flush"
+        gave = give_next(self, now, holdings, claiming)
+        job = self.round
+        if job is not None and job is not before:
+            if job.exchange:
+                given.append((now, self.simulated_why if job.claim is not None else "flush"))
+            elif job.poll_cancels:
+                given.append((now, "cancel-poll"))
+            if job.heal:
+                given.append((now, "heal"))
+        return gave
+
+    DatabaseRounds._claim_request = tagged_claim
+    DatabaseRounds._give_next = counted_give
+    return given
 
 
 class SimulatedTasks:
@@ -250,6 +290,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         Pacing.interval_s = lambda self: self.flush_interval_s  # the hogs' writes before pacing
     recorder = Recorder()
     recorder.install()
+    rounds_given = _count_rounds()
     rng = random.Random(config.seed * 7919 + hog_ids[0])
     hogs = [_make_hog(index, db_path, hog_id, config, rng) for index, hog_id in enumerate(hog_ids)]
     for hog in hogs:
@@ -289,7 +330,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             due = [(when, index) for index, when in latest.items()]
             heapq.heapify(due)
     assert window is not None
-    _write_result(out_path, hogs, recorder, window, config)
+    _write_result(out_path, hogs, recorder, window, config, rounds_given)
     if config.fs.startswith(MODEL):
         Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
@@ -303,7 +344,12 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
 
 
 def _write_result(
-    out_path: str, hogs: list[SimulatedHog], recorder: Recorder, window, config: Config
+    out_path: str,
+    hogs: list[SimulatedHog],
+    recorder: Recorder,
+    window,
+    config: Config,
+    rounds_given: list[tuple[float, str]],
 ) -> None:
     begin, end = window
     busy_core_s = 0.0
@@ -324,7 +370,10 @@ def _write_result(
         "capacity_core_s": len(hogs) * config.cores * (end - begin),
         "tasks_ended": sum(per_hog_ended),
         "per_hog_ended": per_hog_ended,
-        "transactions": [[r.hog, r.wait_s, r.hold_s, r.results, r.claimed] for r in records],
+        "transactions": [
+            [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s] for r in records
+        ],
+        "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
         "intervals_s": [hog.rounds.pacing.interval_s() for hog in hogs],
         "holds_s": [hog.rounds.pacing.hold_s or 0.0 for hog in hogs],
         "ramp_s": max(hog.first_claim_mono for hog in hogs) - min(hog.first_claim_mono for hog in hogs),
@@ -363,6 +412,14 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         "transactions_per_s": len(transactions) / window,
         "tasks_per_transaction": moved / len(transactions) / 2 if transactions else 0.0,
         "lock_held_mean_s": sum(t[2] for t in transactions) / len(transactions) if transactions else 0.0,
+        # The holder's own CPU while it held the lock; held minus this minus the modelled sleeps is
+        # time it waited for a CPU (this machine, not the design).
+        "lock_held_cpu_mean_s": sum(t[6] for t in transactions) / len(transactions) if transactions else 0.0,
+        "lock_busy_share": sum(t[2] for t in transactions) / window,
+        "rounds_given_per_s": {
+            why: sum(part["rounds_given"].get(why, 0) for part in parts) / window
+            for why in sorted({why for part in parts for why in part["rounds_given"]})
+        },
         "fewest_tasks_per_hog": min(per_hog),
         "most_tasks_per_hog": max(per_hog),
         "ramp_s": max(part["ramp_s"] for part in parts),
@@ -509,8 +566,11 @@ def describe(summary: dict) -> str:
         f"(worst hog {summary['worst_hog_wait_p99_s']:.3f} s), {summary['transactions_per_s']:.1f} "
         f"transactions/s, {summary['tasks_per_transaction']:.1f} tasks per transaction, "
         f"fewest tasks of a hog {summary['fewest_tasks_per_hog']}, ramp {summary['ramp_s']:.1f} s, "
-        f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction, hogs write every "
-        f"{summary['paced_interval_mean_s']:.1f} s"
+        f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
+        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU; lock busy "
+        f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time), hogs write every "
+        f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
+        + ", ".join(f"{why} {rate:.2f}" for why, rate in summary.get("rounds_given_per_s", {}).items())
     )
 
 
