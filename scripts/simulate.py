@@ -73,6 +73,12 @@ class Config:
     pacing: bool = True
     heartbeat_s: float = HEARTBEAT_S
     fsync_ms: float | None = None  # overrides the preset's (a model's; a mount gets --fsync-ms)
+    # How often a thread that wants the GIL may take it from a running one (Python's default: 5 ms).
+    # A hog's main loop mostly sleeps, so its database thread gets the GIL back at once after each
+    # filesystem call; here one loop serves hundreds of hogs, and with 5 ms the thread that holds
+    # the queue's lock waited up to 5 ms after each of the ~30 calls of a transaction (this
+    # machine, not the design: README).
+    switch_interval_ms: float = 0.5
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -280,6 +286,7 @@ def _turn(hog: SimulatedHog, now: float, epoch_offset: float) -> float:
 
 def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: float, out_path: str) -> None:
     """Run the given hogs until every one has claimed and `measure_s` more have passed."""
+    sys.setswitchinterval(config.switch_interval_ms / 1000.0)
     if config.fs.startswith(MODEL):
         import latency_vfs
 
@@ -302,12 +309,15 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
     epoch_offset = time.time() - time.monotonic()
     due: list[tuple[float, int]] = [(time.monotonic(), hog.index) for hog in hogs]
     window: tuple[float, float] | None = None
+    cpu_at_begin: float | None = None  # this process's CPU seconds when the window began
     started = time.monotonic()
     while True:
         now = time.monotonic()
         if window is None and all(hog.first_claim_mono is not None for hog in hogs):
             # The first claims are made together; the rounds settle into their pace after them.
             window = (now + config.warmup_s, now + config.warmup_s + config.measure_s)
+        if window is not None and cpu_at_begin is None and now >= window[0]:
+            cpu_at_begin = _cpu_s()
         if window is not None and now >= window[1]:
             break
         if window is None and now - started > START_TIMEOUT_S:
@@ -330,7 +340,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             due = [(when, index) for index, when in latest.items()]
             heapq.heapify(due)
     assert window is not None
-    _write_result(out_path, hogs, recorder, window, config, rounds_given)
+    _write_result(out_path, hogs, recorder, window, config, rounds_given, _cpu_s() - (cpu_at_begin or 0.0))
     if config.fs.startswith(MODEL):
         Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
@@ -343,6 +353,11 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
     os._exit(0)
 
 
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _write_result(
     out_path: str,
     hogs: list[SimulatedHog],
@@ -350,6 +365,7 @@ def _write_result(
     window,
     config: Config,
     rounds_given: list[tuple[float, str]],
+    cpu_s: float,
 ) -> None:
     begin, end = window
     busy_core_s = 0.0
@@ -373,6 +389,7 @@ def _write_result(
         "transactions": [
             [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s] for r in records
         ],
+        "cpu_s": cpu_s,
         "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
         "intervals_s": [hog.rounds.pacing.interval_s() for hog in hogs],
         "holds_s": [hog.rounds.pacing.hold_s or 0.0 for hog in hogs],
@@ -416,6 +433,9 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         # time it waited for a CPU (this machine, not the design).
         "lock_held_cpu_mean_s": sum(t[6] for t in transactions) / len(transactions) if transactions else 0.0,
         "lock_busy_share": sum(t[2] for t in transactions) / window,
+        # The worker processes' CPU over the window, of this machine's: near 1, the holder of
+        # the lock waits for a CPU too.
+        "machine_cpu_share": sum(part.get("cpu_s", 0.0) for part in parts) / window / (os.cpu_count() or 1),
         "rounds_given_per_s": {
             why: sum(part["rounds_given"].get(why, 0) for part in parts) / window
             for why in sorted({why for part in parts for why in part["rounds_given"]})
@@ -568,7 +588,8 @@ def describe(summary: dict) -> str:
         f"fewest tasks of a hog {summary['fewest_tasks_per_hog']}, ramp {summary['ramp_s']:.1f} s, "
         f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
         f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU; lock busy "
-        f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time), hogs write every "
+        f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
+        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU), hogs write every "
         f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
         + ", ".join(f"{why} {rate:.2f}" for why, rate in summary.get("rounds_given_per_s", {}).items())
     )
@@ -668,6 +689,7 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         pacing=not arguments.no_pacing,
         heartbeat_s=arguments.heartbeat_s,
         fsync_ms=float(arguments.fsync_ms) if arguments.fsync_ms else None,
+        switch_interval_ms=arguments.switch_interval_ms,
     )
 
 
@@ -758,6 +780,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument(
             "--no-pacing", action="store_true", help="hogs write as they did before pacing.py"
+        )
+        command.add_argument(
+            "--switch-interval-ms",
+            type=float,
+            default=Config.switch_interval_ms,
+            help="the worker processes' GIL switch interval, milliseconds (default 0.5; Python's: 5)",
         )
     commands.choices["validate"].add_argument(
         "--simulate-fs", help="simulate on this instead of --fs (model-nfs: the model against real hogs)"
