@@ -79,6 +79,7 @@ class Config:
     # the queue's lock waited up to 5 ms after each of the ~30 calls of a transaction (this
     # machine, not the design: README).
     switch_interval_ms: float = 0.5
+    open_loop: bool = False  # pace as before the waits closed the loop (pacing.py, rounds.py)
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -295,6 +296,12 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         from hog.pilot.pacing import Pacing
 
         Pacing.interval_s = lambda self: self.flush_interval_s  # the hogs' writes before pacing
+    if config.open_loop:
+        from hog.pilot import pacing
+        from hog.pilot.rounds import DatabaseRounds
+
+        pacing.TARGET_WAIT_S = float("inf")  # no wait stretches the spacing
+        DatabaseRounds._lasts_until_next_write = lambda self, now, buffered: False  # half-empty claims
     recorder = Recorder()
     recorder.install()
     rounds_given = _count_rounds()
@@ -387,7 +394,8 @@ def _write_result(
         "tasks_ended": sum(per_hog_ended),
         "per_hog_ended": per_hog_ended,
         "transactions": [
-            [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s] for r in records
+            [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s, r.ended_mono]
+            for r in records
         ],
         "cpu_s": cpu_s,
         "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
@@ -407,6 +415,33 @@ def _percentile(values: list[float], fraction: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def design_waits(config: Config, parts: list[dict]) -> list[float]:
+    """The waits in line had each hold been its holder's CPU and the modelled filesystem's sleeps
+    only: the same requests (when each hog asked for the lock) replayed through one FIFO lock.
+    Here the holder also waits for a CPU (a thousand threads on two cores; README); on a cluster
+    each hog has its node's CPUs. The replay keeps the requests as they came: hogs paced by
+    shorter holds would have asked less often, so it errs long."""
+    fs_s = _model_write_s(config)
+    requests = sorted(
+        (t[7] - t[2] - t[1], t[6] + fs_s) for part in parts for t in part["transactions"] if len(t) > 7
+    )
+    waits, free_at = [], float("-inf")
+    for asked, service in requests:
+        start = max(asked, free_at)
+        waits.append(start - asked)
+        free_at = start + service
+    return waits
+
+
+def _model_write_s(config: Config) -> float:
+    """The modelled filesystem's sleeps in one write transaction (latency_vfs.py: 11 lock calls,
+    4 fsyncs, 14 metadata operations, the flock's stat); 0 on a mount or a local folder."""
+    if not config.fs.startswith(MODEL):
+        return 0.0
+    latency = _model_latency(config)
+    return (11 * latency["lock_ms"] + 4 * latency["fsync_ms"] + 15 * latency["metadata_ms"]) / 1000.0
 
 
 def summarise(config: Config, parts: list[dict]) -> dict:
@@ -436,6 +471,8 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         # The worker processes' CPU over the window, of this machine's: near 1, the holder of
         # the lock waits for a CPU too.
         "machine_cpu_share": sum(part.get("cpu_s", 0.0) for part in parts) / window / (os.cpu_count() or 1),
+        "design_wait_p50_s": _percentile(design := design_waits(config, parts), 0.5),
+        "design_wait_p99_s": _percentile(design, 0.99),
         "rounds_given_per_s": {
             why: sum(part["rounds_given"].get(why, 0) for part in parts) / window
             for why in sorted({why for part in parts for why in part["rounds_given"]})
@@ -589,7 +626,9 @@ def describe(summary: dict) -> str:
         f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
         f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU; lock busy "
         f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
-        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU), hogs write every "
+        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU; held as CPU and "
+        f"filesystem only, the same requests would wait p50 {summary.get('design_wait_p50_s', 0.0):.3f} s "
+        f"p99 {summary.get('design_wait_p99_s', 0.0):.3f} s), hogs write every "
         f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
         + ", ".join(f"{why} {rate:.2f}" for why, rate in summary.get("rounds_given_per_s", {}).items())
     )
@@ -690,6 +729,7 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         heartbeat_s=arguments.heartbeat_s,
         fsync_ms=float(arguments.fsync_ms) if arguments.fsync_ms else None,
         switch_interval_ms=arguments.switch_interval_ms,
+        open_loop=arguments.open_loop,
     )
 
 
@@ -780,6 +820,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument(
             "--no-pacing", action="store_true", help="hogs write as they did before pacing.py"
+        )
+        command.add_argument(
+            "--open-loop",
+            action="store_true",
+            help="hogs pace as before their waits closed the loop (for comparison)",
         )
         command.add_argument(
             "--switch-interval-ms",
