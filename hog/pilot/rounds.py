@@ -443,7 +443,7 @@ class DatabaseRounds:
         if self.results:
             next_write = min(next_write, self._waiting_since(self.oldest_result_mono or now) + interval_s)
         lands = next_write + self.pacing.wait_s + (self.pacing.hold_s or 0.0)
-        held_s = sum(task.cores for task in buffered) * self.mean_duration_s / self.ledger.total.cores
+        held_s = sum(task.cores for task in buffered) * self.mean_duration_s / max(1, self.ledger.total.cores)
         return now + held_s >= lands
 
     # -- rounds ------------------------------------------------------------------------------
