@@ -32,6 +32,7 @@ the filesystem to measure).
 """
 
 import argparse
+import collections
 import contextlib
 import heapq
 import json
@@ -72,6 +73,13 @@ class Config:
     pacing: bool = True
     heartbeat_s: float = HEARTBEAT_S
     fsync_ms: float | None = None  # overrides the preset's (a model's; a mount gets --fsync-ms)
+    # How often a thread that wants the GIL may take it from a running one (Python's default: 5 ms).
+    # A hog's main loop mostly sleeps, so its database thread gets the GIL back at once after each
+    # filesystem call; here one loop serves hundreds of hogs, and with 5 ms the thread that holds
+    # the queue's lock waited up to 5 ms after each of the ~30 calls of a transaction (this
+    # machine, not the design: README).
+    switch_interval_ms: float = 0.5
+    open_loop: bool = False  # pace as before the waits closed the loop (pacing.py, rounds.py)
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -87,6 +95,8 @@ class Record:
     hold_s: float
     results: int
     claimed: int
+    claim_asked: bool  # a claim rode on it
+    cpu_s: float  # CPU time of the writing thread while it held the lock (the rest: sleeps, or no CPU)
 
 
 class Recorder:
@@ -104,8 +114,10 @@ class Recorder:
 
         def exchange(db, hog_id, host, results, claim, environments, **kwargs):
             started = time.monotonic()
+            cpu_started = time.thread_time()
             outcome = real(db, hog_id, host, results, claim, environments, **kwargs)
             ended = time.monotonic()
+            cpu = time.thread_time() - cpu_started
             wait = db.last_lock_wait_s
             with self.guard:
                 self.records.append(
@@ -116,11 +128,46 @@ class Recorder:
                         ended - started - wait,
                         len(results),
                         len(outcome.claimed),
+                        claim is not None,
+                        cpu,
                     )
                 )
             return outcome
 
         claims.exchange = exchange
+
+
+def _count_rounds() -> list[tuple[float, str]]:
+    """Every round the hogs give, with why: (monotonic, kind). A write that claims because the
+    tasks held ahead ran low ("claim"), one that tops them up on a paced write ("top-up"), one
+    for results, starts or the heartbeat alone ("flush"); reads: "cancel-poll", "heal"."""
+    from hog.pilot.rounds import DatabaseRounds
+
+    given: list[tuple[float, str]] = []
+    claim_request, give_next = DatabaseRounds._claim_request, DatabaseRounds._give_next
+
+    def tagged_claim(self, now, holdings, top_up=False, heard_work=False):
+        request = claim_request(self, now, holdings, top_up=top_up, heard_work=heard_work)
+        if request is not None:
+            self.simulated_why = "top-up" if top_up else "claim"
+        return request
+
+    def counted_give(self, now, holdings, claiming):
+        before, self.simulated_why = self.round, "flush"
+        gave = give_next(self, now, holdings, claiming)
+        job = self.round
+        if job is not None and job is not before:
+            if job.exchange:
+                given.append((now, self.simulated_why if job.claim is not None else "flush"))
+            elif job.poll_cancels:
+                given.append((now, "cancel-poll"))
+            if job.heal:
+                given.append((now, "heal"))
+        return gave
+
+    DatabaseRounds._claim_request = tagged_claim
+    DatabaseRounds._give_next = counted_give
+    return given
 
 
 class SimulatedTasks:
@@ -240,6 +287,7 @@ def _turn(hog: SimulatedHog, now: float, epoch_offset: float) -> float:
 
 def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: float, out_path: str) -> None:
     """Run the given hogs until every one has claimed and `measure_s` more have passed."""
+    sys.setswitchinterval(config.switch_interval_ms / 1000.0)
     if config.fs.startswith(MODEL):
         import latency_vfs
 
@@ -248,8 +296,15 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         from hog.pilot.pacing import Pacing
 
         Pacing.interval_s = lambda self: self.flush_interval_s  # the hogs' writes before pacing
+    if config.open_loop:
+        from hog.pilot import pacing
+        from hog.pilot.rounds import DatabaseRounds
+
+        pacing.TARGET_WAIT_S = float("inf")  # no wait stretches the spacing
+        DatabaseRounds._lasts_until_next_write = lambda self, now, buffered: False  # half-empty claims
     recorder = Recorder()
     recorder.install()
+    rounds_given = _count_rounds()
     rng = random.Random(config.seed * 7919 + hog_ids[0])
     hogs = [_make_hog(index, db_path, hog_id, config, rng) for index, hog_id in enumerate(hog_ids)]
     for hog in hogs:
@@ -261,12 +316,15 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
     epoch_offset = time.time() - time.monotonic()
     due: list[tuple[float, int]] = [(time.monotonic(), hog.index) for hog in hogs]
     window: tuple[float, float] | None = None
+    cpu_at_begin: float | None = None  # this process's CPU seconds when the window began
     started = time.monotonic()
     while True:
         now = time.monotonic()
         if window is None and all(hog.first_claim_mono is not None for hog in hogs):
             # The first claims are made together; the rounds settle into their pace after them.
             window = (now + config.warmup_s, now + config.warmup_s + config.measure_s)
+        if window is not None and cpu_at_begin is None and now >= window[0]:
+            cpu_at_begin = _cpu_s()
         if window is not None and now >= window[1]:
             break
         if window is None and now - started > START_TIMEOUT_S:
@@ -289,7 +347,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             due = [(when, index) for index, when in latest.items()]
             heapq.heapify(due)
     assert window is not None
-    _write_result(out_path, hogs, recorder, window, config)
+    _write_result(out_path, hogs, recorder, window, config, rounds_given, _cpu_s() - (cpu_at_begin or 0.0))
     if config.fs.startswith(MODEL):
         Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
@@ -302,8 +360,19 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
     os._exit(0)
 
 
+def _cpu_s() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 def _write_result(
-    out_path: str, hogs: list[SimulatedHog], recorder: Recorder, window, config: Config
+    out_path: str,
+    hogs: list[SimulatedHog],
+    recorder: Recorder,
+    window,
+    config: Config,
+    rounds_given: list[tuple[float, str]],
+    cpu_s: float,
 ) -> None:
     begin, end = window
     busy_core_s = 0.0
@@ -324,7 +393,12 @@ def _write_result(
         "capacity_core_s": len(hogs) * config.cores * (end - begin),
         "tasks_ended": sum(per_hog_ended),
         "per_hog_ended": per_hog_ended,
-        "transactions": [[r.hog, r.wait_s, r.hold_s, r.results, r.claimed] for r in records],
+        "transactions": [
+            [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s, r.ended_mono]
+            for r in records
+        ],
+        "cpu_s": cpu_s,
+        "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
         "intervals_s": [hog.rounds.pacing.interval_s() for hog in hogs],
         "holds_s": [hog.rounds.pacing.hold_s or 0.0 for hog in hogs],
         "ramp_s": max(hog.first_claim_mono for hog in hogs) - min(hog.first_claim_mono for hog in hogs),
@@ -341,6 +415,33 @@ def _percentile(values: list[float], fraction: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def design_waits(config: Config, parts: list[dict]) -> list[float]:
+    """The waits in line had each hold been its holder's CPU and the modelled filesystem's sleeps
+    only: the same requests (when each hog asked for the lock) replayed through one FIFO lock.
+    Here the holder also waits for a CPU (a thousand threads on two cores; README); on a cluster
+    each hog has its node's CPUs. The replay keeps the requests as they came: hogs paced by
+    shorter holds would have asked less often, so it errs long."""
+    fs_s = _model_write_s(config)
+    requests = sorted(
+        (t[7] - t[2] - t[1], t[6] + fs_s) for part in parts for t in part["transactions"] if len(t) > 7
+    )
+    waits, free_at = [], float("-inf")
+    for asked, service in requests:
+        start = max(asked, free_at)
+        waits.append(start - asked)
+        free_at = start + service
+    return waits
+
+
+def _model_write_s(config: Config) -> float:
+    """The modelled filesystem's sleeps in one write transaction (latency_vfs.py: 11 lock calls,
+    4 fsyncs, 14 metadata operations, the flock's stat); 0 on a mount or a local folder."""
+    if not config.fs.startswith(MODEL):
+        return 0.0
+    latency = _model_latency(config)
+    return (11 * latency["lock_ms"] + 4 * latency["fsync_ms"] + 15 * latency["metadata_ms"]) / 1000.0
 
 
 def summarise(config: Config, parts: list[dict]) -> dict:
@@ -363,6 +464,19 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         "transactions_per_s": len(transactions) / window,
         "tasks_per_transaction": moved / len(transactions) / 2 if transactions else 0.0,
         "lock_held_mean_s": sum(t[2] for t in transactions) / len(transactions) if transactions else 0.0,
+        # The holder's own CPU while it held the lock; held minus this minus the modelled sleeps is
+        # time it waited for a CPU (this machine, not the design).
+        "lock_held_cpu_mean_s": sum(t[6] for t in transactions) / len(transactions) if transactions else 0.0,
+        "lock_busy_share": sum(t[2] for t in transactions) / window,
+        # The worker processes' CPU over the window, of this machine's: near 1, the holder of
+        # the lock waits for a CPU too.
+        "machine_cpu_share": sum(part.get("cpu_s", 0.0) for part in parts) / window / (os.cpu_count() or 1),
+        "design_wait_p50_s": _percentile(design := design_waits(config, parts), 0.5),
+        "design_wait_p99_s": _percentile(design, 0.99),
+        "rounds_given_per_s": {
+            why: sum(part["rounds_given"].get(why, 0) for part in parts) / window
+            for why in sorted({why for part in parts for why in part["rounds_given"]})
+        },
         "fewest_tasks_per_hog": min(per_hog),
         "most_tasks_per_hog": max(per_hog),
         "ramp_s": max(part["ramp_s"] for part in parts),
@@ -509,8 +623,14 @@ def describe(summary: dict) -> str:
         f"(worst hog {summary['worst_hog_wait_p99_s']:.3f} s), {summary['transactions_per_s']:.1f} "
         f"transactions/s, {summary['tasks_per_transaction']:.1f} tasks per transaction, "
         f"fewest tasks of a hog {summary['fewest_tasks_per_hog']}, ramp {summary['ramp_s']:.1f} s, "
-        f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction, hogs write every "
-        f"{summary['paced_interval_mean_s']:.1f} s"
+        f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
+        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU; lock busy "
+        f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
+        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU; held as CPU and "
+        f"filesystem only, the same requests would wait p50 {summary.get('design_wait_p50_s', 0.0):.3f} s "
+        f"p99 {summary.get('design_wait_p99_s', 0.0):.3f} s), hogs write every "
+        f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
+        + ", ".join(f"{why} {rate:.2f}" for why, rate in summary.get("rounds_given_per_s", {}).items())
     )
 
 
@@ -608,6 +728,8 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         pacing=not arguments.no_pacing,
         heartbeat_s=arguments.heartbeat_s,
         fsync_ms=float(arguments.fsync_ms) if arguments.fsync_ms else None,
+        switch_interval_ms=arguments.switch_interval_ms,
+        open_loop=arguments.open_loop,
     )
 
 
@@ -698,6 +820,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         command.add_argument(
             "--no-pacing", action="store_true", help="hogs write as they did before pacing.py"
+        )
+        command.add_argument(
+            "--open-loop",
+            action="store_true",
+            help="hogs pace as before their waits closed the loop (for comparison)",
+        )
+        command.add_argument(
+            "--switch-interval-ms",
+            type=float,
+            default=Config.switch_interval_ms,
+            help="the worker processes' GIL switch interval, milliseconds (default 0.5; Python's: 5)",
         )
     commands.choices["validate"].add_argument(
         "--simulate-fs", help="simulate on this instead of --fs (model-nfs: the model against real hogs)"

@@ -392,10 +392,18 @@ def _candidates(rows: list[tuple]) -> list[Candidate]:
 
 
 def _claimed_task(
-    connection: apsw.Connection, row: tuple, environments: dict[int, dict[str, str]]
+    connection: apsw.Connection,
+    row: tuple,
+    environments: dict[int, dict[str, str]],
+    argvs: dict[str | None, list[str] | None],
 ) -> ClaimedTask:
-    """A _CANDIDATES row as the task its claim hands out: its next attempt, with its environment."""
+    """A _CANDIDATES row as the task its claim hands out: its next attempt, with its environment.
+    `argvs` keeps the claim's decoded argvs: an array's tasks share one, decoded once (a claim of
+    thousands holds the lock while it decodes)."""
     argv, environment_id, array_index, entry = row[-4:]
+    if argv not in argvs:
+        argvs[argv] = decode_argv(argv)
+    decoded = argvs[argv]
     if environment_id not in environments:
         variables = connection.execute(
             "SELECT variables FROM environments WHERE id = ?", (environment_id,)
@@ -403,7 +411,11 @@ def _claimed_task(
         environments[environment_id] = decode_environment(variables[0][0]) if variables else {}
     # The folder and the output patterns are bytes when they are not UTF-8 text (submitting.storable).
     return ClaimedTask(
-        *map(stored_text, row[:-4]), decode_argv(argv), environments[environment_id], array_index, entry
+        *map(stored_text, row[:-4]),
+        None if decoded is None else list(decoded),
+        environments[environment_id],
+        array_index,
+        entry,
     )
 
 
@@ -433,8 +445,9 @@ def _claim(
     rows = connection.execute(_CANDIDATES, params).fetchall()
     chosen = choose(_candidates(rows), claim.free, claim.busy, now, claim.devices)[: claim.limit]
     claimed = []
+    argvs: dict[str | None, list[str] | None] = {}
     for candidate in chosen:
-        task = _claimed_task(connection, rows[candidate.key], environments)
+        task = _claimed_task(connection, rows[candidate.key], environments, argvs)
         connection.execute(
             "UPDATE tasks SET state = ?, attempt = ?, hog_id = ? WHERE id = ? AND state = ? AND attempt = ?",
             (states.RUNNING, task.attempt, hog_id, task.task_id, states.WAITING, task.attempt - 1),
