@@ -90,3 +90,11 @@ def test_a_drained_hog_removes_the_files_of_tasks_it_gives_back(db: Path, tmp_pa
     go.touch()
     assert finish(hog) == 0
     assert task_files(db) == {f"{first}.1.out", f"{first}.1.err"}
+
+
+def test_a_task_holds_no_file_of_its_hog_or_slot(db: Path) -> None:
+    # A slot's pipes held by a task's leftover process would hide the slot's death from the hog.
+    ids = submit(db, "--file", "-", stdin="ls /proc/$$/fd\n" * 3)
+    assert finish(start_hog(db, *FAST, "--cores", "2")) == 0
+    for task_id in ids:
+        assert cli(db, "log", str(task_id)).stdout.split() == ["0", "1", "2"]

@@ -369,6 +369,11 @@ def main(argv: list[str]) -> None:
     for number in IGNORED:
         signal.signal(number, signal.SIG_IGN)
     commands_fd, events_fd, pids_fd, cpu = (int(word) for word in argv)
+    # Passed in inheritable; the tasks must not get them: a task's leftover process holding the
+    # events pipe would hide this slot's death from the hog, and a task could write the pid file.
+    for fd in (commands_fd, events_fd, pids_fd):
+        if fd >= 0:
+            os.set_inheritable(fd, False)
     become_subreaper()
     slot = Slot(commands_fd, events_fd, pids_fd, None if cpu < 0 else cpu)
     try:
