@@ -62,6 +62,7 @@ def task_record(db: "Database", detail: "TaskDetail", extra: "Submitted") -> dic
             stream,
             extra.array_index,
             extra.entry,
+            reading=True,
         )
         for stream, pattern in (("out", detail.stdout_pattern), ("err", detail.stderr_pattern))
     }

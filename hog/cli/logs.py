@@ -91,7 +91,9 @@ def _output_path(db: "Database", detail, attempt: int, stream: str) -> str | Non
 
     place = array_place(db, detail.id)
     pattern = detail.stdout_pattern if stream == "out" else detail.stderr_pattern
-    path = output_path(db.path, pattern, detail.cwd, detail.id, attempt, detail.name, stream, *place)
+    path = output_path(
+        db.path, pattern, detail.cwd, detail.id, attempt, detail.name, stream, *place, reading=True
+    )
     if path == os.devnull:
         option = "-o" if stream == "out" else "-e"
         click.echo(

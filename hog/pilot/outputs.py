@@ -37,10 +37,15 @@ def output_path(
     stream: str,
     array_index: int | None = None,
     entry: str | None = None,
+    reading: bool = False,
 ) -> str:
-    """The file for `stream` ("out" or "err") of one attempt ({index} and {entry}: of arrays)."""
+    """The file for `stream` ("out" or "err") of one attempt ({index} and {entry}: of arrays),
+    where a hog writes it; `reading`: where to read it, also from where older hogs wrote it."""
     if not pattern:
-        return QueueFiles(db_path).task_output(task_id, attempt, stream)
+        files = QueueFiles(db_path)
+        if reading:
+            return files.task_output_found(task_id, attempt, stream)
+        return files.task_output(task_id, attempt, stream)
     path = pattern.format(
         id=task_id,
         attempt=attempt,

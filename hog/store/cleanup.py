@@ -16,7 +16,7 @@ from hog.errors import UsageError
 from hog.store import states
 from hog.store.counts import count_tasks
 from hog.store.db import Database
-from hog.store.paths import TASKS_PER_FOLDER
+from hog.store.paths import SUBFOLDERS, TASKS_PER_FOLDER
 from hog.store.queue import placeholders
 
 _OUTPUT_NAME = re.compile(r"(\d+)\.\d+\.(?:out|err)")
@@ -91,22 +91,39 @@ def cleanup(
 
 
 def _clean_folder(db: Database, folder: int, last_id: int) -> tuple[int, int, list[str]]:
-    """Remove the files in one output folder of tasks no longer in the queue (up to `last_id`),
-    and the folder once it is empty and no task, now or to come, has its ids. Returns the files
-    removed, their bytes, and "PATH: why" for each file that could not be removed."""
+    """Remove the files in one output folder (its subfolders, then the folder itself, where
+    older hogs wrote) of tasks no longer in the queue (up to `last_id`), and each folder once it
+    is empty and no task, now or to come, has its ids. Returns the files removed, their bytes,
+    and "PATH: why" for each file that could not be removed."""
     first_id = folder * TASKS_PER_FOLDER
     last_of_folder = first_id + TASKS_PER_FOLDER - 1
-    path = db.files.task_folder(first_id)
+    base = db.files.task_folder(first_id)
     kept = {
         row[0]
         for row in db.query("SELECT id FROM tasks WHERE id BETWEEN ? AND ?", (first_id, last_of_folder))
     }
+    finished = not kept and last_of_folder <= last_id
+    files = size = 0
+    failures: list[str] = []
+    for path in [*(os.path.join(base, str(number)) for number in range(SUBFOLDERS)), base]:
+        removed, removed_bytes, left, failed = _clean_files(path, kept, last_id)
+        files, size = files + removed, size + removed_bytes
+        failures += failed
+        if not left and finished:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+    return files, size, failures
+
+
+def _clean_files(path: str, kept: set[int], last_id: int) -> tuple[int, int, int, list[str]]:
+    """Remove the output files in `path` of tasks not `kept` (up to `last_id`): the files
+    removed, their bytes, the entries left (a subfolder is one) and what could not be removed."""
     try:
         entries = list(os.scandir(path))
     except FileNotFoundError:
-        return 0, 0, []
+        return 0, 0, 0, []
     except OSError as error:
-        return 0, 0, [f"{path}: {error.strerror}"]
+        return 0, 0, 1, [f"{path}: {error.strerror}"]
     files = size = left = 0
     failures = []
     for entry in entries:
@@ -125,7 +142,4 @@ def _clean_folder(db: Database, folder: int, last_id: int) -> tuple[int, int, li
             failures.append(f"{entry.path}: {error.strerror}")
             continue
         files, size = files + 1, size + length
-    if not left and not kept and last_of_folder <= last_id:
-        with contextlib.suppress(OSError):
-            os.rmdir(path)
-    return files, size, failures
+    return files, size, left, failures
