@@ -163,7 +163,7 @@ def test_check_full_shows_what_a_task_was_submitted_with_and_every_attempt(db: P
     assert (task["max_retries"], task["retries_used"], task["priority"]) == (1, 1, 3)
     assert task["cwd"] == str(folder)
     assert task["stdout"] == str(folder / "out-2.txt") and task["stdout_pattern"] == "out-{attempt}.txt"
-    assert task["stderr"] == f"{db}.logs/tasks/000000/{task_id % 8}/{task_id}.2.err"
+    assert task["stderr"] == f"{db}.logs/tasks/000000/{task_id}.2.err"
     assert task["parents"] == [{"id": parent, "kind": "ok", "state": "done"}]
     assert [a["exit_code"] for a in task["attempts"]] == [1, 0]
     for attempt in task["attempts"]:

@@ -162,7 +162,7 @@ def test_an_output_file_a_member_may_not_read_is_refused_in_one_line(shared: Pat
     ok(as_user(alice, db, "init", "--group", GROUP))
     ok(as_user(alice, db, "submit", "echo secret"))
     ok(as_user(alice, db, "hog", "--idle-timeout", "1s", "--heartbeat", "1s"))
-    output = Path(f"{db}.logs/tasks/000000/1/1.1.out")
+    output = Path(f"{db}.logs/tasks/000000/1.1.out")
     output.chmod(0o600)  # as alice's own chmod would
     result = as_user(bob, db, "log", "1")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr

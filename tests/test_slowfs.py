@@ -119,6 +119,12 @@ def test_a_small_real_run_on_the_slow_filesystem(slow_folder: Path) -> None:
     assert counts(db) == {"done": 40}
     assert sorted(n for _, n in successes(db)) == [1] * 40
     assert cli(db, "log", "7").stdout == "6\n", "output files are written through"
+    # On a shared filesystem the tasks that run at once make their files in different folders.
+    folder = Path(f"{db}.logs") / "tasks" / "000000"
+    assert sorted(path.name for path in folder.iterdir()) == [str(k) for k in range(8)]
+    assert (folder / "7" / "7.1.out").read_text() == "6\n"
+    assert cli(db, "cleanup").stdout.strip() == "deleted 40 tasks, 80 files, 110 B"
+    assert not any(folder.glob("*/*"))
 
 
 def test_a_hog_killed_9_on_the_slow_filesystem_loses_nothing_runs_nothing_twice(

@@ -55,8 +55,8 @@ def test_the_files_beside_a_queue_keep_their_names(tmp_path, monkeypatch):
         "q.sqlite.monitor.lock",
     )
     assert files.logs == logs
-    assert files.task_output(7, 1, "out") == f"{logs}/tasks/000000/7/7.1.out"
-    assert files.task_output(1234, 3, "err") == f"{logs}/tasks/000001/2/1234.3.err"
+    assert files.task_output(7, 1, "out") == f"{logs}/tasks/000000/7.1.out"
+    assert files.task_output(1234, 3, "err") == f"{logs}/tasks/000001/1234.3.err"
     assert files.hog_log(12) == f"{logs}/hogs/hog-12.log"
     assert files.hog_pids(12) == f"{logs}/hogs/hog-12.pids"
 

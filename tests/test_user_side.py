@@ -258,18 +258,18 @@ def test_cleanup_removes_the_output_files_of_every_attempt(db: Path, tmp_path: P
     ok(cli(db, "submit", "-o", str(tmp_path / "mine.txt"), "echo mine"))
     run_hog_until_idle(db)
     assert output_files(db) == [
-        "000000/1/1.1.err",
-        "000000/1/1.1.out",
-        "000000/2/2.1.err",
-        "000000/2/2.1.out",
-        "000000/2/2.2.err",
-        "000000/2/2.2.out",
-        "000000/3/3.1.err",
+        "000000/1.1.err",
+        "000000/1.1.out",
+        "000000/2.1.err",
+        "000000/2.1.out",
+        "000000/2.2.err",
+        "000000/2.2.out",
+        "000000/3.1.err",
     ]
 
     result = ok(cli(db, "cleanup", "--state", "done"))
     assert result.stdout.strip() == "deleted 2 tasks, 3 files, 4 B"
-    assert output_files(db) == [f"000000/2/2.{n}.{stream}" for n in (1, 2) for stream in ("err", "out")]
+    assert output_files(db) == ["000000/2.1.err", "000000/2.1.out", "000000/2.2.err", "000000/2.2.out"]
     assert (tmp_path / "mine.txt").read_text() == "mine\n"  # named by the user: theirs
 
     # A thousand more, cancelled: the first folder's ids are all used, so it goes once empty.
@@ -288,7 +288,7 @@ def test_cleanup_keep_output_keeps_every_file(db: Path) -> None:
     ok(cli(db, "submit", "echo one"))
     run_hog_until_idle(db)
     assert ok(cli(db, "cleanup", "--keep-output")).stdout.strip() == "deleted 1 task"
-    assert output_files(db) == ["000000/1/1.1.err", "000000/1/1.1.out"]
+    assert output_files(db) == ["000000/1.1.err", "000000/1.1.out"]
     # A later cleanup in the same folder takes the files of tasks that are gone.
     ok(cli(db, "submit", "echo two"))
     run_hog_until_idle(db)
@@ -296,19 +296,20 @@ def test_cleanup_keep_output_keeps_every_file(db: Path) -> None:
     assert output_files(db) == []
 
 
-def test_files_where_older_hogs_wrote_them_are_read_and_cleaned(db: Path) -> None:
-    # Hogs once wrote each task's files in its folder, not a subfolder: a queue keeps them.
+def test_files_written_the_other_way_are_read_and_cleaned(db: Path) -> None:
+    # Hogs spread the files over subfolders on a shared filesystem (and older hogs did not): a
+    # queue whose files were made one way is read and cleaned the other way too.
     ok(cli(db, "submit", "echo one"))
     run_hog_until_idle(db)
     files = QueueFiles(str(db))
-    for stream, text in (("out", "one\n"), ("err", "")):
-        older = os.path.join(files.task_folder(1), f"1.1.{stream}")
-        os.replace(files.task_output(1, 1, stream), older)
-        assert Path(older).read_text() == text
-    os.rmdir(files.task_subfolder(1))
+    assert not files.spread  # the tests' folders are on a local disk
+    os.makedirs(files.task_subfolder(1))
+    for stream in ("out", "err"):
+        made = files.task_output(1, 1, stream)
+        os.replace(made, os.path.join(files.task_subfolder(1), os.path.basename(made)))
     assert ok(cli(db, "log", "1")).stdout == "one\n"
     (task,) = json.loads(ok(cli(db, "check", "--full", "--format", "json", "1")).stdout)
-    assert task["stdout"] == os.path.join(files.task_folder(1), "1.1.out")
+    assert task["stdout"] == os.path.join(files.task_subfolder(1), "1.1.out")
     # Ids of that folder still to come: it stays, emptied of the files of the tasks gone.
     assert ok(cli(db, "cleanup")).stdout.strip() == "deleted 1 task, 2 files, 4 B"
     assert output_files(db) == [] and os.path.isdir(files.task_folder(1))

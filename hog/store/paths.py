@@ -5,6 +5,7 @@ For the queue FILE:
     FILE.lock                                  the flock that serialises writers (db.py)
     FILE.doorbell                              counters that wake idle hogs and `run` (doorbell.py)
     FILE.logs/tasks/NNNNNN/ID.ATTEMPT.out|err  a task's default output, a thousand tasks a folder
+    FILE.logs/tasks/NNNNNN/K/ID.ATTEMPT...     the same on a shared filesystem, K = ID mod 8
     FILE.logs/hogs/hog-N.log                   the log of a hog the monitor started
     FILE.logs/hogs/hog-N.pids                  a hog's tasks' process groups, for its reaper
     FILE.monitor.pid, .log, .lock              the monitor's pid file, log and lock
@@ -24,11 +25,39 @@ from hog.records import NamedTuple
 
 # Tasks per output folder: with .out and .err per attempt a folder holds a few thousand files.
 TASKS_PER_FOLDER = 1000
-# Subfolders each output folder spreads its tasks over (by id): the tasks that run at once have
-# neighbouring ids, and a create holds its folder's lock (the kernel's, a metadata server's) for
-# its round trips, so in one folder their files are made one after another. On a slow shared
-# filesystem spreading them made 4 hogs' tasks 2x as fast (scripts/bench_slowfs.py).
+# Subfolders each output folder spreads its tasks over (by id) on a shared filesystem: the tasks
+# that run at once have neighbouring ids, and a create holds its folder's lock (the kernel's, a
+# metadata server's) for its round trips, so in one folder their files are made one after
+# another: spread, 4 hogs' tasks ran 2x as fast on a 20 ms-fsync mount (bench_slowfs.py). On a
+# local disk they stay in the folder: there the subfolders made creates slower (ext4 puts each
+# new folder in a block group of its own; bench_throughput.py 0.65x against 1.19x xargs).
 SUBFOLDERS = 8
+# Filesystems (as /proc/self/mounts names them; and any FUSE one) whose creates are round trips.
+SHARED_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "ceph", "cifs", "smb3", "9p", "glusterfs", "panfs"}
+    | {"wekafs", "orangefs", "pvfs2"}
+)
+_spread_of: dict[str, bool] = {}  # logs folder -> whether its tasks' files are spread
+
+
+def on_shared_filesystem(path: str) -> bool:
+    """Whether `path` is on a network or parallel filesystem (or a FUSE one), by its mount."""
+    try:
+        with open("/proc/self/mounts") as mounts:
+            lines = mounts.read().splitlines()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    longest, kind = "", ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(longest):
+            longest, kind = point, fields[2]
+    return kind in SHARED_FILESYSTEMS or kind.startswith("fuse")
 
 
 class Modes(NamedTuple):
@@ -75,18 +104,28 @@ class QueueFiles(NamedTuple):
         """The pickled Python calls of HogExecutor, their checkpoints and their large results."""
         return os.path.abspath(self.database) + ".calls"
 
+    @property
+    def spread(self) -> bool:
+        """Whether hogs write the tasks' default files in subfolders: on a shared filesystem."""
+        logs = self.logs
+        if logs not in _spread_of:
+            _spread_of[logs] = on_shared_filesystem(os.path.dirname(logs))
+        return _spread_of[logs]
+
     def task_output(self, task_id: int, attempt: int, stream: str) -> str:
-        """The default file for `stream` ("out" or "err") of one attempt."""
-        return os.path.join(self.task_subfolder(task_id), f"{task_id}.{attempt}.{stream}")
+        """The default file for `stream` ("out" or "err") of one attempt, where a hog writes it."""
+        folder = self.task_subfolder(task_id) if self.spread else self.task_folder(task_id)
+        return os.path.join(folder, f"{task_id}.{attempt}.{stream}")
 
     def task_output_found(self, task_id: int, attempt: int, stream: str) -> str:
-        """The default file of one attempt to read: where a hog of an older slurm-hog wrote it
-        (in the task's folder, not its subfolder) if it is there and not where hogs write now."""
+        """The default file of one attempt to read: where a hog writes it here, or else where
+        one wrote it otherwise (the queue's filesystem seen another way, or an older hog)."""
         path = self.task_output(task_id, attempt, stream)
         if os.path.exists(path):
             return path
-        older = os.path.join(self.task_folder(task_id), f"{task_id}.{attempt}.{stream}")
-        return older if os.path.exists(older) else path
+        folder = self.task_folder(task_id) if self.spread else self.task_subfolder(task_id)
+        other = os.path.join(folder, f"{task_id}.{attempt}.{stream}")
+        return other if os.path.exists(other) else path
 
     def task_folder(self, task_id: int) -> str:
         """The folder of the default files of `task_id` and its neighbours (TASKS_PER_FOLDER)."""
