@@ -403,8 +403,6 @@ class DatabaseRounds:
         buffered = holdings.unstarted
         if factor == 0 and buffered:
             return None
-        if buffered and not (top_up or heard_work) and self._lasts_until_next_write(now, buffered):
-            return None  # paced: the next write tops it up in time, a claim of its own would only queue
         # Cheap checks first: this runs on every turn of the loop. Top up a prefetch buffer only
         # once it is half empty: one transaction per many tasks. Each task holds a core at least.
         total = self.ledger.total
@@ -414,6 +412,8 @@ class DatabaseRounds:
         held_cores = sum(task.cores for task in buffered)
         if factor and held_cores > allowance_cores // 2 and not top_up:
             return None
+        if held_cores and not (top_up or heard_work) and self._lasts_until_next_write(now, held_cores):
+            return None  # paced: the next write tops it up in time, a claim of its own would only queue
         free_now = self.ledger.free()
         if free_now.cores + allowance_cores - held_cores <= 0:
             return None
@@ -432,10 +432,11 @@ class DatabaseRounds:
             bundle=self.bundle,
         )
 
-    def _lasts_until_next_write(self, now: float, buffered: Sequence[claims.ClaimedTask]) -> bool:
-        """Paced: do the tasks held ahead keep the cores busy until the next paced write's claim
-        lands (its spacing, then its wait in line and its hold)? A claim between paced writes
-        made a third of the writes at a thousand hogs, each one more in the lock's line."""
+    def _lasts_until_next_write(self, now: float, held_cores: int) -> bool:
+        """Paced: do the tasks held ahead (`held_cores`, their cores added up) keep the cores busy
+        until the next paced write's claim lands (its spacing, then its wait in line and its
+        hold)? A claim between paced writes made a third of the writes at a thousand hogs, each
+        one more in the lock's line."""
         if not self.pacing.paced or self.mean_duration_s is None:
             return False
         interval_s = self.pacing.interval_s()
@@ -443,7 +444,7 @@ class DatabaseRounds:
         if self.results:
             next_write = min(next_write, self._waiting_since(self.oldest_result_mono or now) + interval_s)
         lands = next_write + self.pacing.wait_s + (self.pacing.hold_s or 0.0)
-        held_s = sum(task.cores for task in buffered) * self.mean_duration_s / max(1, self.ledger.total.cores)
+        held_s = held_cores * self.mean_duration_s / max(1, self.ledger.total.cores)
         return now + held_s >= lands
 
     # -- rounds ------------------------------------------------------------------------------
