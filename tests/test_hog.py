@@ -170,12 +170,18 @@ def test_sigterm_gives_tasks_back_and_another_hog_runs_each_once(db: Path, tmp_p
 
 def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> None:
     # The tasks run until the test lets them end, so a loaded machine cannot end them early.
-    done, go = tmp_path / "done.txt", tmp_path / "go"
-    command = f"while [ ! -e {go} ]; do sleep 0.05; done; echo $HOG_TASK_ID >> {done}"
+    done, go, started = tmp_path / "done.txt", tmp_path / "go", tmp_path / "started.txt"
+    wait_for_go = f"while [ ! -e {go} ]; do sleep 0.05; done"
+    command = f"echo $HOG_TASK_ID >> {started}; {wait_for_go}; echo $HOG_TASK_ID >> {done}"
     ids = submit(db, "--file", "-", stdin=input_lines(command, 4))
     first_log = tmp_path / "first.log"
     hog = start_hog(db, *FAST, "--cores", "2", log_path=first_log)
-    wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
+
+    def running_now(count: int) -> bool:
+        # Started, not only claimed: a drain gives back what a hog claimed and did not start.
+        return started.exists() and len(started.read_text().split()) == count
+
+    wait_until(lambda: running_now(2), message="two running")
     hog.send_signal(signal.SIGINT)
     wait_until(lambda: "SIGINT: draining" in first_log.read_text(), message="the drain")
     go.touch()
@@ -189,7 +195,7 @@ def test_sigint_drains_and_a_second_sigint_stops(db: Path, tmp_path: Path) -> No
     go.unlink()
     log = tmp_path / "hog.log"
     hog = start_hog(db, *FAST, "--cores", "2", log_path=log)
-    wait_until(lambda: list(states_of(db).values()).count("running") == 2, message="two running")
+    wait_until(lambda: running_now(4), message="two more running")
     hog.send_signal(signal.SIGINT)
     wait_until(lambda: "SIGINT: draining" in log.read_text(), message="the first SIGINT")
     hog.send_signal(signal.SIGINT)
