@@ -24,9 +24,15 @@ def note(path: Path, text: str) -> None:
 
 
 def device_load(folder: Path) -> Fraction:
-    return sum(
-        (Fraction(p.read_text()) for p in folder.iterdir() if not p.name.endswith(".partial")), Fraction()
-    )
+    load = Fraction()
+    for path in folder.iterdir():
+        if path.name.endswith(".partial"):
+            continue
+        try:
+            load += Fraction(path.read_text())
+        except FileNotFoundError:
+            continue  # its task ended between the listing and the read: it holds nothing now
+    return load
 
 
 def main() -> int:
