@@ -52,7 +52,26 @@ def _hog(db: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     )
 
 
-def one_round(case: str, files: bool, tasks: int, hogs: int) -> dict:
+def _server_cpu_s(mountpoint: str) -> float | None:
+    """The FUSE server's CPU seconds so far (it serves every operation on the mount, in one Python
+    process: past about one core it is the limit, not the hogs)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                argv = cmdline.read().split(b"\0")
+            if b"serve" not in argv or mountpoint.encode() not in argv:
+                continue
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except OSError:
+            continue
+    return None
+
+
+def one_round(case: str, files: bool, tasks: int, hogs: int, keep: str | None = None) -> dict:
     scratch = tempfile.mkdtemp(prefix="hog-bench-slowfs-")
     backing, mountpoint = os.path.join(scratch, "backing"), os.path.join(scratch, "mnt")
     os.mkdir(backing)
@@ -69,6 +88,7 @@ def one_round(case: str, files: bool, tasks: int, hogs: int) -> dict:
         options = [] if files else ["-o", "/dev/null", "-e", "/dev/null"]
         _hog(db, "submit", *options, "--file", "-", input="sleep 0.01\n" * tasks)
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        server_cpu_before = _server_cpu_s(mountpoint) if CASES[case] is not None else None
         started = [
             subprocess.Popen(
                 [sys.executable, "-m", "hog", "--db", db, "hog", "--cores", "1", "--idle-timeout", "2s"],
@@ -80,6 +100,7 @@ def one_round(case: str, files: bool, tasks: int, hogs: int) -> dict:
         ]
         for hog in started:
             hog.wait(timeout=1800)
+        server_cpu_after = _server_cpu_s(mountpoint) if CASES[case] is not None else None
         (status,) = [json.loads(_hog(db, "status", "--json").stdout)]
         done = status["tasks"].get("done", 0)
         import apsw
@@ -88,11 +109,20 @@ def one_round(case: str, files: bool, tasks: int, hogs: int) -> dict:
         first, last = connection.execute("SELECT min(claimed_at), max(ended_at) FROM attempts").fetchall()[0]
         connection.close()
         counts = slowfs.read_stats(mountpoint)["counts"] if CASES[case] is not None else {}
+        if keep:
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(db, os.path.join(keep, f"{case}-{'files' if files else 'nofiles'}.sqlite"))
         return {
             "case": case,
             "files": files,
             "done": done,
             "tasks_per_s": done / (last - first),
+            # The server's CPU over the hogs' whole run (their start and end included), per task.
+            "server_cpu_ms_per_task": (
+                1000 * (server_cpu_after - server_cpu_before) / max(1, done)
+                if server_cpu_before is not None and server_cpu_after is not None
+                else None
+            ),
             "fs_ops_per_task": {name: n / tasks for name, n in counts.items()},
         }
     finally:
@@ -107,27 +137,41 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--hogs", type=int, default=4)
     parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
+    parser.add_argument("--files", choices=["both", "default", "none"], default="both")
+    parser.add_argument(
+        "--json", default=str(REPO / "bench-results" / "slowfs.json"), help="write the figures here"
+    )
+    parser.add_argument("--keep", metavar="FOLDER", help="copy each round's queue file here")
     arguments = parser.parse_args()
     samples: list[dict] = []
+    cases = arguments.cases.split(",")
+    if unknown := set(cases) - set(CASES):
+        parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
+    if "local" not in cases:
+        parser.error("--cases: include local, the figures are relative to it")
+    kinds = {"both": (True, False), "default": (True,), "none": (False,)}[arguments.files]
     for _ in range(arguments.reps):
-        for files in (True, False):
-            for case in CASES:
-                sample = one_round(case, files, arguments.tasks, arguments.hogs)
-                print(f"{case:7} files={files!s:5} {sample['tasks_per_s']:7.1f} tasks/s", flush=True)
+        for files in kinds:
+            for case in cases:
+                sample = one_round(case, files, arguments.tasks, arguments.hogs, arguments.keep)
+                server = sample["server_cpu_ms_per_task"]
+                served = f", server CPU {server:.2f} ms a task" if server is not None else ""
+                print(f"{case:7} files={files!s:5} {sample['tasks_per_s']:7.1f} tasks/s{served}", flush=True)
                 samples.append(sample)
     summary = {}
-    for files in (True, False):
+    for files in kinds:
         local = statistics.median(
             s["tasks_per_s"] for s in samples if s["case"] == "local" and s["files"] == files
         )
-        for case in CASES:
+        for case in cases:
             rate = statistics.median(
                 s["tasks_per_s"] for s in samples if s["case"] == case and s["files"] == files
             )
             key = f"{case} {'default files' if files else 'no files'}"
             summary[key] = {"tasks_per_s": rate, "against_local": rate / local}
             print(f"{key:24} {rate:7.1f} tasks/s  {rate / local:.2f}x local")
-    out = REPO / "bench-results" / "slowfs.json"
+    out = Path(arguments.json)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"when": time.time(), "summary": summary, "samples": samples}, indent=1))
     return 0

@@ -24,32 +24,71 @@ holder waits for a CPU as well as for the filesystem), left a line of 100 s. So 
 closes the loop: a hog whose write waited longer than TARGET_WAIT_S stretches its spacing (up to
 twice per write), and one that waited little eases it back. Every hog sees the same line, so
 together they settle where the line stays short, within the same 5-minute bound.
+
+Each spacing is drawn at random below that bound (SPREAD): with one period, hogs that met in line
+once meet there at every write.
 """
+
+import random
 
 from hog.store.beats import LONGEST_WRITE_SPACING_S
 
 TARGET_LOCK_LOAD = 0.6  # of the lock's time that all the hogs' writes may take together
 SMOOTHING = 0.2  # weight of the newest measurement in the running means
-PACED_MAX_FACTOR = 64  # node-fulls a paced hog may hold ahead (64 cores x 64: 4,096 tasks)
+# Tasks a hog may hold ahead when its claims are spaced by the lock (64 node-fulls of 64 cores;
+# a one-core hog on a slow disk may hold as many one-second tasks' worth of short ones).
+PACED_MAX_TASKS = 4096
 TARGET_WAIT_S = 0.5  # a paced hog's wait in line for the lock it keeps below (goal: p99 under 5 s)
 EASE = 0.9  # a write that waited under half TARGET_WAIT_S shortens the stretch by this factor
 MOST_STRETCH = 2.0  # per write: how much one long wait may lengthen the spacing
+# A paced hog hears the doorbell this often (an idle or unpaced one: doorbell.LISTEN_S): it claims
+# only with its paced writes, so it listens for cancels alone; 1,000 hogs listening every 10 ms
+# would read the doorbell 100,000 times a second, and each listen is a turn of the hog's loop.
+PACED_LISTEN_S = 1.0
+# Each paced spacing is drawn between (1 - SPREAD) and 1 of the hog's interval (whose mean is its
+# share): hogs that started together, or that reached the 5-minute bound, otherwise keep one
+# period and meet in line at every write (1,000 hogs x 64 cores of 60 s tasks, 5 ms fsync: the
+# lock busy 41% of the time, yet a line of p50 19 s, p99 56 s). Random timers lose the phase.
+SPREAD = 0.5
 
 
 class Pacing:
     """Running means of this hog's lock hold and wait times, and what follows from them."""
 
-    def __init__(self, lease_s: float, flush_interval_s: float) -> None:
+    def __init__(self, lease_s: float, flush_interval_s: float, rng: random.Random | None = None) -> None:
         self.lease_s = lease_s
         self.flush_interval_s = flush_interval_s
+        self.rng = rng or random.Random()
+        self.draw = 1.0  # this spacing's share of the interval, drawn at each write
         self.hold_s: float | None = None  # the lock held by one of this hog's transactions
         self.wait_s = 0.0  # waited in line for the lock
-        self.hogs_running = 1
-        self.beating = True  # its beat file can be written: writes may be further apart than the lease
+        self._hogs_running = 1
+        self._beating = True  # its beat file can be written: writes may be further apart than the lease
         self.stretch = 1.0  # the spacing's factor over the open-loop share, from the waits seen
+        # The intervals, asked several times on every turn of the hog's loop, change only with a
+        # write's measurements, the hogs running or the beat file: kept until one of them changes.
+        self._intervals: tuple[float, float] | None = None  # the spacing's bound and this spacing
+
+    @property
+    def hogs_running(self) -> int:
+        return self._hogs_running
+
+    @hogs_running.setter
+    def hogs_running(self, hogs: int) -> None:
+        self._hogs_running, self._intervals = hogs, None
+
+    @property
+    def beating(self) -> bool:
+        return self._beating
+
+    @beating.setter
+    def beating(self, beating: bool) -> None:
+        self._beating, self._intervals = beating, None
 
     def observe(self, hold_s: float, wait_s: float) -> None:
         """One of this hog's write transactions held the lock `hold_s` after `wait_s` in line."""
+        self._intervals = None
+        self.draw = self.rng.uniform(1.0 - SPREAD, 1.0)
         if self.hold_s is None:
             # The first write waits behind every hog that started with it: no measure of the pace.
             self.hold_s, self.wait_s = hold_s, wait_s
@@ -68,10 +107,22 @@ class Pacing:
 
     def interval_s(self) -> float:
         """How long results, starts and the heartbeat may wait for the next write."""
+        return (self._intervals or self._spacings())[1]
+
+    def bound_s(self) -> float:
+        """The longest the next paced spacing may be (its draw at 1)."""
+        return (self._intervals or self._spacings())[0]
+
+    def _spacings(self) -> tuple[float, float]:
         if self.hold_s is None:
-            return self.flush_interval_s
-        share = self._share_s() * self.stretch
-        return min(max(self.flush_interval_s, share), self.longest_interval_s())
+            bound = self.flush_interval_s
+        else:
+            # Drawn spacings average (1 - SPREAD / 2) of the bound: the bound is the share over that.
+            share = self._share_s() * self.stretch / (1.0 - SPREAD / 2)
+            bound = min(max(self.flush_interval_s, share), self.longest_interval_s())
+        spacing = bound if bound <= self.flush_interval_s else max(self.flush_interval_s, bound * self.draw)
+        self._intervals = (bound, spacing)
+        return self._intervals
 
     def _share_s(self) -> float:
         """The open-loop spacing: this hog's share of the lock's time at TARGET_LOCK_LOAD."""
@@ -83,13 +134,16 @@ class Pacing:
     def horizon_s(self, floor_s: float) -> float:
         """How long the tasks claimed ahead must last, at least `floor_s`: until a claim made now
         lands (its wait in line and its commit), after the next paced write if writes are paced;
-        twice over, as a claim is made when half of what is held ahead is left."""
+        twice over, as a claim is made when half of what is held ahead is left. Unpaced, claims
+        are still no more frequent than the hog's share of the lock: four one-core hogs of 10 ms
+        tasks on a 20 ms-fsync disk (~0.12 s a transaction) each claimed every third of a second,
+        keeping the lock busy all the time and their cores waiting on it."""
         lands_in_s = self.wait_s + (self.hold_s or 0.0)
         if self.paced:
-            return 2 * (self.interval_s() + lands_in_s)
-        return max(floor_s, 2 * lands_in_s)
+            return 2 * (self.bound_s() + lands_in_s)
+        return max(floor_s, 2 * lands_in_s, 2 * self._share_s())
 
     @property
     def paced(self) -> bool:
         """Do the hogs together keep the lock busy enough for writes to be spaced out?"""
-        return self.interval_s() > self.flush_interval_s
+        return self.bound_s() > self.flush_interval_s

@@ -20,7 +20,7 @@ from hog.pilot.background import DatabaseThread, Outcome
 from hog.pilot.healing import heal
 from hog.pilot.ledger import Ledger
 from hog.pilot.options import lease_for
-from hog.pilot.pacing import PACED_MAX_FACTOR, Pacing
+from hog.pilot.pacing import PACED_LISTEN_S, PACED_MAX_TASKS, Pacing
 from hog.pilot.usage import IdleClock
 from hog.pilot.wakeup import QUIET, Wakeup
 from hog.pilot.walltime import Walltime
@@ -53,13 +53,13 @@ def prefetch_factor(
 ) -> int:
     """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
     of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR.
-    A longer `horizon_s` (writes paced apart, pacing.py) holds enough to last it, up to
-    PACED_MAX_FACTOR, and at least one node-full."""
+    A longer `horizon_s` (the lock busy, pacing.py) holds enough to last it, up to
+    PACED_MAX_TASKS, and at least one node-full."""
     share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
     cap = max(PREFETCH_MIN_FACTOR, share)
     wanted = horizon_s / max(mean_duration_s, 1e-4)
     if horizon_s > PREFETCH_HORIZON_S:
-        return min(max(cap, PACED_MAX_FACTOR), math.ceil(wanted))
+        return min(max(cap, PACED_MAX_TASKS // max(1, cores)), math.ceil(wanted))
     return min(cap, int(wanted))
 
 
@@ -243,7 +243,8 @@ class DatabaseRounds:
         if self.round is not None or now < self.retry_after_mono:
             return False
         listening = not self.queue_has_work or holdings.any_running()
-        heard = self.wakeup.listen(now) if listening else QUIET
+        # A paced hog claims only with its paced writes: it listens for cancels alone, less often.
+        heard = self.wakeup.listen(now, PACED_LISTEN_S if self.pacing.paced else 0.0) if listening else QUIET
         # While writes are paced (the lock is busy), a bump does not call for a claim of its own.
         heard_work = heard.work and not self.pacing.paced
         claim = self._claim_request(now, holdings, heard_work=heard_work) if claiming else None
@@ -409,11 +410,17 @@ class DatabaseRounds:
         allowance_cores = total.cores * factor
         if factor and len(buffered) > allowance_cores // 2 and not top_up:
             return None
+        # Paced: the next write tops the tasks held ahead up in time; a claim of its own would only
+        # queue. Each task holds a core at least, so their count settles it without adding up the
+        # cores of thousands held ahead on every turn of the loop.
+        may_wait = bool(buffered) and not (top_up or heard_work)
+        if may_wait and self._lasts_until_next_write(now, len(buffered)):
+            return None
         held_cores = sum(task.cores for task in buffered)
         if factor and held_cores > allowance_cores // 2 and not top_up:
             return None
-        if held_cores and not (top_up or heard_work) and self._lasts_until_next_write(now, held_cores):
-            return None  # paced: the next write tops it up in time, a claim of its own would only queue
+        if may_wait and held_cores > len(buffered) and self._lasts_until_next_write(now, held_cores):
+            return None
         free_now = self.ledger.free()
         if free_now.cores + allowance_cores - held_cores <= 0:
             return None

@@ -57,12 +57,13 @@ class Wakeup:
 
     # -- the doorbell ------------------------------------------------------------------------
 
-    def listen(self, now: float) -> Heard:
-        """The counters that moved since the last listen; nothing before the interval is up."""
+    def listen(self, now: float, at_least_s: float = 0.0) -> Heard:
+        """The counters that moved since the last listen; nothing before the interval is up, and
+        the next listen `at_least_s` from now."""
         if now < self.next_listen_mono:
             return QUIET
         values = self.listener.read()
-        self.next_listen_mono = now + self.listener.interval_s
+        self.next_listen_mono = now + max(self.listener.interval_s, at_least_s)
         if values is None:
             return QUIET
         previous, self.seen = self.seen, values
