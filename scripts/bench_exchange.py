@@ -34,8 +34,18 @@ ROUNDS = 5
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=1800, help="results and claims per transaction")
-    parser.add_argument("--queue", type=int, default=2_000_000, help="waiting tasks in the queue")
+    parser.add_argument(
+        "--tasks",
+        type=int,
+        default=1800,
+        help="results, and as many claims, in each measured write (a count; default 1800)",
+    )
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=2_000_000,
+        help="waiting tasks the queue starts with (a count; default 2,000,000)",
+    )
     parser.add_argument("--model-vfs", action="store_true", help="through latency_vfs, no latency")
     arguments = parser.parse_args()
     if arguments.queue < (ROUNDS + 1) * arguments.tasks:

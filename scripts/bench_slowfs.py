@@ -134,11 +134,18 @@ def one_round(case: str, files: bool, tasks: int, hogs: int, keep: str | None = 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--hogs", type=int, default=4)
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument(
+        "--tasks", type=int, default=2000, help="tasks of `sleep 0.01` a round (default 2000)"
+    )
+    parser.add_argument("--hogs", type=int, default=4, help="one-core hogs (default 4)")
+    parser.add_argument("--reps", type=int, default=2, help="rounds of every case (default 2)")
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated, of: " + ", ".join(CASES))
-    parser.add_argument("--files", choices=["both", "default", "none"], default="both")
+    parser.add_argument(
+        "--files",
+        choices=["both", "default", "none"],
+        default="both",
+        help="the tasks' output: default files, -o/-e /dev/null, or both (default both)",
+    )
     parser.add_argument(
         "--json", default=str(REPO / "bench-results" / "slowfs.json"), help="write the figures here"
     )

@@ -592,7 +592,7 @@ def test_a_move_the_transition_table_forbids_is_refused_and_rolled_back(tmp_path
 
 
 def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
-    from hog.pilot.rounds import prefetch_factor
+    from hog.pilot.pacing import prefetch_factor
 
     # Alone on 2 cores: a quarter second of 2 ms tasks (125 node-fulls); tinier ones stop at 256
     # tasks (128 node-fulls).

@@ -2,8 +2,16 @@
 hogs, within a lone hog's flush interval and five minutes (half the lease for a hog that cannot
 beat its file); claims ahead that last until then."""
 
-from hog.pilot.pacing import PACED_LISTEN_S, PACED_MAX_TASKS, SPREAD, TARGET_LOCK_LOAD, Pacing
-from hog.pilot.rounds import FLUSH_INTERVAL_S, PREFETCH_HORIZON_S, prefetch_factor
+from hog.pilot.pacing import (
+    PACED_LISTEN_S,
+    PACED_MAX_TASKS,
+    PREFETCH_HORIZON_S,
+    SPREAD,
+    TARGET_LOCK_LOAD,
+    Pacing,
+    prefetch_factor,
+)
+from hog.pilot.rounds import FLUSH_INTERVAL_S
 from hog.store.beats import LONGEST_WRITE_SPACING_S
 
 

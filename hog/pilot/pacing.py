@@ -29,6 +29,7 @@ Each spacing is drawn at random below that bound (SPREAD): with one period, hogs
 once meet there at every write.
 """
 
+import math
 import random
 
 from hog.store.beats import LONGEST_WRITE_SPACING_S
@@ -38,6 +39,12 @@ SMOOTHING = 0.2  # weight of the newest measurement in the running means
 # Tasks a hog may hold ahead when its claims are spaced by the lock (64 node-fulls of 64 cores;
 # a one-core hog on a slow disk may hold as many one-second tasks' worth of short ones).
 PACED_MAX_TASKS = 4096
+PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
+# Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
+# however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
+# each one's wait for the lock grows with the others' rounds, so those stay short...
+PREFETCH_MAX_TASKS = 256
+PREFETCH_MIN_FACTOR = 8  # ... but a hog may always hold this many node-fulls
 TARGET_WAIT_S = 0.5  # a paced hog's wait in line for the lock it keeps below (goal: p99 under 5 s)
 EASE = 0.9  # a write that waited under half TARGET_WAIT_S shortens the stretch by this factor
 MOST_STRETCH = 2.0  # per write: how much one long wait may lengthen the spacing
@@ -147,3 +154,18 @@ class Pacing:
     def paced(self) -> bool:
         """Do the hogs together keep the lock busy enough for writes to be spaced out?"""
         return self.bound_s() > self.flush_interval_s
+
+
+def prefetch_factor(
+    mean_duration_s: float, hogs_running: int, cores: int, horizon_s: float = PREFETCH_HORIZON_S
+) -> int:
+    """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
+    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR.
+    A longer `horizon_s` (the lock busy: Pacing.horizon_s) holds enough to last it, up to
+    PACED_MAX_TASKS, and at least one node-full."""
+    share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
+    cap = max(PREFETCH_MIN_FACTOR, share)
+    wanted = horizon_s / max(mean_duration_s, 1e-4)
+    if horizon_s > PREFETCH_HORIZON_S:
+        return min(max(cap, PACED_MAX_TASKS // max(1, cores)), math.ceil(wanted))
+    return min(cap, int(wanted))

@@ -9,7 +9,6 @@ ended round's outcome; the loop hands the tasks it claimed and the cancels it fo
 import enum
 import functools
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from hog.pilot.background import DatabaseThread, Outcome
 from hog.pilot.healing import heal
 from hog.pilot.ledger import Ledger
 from hog.pilot.options import lease_for
-from hog.pilot.pacing import PACED_LISTEN_S, PACED_MAX_TASKS, Pacing
+from hog.pilot.pacing import PACED_LISTEN_S, PREFETCH_HORIZON_S, Pacing, prefetch_factor
 from hog.pilot.usage import IdleClock
 from hog.pilot.wakeup import QUIET, Wakeup
 from hog.pilot.walltime import Walltime
@@ -38,29 +37,8 @@ CANCEL_POLL_S = 2.0  # how often a hog looks for cancelled tasks between transac
 # All the hogs on a queue together look for lost hogs about this often per heartbeat: each look
 # is a read (and a beat file read per hog past its row's lease), and one healer is enough.
 HEALS_PER_HEARTBEAT = 8
-PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
-# Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
-# however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
-# each one's wait for the lock grows with the others' rounds, so those stay short...
-PREFETCH_MAX_TASKS = 256
-PREFETCH_MIN_FACTOR = 8  # ... but a hog may always hold this many node-fulls
 DB_RETRY_S = 2.0
 FINAL_WRITE_TRIES = 5
-
-
-def prefetch_factor(
-    mean_duration_s: float, hogs_running: int, cores: int, horizon_s: float = PREFETCH_HORIZON_S
-) -> int:
-    """How many node-fulls of tasks a hog holds ahead of its free cores: about a quarter second
-    of work, within its share of PREFETCH_MAX_TASKS, never capped below PREFETCH_MIN_FACTOR.
-    A longer `horizon_s` (the lock busy, pacing.py) holds enough to last it, up to
-    PACED_MAX_TASKS, and at least one node-full."""
-    share = PREFETCH_MAX_TASKS // (max(1, hogs_running) * cores)
-    cap = max(PREFETCH_MIN_FACTOR, share)
-    wanted = horizon_s / max(mean_duration_s, 1e-4)
-    if horizon_s > PREFETCH_HORIZON_S:
-        return min(max(cap, PACED_MAX_TASKS // max(1, cores)), math.ceil(wanted))
-    return min(cap, int(wanted))
 
 
 class Holdings(Protocol):
