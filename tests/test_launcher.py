@@ -1,5 +1,6 @@
 """The slot processes that start tasks and wait for them, with real processes (launcher.py, slot.py)."""
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from helpers import holds_for, wait_until
 
 from hog.pilot.launcher import Crashed, Ended, Launch, Launcher, NotStarted, Started
 from hog.pilot.procs import OutputFiles
+from hog.pilot.slot import close_all, open_fresh
 
 pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs to pin slots to")
 
@@ -39,11 +41,13 @@ class Slots:
         cores: int = 1,
         latest_start: float | None = None,
         paths: tuple[str, str] | None = None,
+        per_attempt: bool = False,
     ) -> Launch:
+        """`per_attempt`: its files are its attempt's alone (as the queue's logs), made by its slot."""
         key = (number, 1)
         if paths is None:
             paths = (str(self.tmp_path / f"{number}.out"), str(self.tmp_path / f"{number}.err"))
-        self.outputs.request(key, paths, (0o600, 0o600))
+        self.outputs.request(key, paths, (0o600, 0o600), (per_attempt, per_attempt))
         launch = Launch(key, command, str(self.tmp_path), dict(os.environ), paths, cores, latest_start)  # type: ignore[arg-type]
         self.launches[number] = launch
         return launch
@@ -91,6 +95,47 @@ def test_queued_tasks_start_on_the_slot_that_frees_first_pinned_to_it(slots: Slo
     assert sorted(event.exited.pid for event in ended) == sorted(launch.pid for launch in started.values())
     recorded = slots.pids.read_text().split()
     assert sorted(recorded) == sorted(str(launch.pid) for launch in started.values())
+
+
+def test_a_slot_opens_the_files_of_the_task_next_in_line_while_the_one_before_runs(slots: Slots) -> None:
+    go = slots.tmp_path / "go"
+    wait_for_go = f"while [ ! -e {go} ]; do sleep 0.02; done"
+    for number in (1, 2):  # both slots busy until `go`
+        slots.launcher.queue(slots.launch(number, wait_for_go, per_attempt=True))
+    slots.events(Started, 2)
+    slots.launcher.queue(slots.launch(3, "echo three; echo oops >&2", per_attempt=True))
+    slots.launcher.queue(slots.launch(4, "echo four", per_attempt=True))
+    slots.launcher.queue(slots.launch(5, "echo five"))  # a file a user named: opened as it starts
+    ahead = {str(slots.tmp_path / name) for name in ("3.out", "3.err", "4.out", "4.err")}
+
+    def opened_by_slots() -> set[str]:
+        found = set()
+        for child in psutil.Process().children():
+            with contextlib.suppress(psutil.Error):
+                found |= {handle.path for handle in child.open_files()}
+        return found
+
+    wait_until(lambda: ahead <= opened_by_slots(), message="the next tasks' files open in their slots")
+    assert not slots.events(Started, 2)[2:], "they waited for `go`"
+    assert not {path for path in opened_by_slots() if "/5." in path}, "not next in line, nor its own"
+    go.touch()
+    slots.events(Ended, 5)
+    assert [slots.output(number) for number in (3, 4, 5)] == ["three\n", "four\n", "five\n"]
+    assert (slots.tmp_path / "3.err").read_text() == "oops\n"
+    wait_until(lambda: not {path for path in opened_by_slots() if path.endswith((".out", ".err"))})
+
+
+def test_a_late_open_of_a_fresh_file_keeps_what_the_task_wrote(tmp_path: Path) -> None:
+    # The commands thread may open a task's files just after the main thread started it.
+    out, err = tmp_path / "1.out", tmp_path / "1.err"
+    out.write_text("written already\n")
+    fds = open_fresh((str(out), str(err)), (True, True))
+    assert fds[0] is not None and fds[1] is None, "a file that is not there is left to the start"
+    close_all(fds)
+    assert out.read_text() == "written already\n"
+    both = open_fresh((str(out), str(out)), (True, True))
+    assert both[1] is None, "one file for both streams is opened once"
+    close_all(both)
 
 
 def test_a_task_sent_ahead_to_a_slot_can_be_taken_back_before_it_starts(slots: Slots) -> None:

@@ -272,8 +272,9 @@ class Launcher:
             cpus = tuple(self._cpu_ids[number] for number in slots)
         self._slots[slots[0]].sent.append(launch.key)
         self._launches[launch.key] = launch
-        run = ("run", launch.key, launch.what, launch.cwd, launch.env, launch.outputs, launch.latest_start)
-        return pack((*run, cpus))
+        fresh = self._outputs.fresh(launch.key, launch.outputs)
+        task = (launch.key, launch.what, launch.cwd, launch.env, launch.outputs, fresh, launch.latest_start)
+        return pack(("run", *task, cpus))
 
     def _ask_back(self, key: tuple[int, int], why: set[tuple[int, int]]) -> None:
         for slot in self._slots:

@@ -27,19 +27,24 @@ class OutputFiles:
     trip to the metadata server; on ext4 without a journal, 20 us here but up to 0.2-0.8 ms in
     the minutes after many files were deleted). The hog asks for a task's files when it claims
     the task; this thread creates them, and their folders, while the loop starts and reaps others
-    (os.open releases the GIL), and closes them at once: the child opens them again by path as
-    it starts, which costs little once they exist. Kept open, the files of hundreds of tasks
-    claimed ahead would be copied into the fd table of every child.
+    (os.open releases the GIL), and closes them at once. Kept open, the files of hundreds of
+    tasks claimed ahead would be copied into the fd table of every child. The slot that starts a
+    task opens them again while the task before it runs (slot.py): on a shared filesystem an
+    open is a round trip to its server, which would otherwise sit between one task's end and the
+    next start.
 
     One thread rather than each slot process just before its spawn (as a shell does): measured
     with 5,000 `true` tasks on 2 cores, slots making their tasks' files ran at 0.96-0.98x this
     where creating was cheap and 0.86x where it was slow. There the creating sits between one
     task's end and the next start, and two slots creating in one folder wait on its lock (the
-    kernel spins on it); one thread creates without a rival, off the slots' path.
+    kernel spins on it); one thread creates without a rival, off the slots' path. Nor each slot
+    while the task before runs (one round trip instead of create and open): 0.83x on the local
+    disk, where a slot's creates take CPU from the task on its core.
 
     A file that exists already (a user's -o file from an earlier attempt) is left as it is: the
     child truncates it as it starts, so a task handed back unstarted destroys no earlier output.
-    Only files this thread created are removed when their task does not start here.
+    Only files this thread created are removed when their task does not start here, and only
+    those of one attempt alone (the queue's logs) are opened before their task starts.
     """
 
     def __init__(self, folder_mode: int) -> None:
@@ -51,18 +56,27 @@ class OutputFiles:
         self._asked: set[tuple[int, int]] = set()
         self._ready: dict[tuple[int, int], OSError | None] = {}
         self._created: dict[tuple[int, int], list[str]] = {}  # made here, so ours to remove
+        self._per_attempt: dict[tuple[int, int], tuple[bool, bool]] = {}
         self._cond = threading.Condition(threading.Lock())
         self._waiting = 0  # threads in wait(): made files wake them only then
         self._folders: set[str] = set()
         self._thread = threading.Thread(target=self._work, name="output-files", daemon=True)
         self._thread.start()
 
-    def request(self, key: tuple[int, int], paths: tuple[str, str], modes: tuple[int, int]) -> None:
+    def request(
+        self,
+        key: tuple[int, int],
+        paths: tuple[str, str],
+        modes: tuple[int, int],
+        per_attempt: tuple[bool, bool] = (False, False),
+    ) -> None:
         """Make a task's stdout and stderr files (os.devnull: none), each with its mode less the
-        umask."""
+        umask; `per_attempt`: which are this attempt's alone (no other task writes them)."""
         if paths[0] == paths[1] == os.devnull:
             return  # nothing to make
         self._asked.add(key)
+        if any(per_attempt):
+            self._per_attempt[key] = per_attempt
         self._requests.put((key, paths, modes))
 
     def wait(self, key: tuple[int, int]) -> None:
@@ -79,8 +93,19 @@ class OutputFiles:
         if error is not None:
             raise error
 
+    def fresh(self, key: tuple[int, int], paths: tuple[str, str]) -> tuple[bool, bool]:
+        """Which of a waited-for task's files stay empty until it starts: made here, and its
+        attempt's alone. Those may be opened ahead of its start, without truncating them."""
+        per_attempt = self._per_attempt.get(key)
+        if per_attempt is None:
+            return (False, False)
+        with self._cond:
+            created = self._created.get(key, ())
+        return (per_attempt[0] and paths[0] in created, per_attempt[1] and paths[1] in created)
+
     def started(self, key: tuple[int, int]) -> None:
         """A task whose files were waited for has started: they are its own now."""
+        self._per_attempt.pop(key, None)
         with self._cond:
             self._created.pop(key, None)
 
@@ -88,6 +113,7 @@ class OutputFiles:
         """A requested task that will not start here: remove the files made for it."""
         with contextlib.suppress(OSError):
             self.wait(key)
+        self._per_attempt.pop(key, None)
         with self._cond:
             created = self._created.pop(key, [])
         for path in created:

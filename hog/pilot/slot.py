@@ -8,18 +8,22 @@ runs with `python -I -S` to start fast.
 Messages both ways are marshalled tuples after a 4-byte length, each written whole (those to the
 hog stay under PIPE_BUF, so a write is never split):
 
-    hog -> slot:  ("run", key, what, cwd, env, outputs, latest_start, cpus)
+    hog -> slot:  ("run", key, what, cwd, env, outputs, fresh, latest_start, cpus)
                   ("withdraw", key)
     slot -> hog:  ("started", key, pid, started_at, started_mono)
                   ("ended", key, pid, status, max_rss_kib, cpu_user_s, cpu_system_s, ended_mono)
                   ("not_started", key, None | (errno, strerror, filename))
                   ("crashed", traceback)
 
-`what` is an argv or a shell command; `cpus` the CPUs to widen to for a task of several cores,
-else None; `latest_start` the epoch after which it must not start (None: any time). A task not
-started (too late, withdrawn, or unable to start) is reported as not_started. When the hog's end
-of the command pipe closes (it exited, or was killed), the slot kills its task's process group
-and exits: nothing it starts outlives the hog.
+`what` is an argv or a shell command; `outputs` the paths of its stdout and stderr, made by the
+hog; `fresh` which of them are this attempt's alone and empty (the queue's logs): the slot opens
+those of the task next in line while the task before it runs (on a shared filesystem an open is a
+round trip to its server, which would otherwise sit between one task's end and the next start),
+and the task's start opens and truncates the others; `cpus` the CPUs to widen to for a task of
+several cores, else None; `latest_start` the epoch after which it must not start (None: any
+time). A task not started (too late, withdrawn, or unable to start) is reported as not_started.
+When the hog's end of the command pipe closes (it exited, or was killed), the slot kills its
+task's process group and exits: nothing it starts outlives the hog.
 
 What a task leaves behind dies with it, as in a SLURM step, however it detached: the slot is a
 child subreaper, so a process whose parent ends inside the task (a `setsid` or double-forked
@@ -79,6 +83,32 @@ def direct_argv(command: str) -> list[str] | None:
     return words
 
 
+Pair = tuple[int | None, int | None]  # the fds of a task's stdout and stderr (None: not open)
+
+
+def open_fresh(outputs: tuple[str, str], fresh: tuple[bool, bool]) -> Pair:
+    """The fresh files of a task, opened for its start (None where it failed: its start opens the
+    file by path and reports why it cannot). Not truncated: they are empty until their task runs,
+    so an open that comes late, once it runs, changes nothing."""
+    return (
+        _open_or_none(outputs[0]) if fresh[0] else None,
+        _open_or_none(outputs[1]) if fresh[1] and outputs[1] != outputs[0] else None,
+    )
+
+
+def _open_or_none(path: str) -> int | None:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def close_all(fds: tuple[int | None, ...]) -> None:
+    for fd in fds:
+        if fd is not None:
+            os.close(fd)
+
+
 def pack(message: tuple) -> bytes:
     body = marshal.dumps(message)
     return HEADER.pack(len(body)) + body
@@ -119,16 +149,24 @@ class Spawner:
         self.cwd = os.getcwd()
         self._programs: dict[tuple[str, str | None], str] = {}
 
-    def spawn(self, task: list[str] | str, cwd: str, env: dict[str, str], outputs: tuple[str, str]) -> int:
-        """Start `task` (an argv, or a shell command) with these files, made empty ahead by the
-        hog, as its stdout and stderr; return its pid (= its process group). Raises OSError if
-        it cannot start. (Opening without O_CREAT spares the child the folder's lock, which the
+    def spawn(
+        self,
+        task: list[str] | str,
+        cwd: str,
+        env: dict[str, str],
+        outputs: tuple[str, str],
+        opened: Pair = (None, None),
+    ) -> int:
+        """Start `task` (an argv, or a shell command) with these files, made ahead by the hog,
+        as its stdout and stderr (`opened`: those opened ahead; the others are opened and
+        truncated as it starts); return its pid (= its process group). Raises OSError if it
+        cannot start. (Opening without O_CREAT spares the child the folder's lock, which the
         hog's thread making other tasks' files holds often.)
 
         A shell command of plain words starts directly; if that fails (not found, not
         executable, a script without #!) or it has shell syntax, /bin/sh -c runs it or says why.
         """
-        file_actions = self._file_actions(outputs)
+        file_actions = self._file_actions(outputs, opened)
         if cwd != self.cwd:
             os.chdir(cwd)
             self.cwd = cwd
@@ -140,15 +178,17 @@ class Spawner:
                 return self._posix_spawn(words, env, file_actions)
         return self._posix_spawn(["/bin/sh", "-c", task], env, file_actions)
 
-    def _file_actions(self, outputs: tuple[str, str]) -> list[tuple]:
+    def _file_actions(self, outputs: tuple[str, str], opened: Pair) -> list[tuple]:
         """stdin from /dev/null, stdout and stderr to their files (os.devnull: discarded). A file
         named for both is opened once: they share its offset, as with `> file 2>&1`."""
         actions = [(os.POSIX_SPAWN_DUP2, self.devnull, 0)]
-        for fd, path in ((1, outputs[0]), (2, outputs[1])):
+        for fd, path, ahead in ((1, outputs[0], opened[0]), (2, outputs[1], opened[1])):
             if path == os.devnull:
                 actions.append((os.POSIX_SPAWN_DUP2, self.devnull, fd))
             elif fd == 2 and path == outputs[0]:
                 actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+            elif ahead is not None:
+                actions.append((os.POSIX_SPAWN_DUP2, ahead, fd))
             else:
                 actions.append((os.POSIX_SPAWN_OPEN, fd, path, os.O_WRONLY | os.O_TRUNC, 0))
         return actions
@@ -191,6 +231,7 @@ class Slot:
         self.cond = threading.Condition(threading.Lock())
         self.queued: deque[tuple] = deque()
         self.current: int | None = None  # the running task's pid
+        self.opened: dict[tuple, Pair] = {}  # queued tasks' files, ahead
         self.gone = False  # the hog closed its end
 
     def tell(self, data: bytes) -> None:
@@ -224,6 +265,9 @@ class Slot:
                         with self.cond:
                             self.queued.append(message)
                             self.cond.notify()
+                            next_up = len(self.queued) == 1 and self.current is not None
+                        if next_up:  # it starts when the running task ends: its files now
+                            self.open_ahead(message)
                     else:  # withdraw
                         self.withdraw(message[1])
         except BaseException:
@@ -238,6 +282,8 @@ class Slot:
                     break
             else:
                 return  # started already, or never here
+            opened = self.opened.pop(key, (None, None))
+        close_all(opened)
         self.tell(pack(("not_started", key, None)))
 
     def serve(self) -> None:
@@ -258,12 +304,34 @@ class Slot:
                     message = self.queued.popleft()
             pid, report = self.start(message)
             self.tell(ended + report)
+            if pid is not None:
+                with self.cond:
+                    following = self.queued[0] if self.queued else None
+                if following is not None:
+                    self.open_ahead(following)
             ended = self.wait(message[1], pid) if pid is not None else b""
+
+    def open_ahead(self, message: tuple) -> None:
+        """Open the fresh files of the task next in line while the one before runs: by the main
+        thread as a task starts, or by the commands thread for one that comes in while one runs."""
+        key, outputs, fresh = message[1], message[5], message[6]
+        if key in self.opened or fresh == (False, False):
+            return
+        opened = open_fresh(outputs, fresh)
+        with self.cond:
+            # Not withdrawn or started meanwhile, nor made by the other thread at the same time.
+            if self.queued and self.queued[0] is message and key not in self.opened:
+                self.opened[key] = opened
+                return
+        close_all(opened)
 
     def start(self, message: tuple) -> tuple[int | None, bytes]:
         """The task's pid (None if it did not start) and the report of its start."""
-        _, key, what, cwd, env, outputs, latest_start, cpus = message
+        _, key, what, cwd, env, outputs, _, latest_start, cpus = message
+        with self.cond:
+            opened = self.opened.pop(key, (None, None))
         if latest_start is not None and time.time() > latest_start:
+            close_all(opened)
             return None, pack(("not_started", key, None))
         if cpus is not None:
             os.sched_setaffinity(0, cpus)
@@ -272,12 +340,13 @@ class Slot:
             with self.cond:  # not while the hog's end closes: its task would outlive it
                 if self.gone:
                     os._exit(0)
-                self.current = pid = self.spawner.spawn(what, cwd, env, outputs)
+                self.current = pid = self.spawner.spawn(what, cwd, env, outputs, opened)
         except OSError as error:
             filename = error.filename if isinstance(error.filename, str) else None
             failure = (error.errno, str(error.strerror or error)[:500], filename)
             return None, pack(("not_started", key, failure))
         finally:
+            close_all(opened)  # the task has its own copies
             if cpus is not None and self.cpu is not None:
                 os.sched_setaffinity(0, {self.cpu})
         if self.pids_fd >= 0:

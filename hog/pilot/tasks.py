@@ -134,7 +134,9 @@ class Tasks:
             )
             key = (task.task_id, task.attempt)
             self.output_paths[key] = paths
-            self.outputs.request(key, paths, modes)
+            # The queue's own logs are one attempt's each; a user's pattern may name a shared file.
+            per_attempt = (not task.stdout_pattern, not task.stderr_pattern)
+            self.outputs.request(key, paths, modes, per_attempt)
             self.buffered.append(task)
 
     def _output_path(self, task: claims.ClaimedTask, pattern: str | None, stream: str) -> str:
