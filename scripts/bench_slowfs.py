@@ -155,6 +155,9 @@ def main() -> int:
     cases = arguments.cases.split(",")
     if unknown := set(cases) - set(CASES):
         parser.error(f"--cases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(CASES)}")
+    for option in ("tasks", "hogs", "reps"):
+        if getattr(arguments, option) < 1:
+            parser.error(f"--{option}: give 1 or more")
     if "local" not in cases:
         parser.error("--cases: include local, the figures are relative to it")
     kinds = {"both": (True, False), "default": (True,), "none": (False,)}[arguments.files]

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import cli
 
 from hog.pilot.background import DatabaseThread
@@ -170,3 +171,25 @@ def test_the_write_cost_benchmark_measures_a_write_of_results_and_claims() -> No
         [sys.executable, str(script), "--tasks", "100", "--queue", "200"], capture_output=True, text=True
     )
     assert too_small.returncode == 2 and "--queue must hold at least 600 tasks" in too_small.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--hogs", "0"], "--hogs: give 1 or more"),
+        (["--tasks", "-5"], "--tasks: give 1 or more"),
+        (["--reps", "0"], "--reps: give 1 or more"),
+        (["--cases", "nfs"], "--cases: include local"),
+    ],
+)
+def test_the_slow_mount_benchmark_refuses_counts_it_cannot_run(
+    arguments: list[str], message: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "slowfs.json"
+    result = subprocess.run(
+        [sys.executable, str(SIMULATE.parent / "bench_slowfs.py"), *arguments, "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()

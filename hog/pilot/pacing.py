@@ -69,28 +69,13 @@ class Pacing:
         self.draw = 1.0  # this spacing's share of the interval, drawn at each write
         self.hold_s: float | None = None  # the lock held by one of this hog's transactions
         self.wait_s = 0.0  # waited in line for the lock
-        self._hogs_running = 1
-        self._beating = True  # its beat file can be written: writes may be further apart than the lease
+        self.hogs_running = 1
+        self.beating = True  # its beat file can be written: writes may be further apart than the lease
         self.stretch = 1.0  # the spacing's factor over the open-loop share, from the waits seen
         # The intervals, asked several times on every turn of the hog's loop, change only with a
-        # write's measurements, the hogs running or the beat file: kept until one of them changes.
-        self._intervals: tuple[float, float] | None = None  # the spacing's bound and this spacing
-
-    @property
-    def hogs_running(self) -> int:
-        return self._hogs_running
-
-    @hogs_running.setter
-    def hogs_running(self, hogs: int) -> None:
-        self._hogs_running, self._intervals = hogs, None
-
-    @property
-    def beating(self) -> bool:
-        return self._beating
-
-    @beating.setter
-    def beating(self, beating: bool) -> None:
-        self._beating, self._intervals = beating, None
+        # write's measurements (observe drops them), the hogs running or the beat file: kept
+        # with those two, and made again when either differs.
+        self._intervals: tuple[int, bool, float, float] | None = None  # hogs, beating; bound, spacing
 
     def observe(self, hold_s: float, wait_s: float) -> None:
         """One of this hog's write transactions held the lock `hold_s` after `wait_s` in line."""
@@ -114,13 +99,16 @@ class Pacing:
 
     def interval_s(self) -> float:
         """How long results, starts and the heartbeat may wait for the next write."""
-        return (self._intervals or self._spacings())[1]
+        return self._spacings()[3]
 
     def bound_s(self) -> float:
         """The longest the next paced spacing may be (its draw at 1)."""
-        return (self._intervals or self._spacings())[0]
+        return self._spacings()[2]
 
-    def _spacings(self) -> tuple[float, float]:
+    def _spacings(self) -> tuple[int, bool, float, float]:
+        kept = self._intervals
+        if kept is not None and kept[0] == self.hogs_running and kept[1] == self.beating:
+            return kept
         if self.hold_s is None:
             bound = self.flush_interval_s
         else:
@@ -128,7 +116,7 @@ class Pacing:
             share = self._share_s() * self.stretch / (1.0 - SPREAD / 2)
             bound = min(max(self.flush_interval_s, share), self.longest_interval_s())
         spacing = bound if bound <= self.flush_interval_s else max(self.flush_interval_s, bound * self.draw)
-        self._intervals = (bound, spacing)
+        self._intervals = (self.hogs_running, self.beating, bound, spacing)
         return self._intervals
 
     def _share_s(self) -> float:
