@@ -33,9 +33,12 @@ CASES = {
 
 
 def _slowfs():
+    if "hog_slowfs" in sys.modules:
+        return sys.modules["hog_slowfs"]
     spec = importlib.util.spec_from_file_location("hog_slowfs", REPO / "scripts" / "slowfs.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules["hog_slowfs"] = module
     spec.loader.exec_module(module)
     return module
 
@@ -53,22 +56,15 @@ def _hog(db: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def _server_cpu_s(mountpoint: str) -> float | None:
-    """The FUSE server's CPU seconds so far (it serves every operation on the mount, in one Python
-    process: past about one core it is the limit, not the hogs)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().split(b"\0")
-            if b"serve" not in argv or mountpoint.encode() not in argv:
-                continue
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            continue
-    return None
+    """The FUSE server's CPU seconds so far (it serves every operation on the mount and shares
+    this machine's cores with the hogs)."""
+    pid = _slowfs().server_pid(mountpoint)
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_round(case: str, files: bool, tasks: int, hogs: int, keep: str | None = None) -> dict:

@@ -19,11 +19,16 @@ fi
 # costs every start ~10 ms (pathlib, urllib and re at interpreter start), make's SHELL included.
 PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     --config-settings editable_mode=compat -e '.[test]'
-# The slow filesystem of the tests and benchmarks (scripts/slowfs.py) mounts through libfuse3.
-if [ "$(id -u)" = 0 ] && ! ldconfig -p | grep -q 'libfuse3\.so\.3' && command -v apt-get >/dev/null; then
-    echo "install: installing fuse3 (apt-get) for the slow-filesystem tests" >&2
+# The slow filesystem of the tests and benchmarks (scripts/slowfs.py): a libfuse3 server in C.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    && ! { command -v fusermount3 && command -v cc && pkg-config --exists fuse3; } >/dev/null 2>&1; then
+    echo "install: installing fuse3, libfuse3-dev and a C compiler (apt-get) for the slow-filesystem tests" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        fuse3 >/dev/null; } || echo "install: fuse3 could not be installed: the slow-filesystem tests skip" >&2
+        fuse3 libfuse3-dev pkg-config gcc libc6-dev >/dev/null; } \
+        || echo "install: fuse3 could not be installed: the slow-filesystem tests skip" >&2
+fi
+if [ "$(id -u)" = 0 ] && pkg-config --exists fuse3 2>/dev/null; then
+    .venv/bin/python scripts/slowfs.py build >/dev/null
 fi
 # Byte-compile now: start-up time matters for every `slurm-hog` call, and some environments
 # forbid writing .pyc files at run time.

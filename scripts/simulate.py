@@ -487,9 +487,16 @@ def summarise(config: Config, parts: list[dict]) -> dict:
 
 
 def _tasks_needed(config: Config) -> int:
-    # Enough that the queue never runs dry: the ramp, the window and what hogs hold ahead.
+    # Enough that the queue never runs dry (the ramp, the window and what hogs hold ahead), and
+    # that what still waits at the end, over the hogs, is more than one hog may hold ahead: a
+    # claim takes no more than that share (claims.fair_limit), which would cut the claims short
+    # in the window as if the run were ending.
+    from hog.pilot.pacing import PACED_MAX_TASKS
+    from hog.store.beats import LONGEST_WRITE_SPACING_S
+
     per_core = (config.warmup_s + config.measure_s + 120.0) / config.task_s + 20
-    return int(config.hogs * config.cores * per_core)
+    held_ahead = min(PACED_MAX_TASKS, config.cores * 2 * LONGEST_WRITE_SPACING_S / config.task_s)
+    return int(config.hogs * (config.cores * per_core + held_ahead))
 
 
 def _cli(db_path: str, *args: str, input_text: str | None = None) -> None:

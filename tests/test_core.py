@@ -605,6 +605,29 @@ def test_claims_ahead_are_a_quarter_second_shared_among_the_hogs():
     assert prefetch_factor(1.0, 1, 2) == 0
 
 
+def test_a_claim_takes_at_most_its_share_of_the_waiting_tasks_but_fills_its_idle_cores(tmp_path):
+    db = new_db(tmp_path)
+    submitting.submit(db, commands(20), options())
+    first, second = register_hog(db), register_hog(db)
+
+    def take(hog_id: int, idle_cores: int) -> int:
+        request = claim_request(100, cores=100)._replace(least=idle_cores)  # room for 100 ahead
+        return len(claims.exchange(db, hog_id, "node1", [], request, {}).claimed)
+
+    # 20 waiting over 2 hogs: 10 each, not all 20 to whichever hog comes first.
+    assert take(first, 4) == 10
+    assert take(second, 4) == 5  # 10 left over 2
+    assert take(first, 4) == 4  # its share is 3, but its 4 idle cores start now
+    assert take(second, 0) == 1  # 1 left: share 1
+    # A hog of another pool does not shrink the share of the default pool's hogs.
+    submitting.submit(db, commands(6), options())
+    other = claims.start_hog(
+        db, claims.HogInfo("node2", os.getpid(), None, 4, [], BIG_MEM, None, 30, pool="gpu")
+    )
+    assert other is not None
+    assert take(first, 0) == 3
+
+
 def test_a_claim_counts_the_running_hogs_and_a_cancel_poll_sees_a_lost_hog(tmp_path):
     db = new_db(tmp_path)
     submitting.submit(db, commands(3), options())

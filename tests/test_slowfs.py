@@ -1,8 +1,8 @@
 """The queue on a slow shared filesystem (scripts/slowfs.py, a FUSE passthrough with latency).
 
-Mounting needs root, /dev/fuse, Debian's fuse3 and mfusepy (scripts/install.sh brings the last
-two as root): skipped with the reason elsewhere, a failure in CI. Nothing here asserts on timings
-beyond the latency the filesystem itself sleeps.
+Mounting needs root, /dev/fuse, and Debian's fuse3 and libfuse3-dev to build the server
+(scripts/install.sh brings them as root): skipped with the reason elsewhere, a failure in CI.
+Nothing here asserts on timings beyond the latency the filesystem itself sleeps.
 """
 
 import importlib.util

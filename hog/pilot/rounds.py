@@ -413,6 +413,7 @@ class DatabaseRounds:
             seconds_left=self.walltime.seconds_left(),
             unlimited_allowed=self.walltime.unlimited_allowed(),
             limit=free.cores,
+            least=max(0, free_now.cores - held_cores),
             devices=self.ledger.claimable_devices(factor, buffered) if total.gpus else None,
             bundle=self.bundle,
         )
