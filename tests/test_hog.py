@@ -612,3 +612,22 @@ def test_a_rerun_truncates_its_named_output_as_it_starts(db: Path, tmp_path: Pat
     assert finish(start_hog(db, *FAST)) == 0
     assert check(db, task_id)["state"] == "done"
     assert out.read_text() == "two\n"
+
+
+def test_a_hog_claims_its_first_tasks_in_the_write_that_registers_it(db: Path) -> None:
+    # One write instead of two in the lock's line for each hog that starts: its first claim
+    # carries the registration's time, to the microsecond.
+    submit(db, "--array", "1-5", "--", "true")
+    assert finish(start_hog(db, "--cores", "2", "--idle-timeout", "1s")) == 0
+    database = open_database(str(db))
+    try:
+        ((started_at,),) = database.query("SELECT started_at FROM hogs")
+        claimed = database.query(
+            "SELECT task_id FROM attempts WHERE claimed_at = ? ORDER BY task_id", (started_at,)
+        )
+        states = database.query("SELECT state, count(*) FROM tasks GROUP BY state")
+        tries = database.query("SELECT count(*) FROM attempts")
+    finally:
+        database.close()
+    assert [row[0] for row in claimed] == [1, 2], "the first node-full, claimed as the hog registered"
+    assert states == [("done", 5)] and tries == [(5,)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hog.gpushare import GPU_UNITS
-from hog.store import claims, queue, reaping, states, submitting
+from hog.store import claims, hoglist, queue, reaping, states, submitting
 from hog.store import db as hogdb
 from hog.store.packing import Resources
 from hog.store.paths import OWNER_AND_GROUP, OWNER_ONLY, QueueFiles, make_private_dirs
@@ -126,7 +126,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "array_index": None,
         "entry": None,
     }
-    (hog,) = claims.iter_hogs(db)
+    (hog,) = hoglist.iter_hogs(db)
     assert (hog.id, hog.state, hog.host, hog.backend, hog.slurm_job_id, hog.gpus) == (
         hog_id,
         states.HOG_RUNNING,
@@ -172,7 +172,7 @@ def test_each_query_fills_its_record_field_by_field(tmp_path):
         "0,1,2",
         1003.5,
     )
-    (hog,) = claims.iter_hogs(db)
+    (hog,) = hoglist.iter_hogs(db)
     assert (hog.running, hog.tasks_run, hog.heartbeat_at) == (0, 1, 1004.0)
     db.close()
 

@@ -283,13 +283,13 @@ def _drain_monitor_hogs(config: "MonitorConfig") -> None:
     hand stay, and so do other pools' hogs)."""
     from hog.cli.steer import report_stops
     from hog.fleet.steering import stop_hogs
-    from hog.store import claims, steering
+    from hog.store import hoglist, steering
     from hog.store.db import open_database
 
     db = open_database(config.db_path, config.timeout_s)
     started = [
         hog["id"]
-        for hog in claims.live_hogs(db)
+        for hog in hoglist.live_hogs(db)
         if hog["pool"] == config.pool and hog["backend"] in ("prefix", "sbatch")
     ]
     outcome = stop_hogs(db, started, steering.DRAIN, say=click.echo)

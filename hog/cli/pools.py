@@ -9,8 +9,8 @@ from hog.pools import DEFAULT_POOL
 from hog.timeutil import counted
 
 if TYPE_CHECKING:  # the store's modules are imported only by the commands that read them
-    from hog.store.claims import HogRow
     from hog.store.db import Database
+    from hog.store.hoglist import HogRow
     from hog.store.pools import PoolCounts
 
 POOL_COLUMNS = ("pool", "waiting", "running", "hogs", "monitor")

@@ -167,9 +167,9 @@ def show(
         if wrong:
             raise UsageError(f"{wrong[0]!r} is not a hog state: use one of {', '.join(states.HOG_STATES)}")
         hog_states = tuple(state_filter)
-        from hog.store import claims
+        from hog.store import hoglist
 
-        rows = claims.iter_hogs(db, hog_states, limit, pool=pool)
+        rows = hoglist.iter_hogs(db, hog_states, limit, pool=pool)
         if fmt == "table":
             from hog.cli.pools import beside_monitor_notes
 
@@ -179,7 +179,7 @@ def show(
             for note in beside_monitor_notes(db, hogs):
                 click.echo(note)
         else:
-            emit(claims.HOG_COLUMNS, rows, fmt)
+            emit(hoglist.HOG_COLUMNS, rows, fmt)
         return
     wrong = [s for s in state_filter if s not in (*states.TASK_STATES, "active", "ended")]
     if wrong and wrong[0] in states.HOG_STATES:

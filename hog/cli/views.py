@@ -10,7 +10,7 @@ from hog.store import states
 from hog.timeutil import counted, format_duration, format_size
 
 if TYPE_CHECKING:  # the store's modules are imported only by the commands that read them
-    from hog.store.claims import HogRow
+    from hog.store.hoglist import HogRow
     from hog.store.outlook import Misfits
     from hog.store.packing import Resources
     from hog.store.queue import TaskDetail, TaskRow

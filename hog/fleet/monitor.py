@@ -17,7 +17,7 @@ from hog.pilot.healing import heal
 from hog.pilot.options import HogOptions, seconds_argument, shown_duration
 from hog.pilot.slurm import node_name
 from hog.pools import DEFAULT_POOL
-from hog.store import claims, doorbell, pools, states, steering
+from hog.store import claims, doorbell, hoglist, pools, states, steering
 from hog.store.db import Database
 from hog.store.paths import QueueFiles
 from hog.timeutil import counted
@@ -244,7 +244,7 @@ class Monitor:
     def judge_ended_hogs(self, waiting: int) -> None:
         """Count hogs that were of no use: died before starting, or idled out while work waited."""
         now = time.time()
-        for hog in self.of_my_pool(claims.ended_since(self.db, self.last_pass_at)):
+        for hog in self.of_my_pool(hoglist.ended_since(self.db, self.last_pass_at)):
             if hog["end_reason"] == steering.STOPPED_PENDING:
                 continue  # a user stopped it before it started: it did not fail
             if hog["started_at"] is None and hog["state"] in (states.HOG_LOST, states.HOG_CANCELLED):
@@ -321,11 +321,11 @@ class Monitor:
         not be dead. Starting a replacement before they are gone would hold N+1 allocations,
         which a QOS limit may refuse. One question to the backend covers both.
         """
-        live = self.of_my_pool(claims.live_hogs(self.db))
+        live = self.of_my_pool(hoglist.live_hogs(self.db))
         mine = [hog for hog in live if hog["backend"] == self.backend.name and hog["backend_id"]]
         recent = [
             hog
-            for hog in self.of_my_pool(claims.ended_since(self.db, time.time() - LINGER_WINDOW_S))
+            for hog in self.of_my_pool(hoglist.ended_since(self.db, time.time() - LINGER_WINDOW_S))
             if hog["backend"] == self.backend.name and hog["backend_id"]
         ]
         self.released &= {hog["id"] for hog in recent}
@@ -333,7 +333,7 @@ class Monitor:
         alive = self.backend.alive([hog["backend_id"] for hog in mine + ended])
         self.heal(mine, alive)
         # Hogs of the pool started by hand count too: they run the pool's tasks.
-        held = self.of_my_pool(claims.live_hogs(self.db))
+        held = self.of_my_pool(hoglist.live_hogs(self.db))
         held_ids = {hog["id"] for hog in held}
         for hog in mine + ended:
             if hog["id"] in held_ids:
@@ -352,7 +352,7 @@ class Monitor:
         ended = [hog["id"] for hog in mine if alive.get(hog["backend_id"]) is False]
         if ended:
             # The hog may have said goodbye just before its process ended: read again.
-            still_live = {hog["id"] for hog in claims.live_hogs(self.db)}
+            still_live = {hog["id"] for hog in hoglist.live_hogs(self.db)}
             ended = [hog_id for hog_id in ended if hog_id in still_live]
         reaped = heal(self.db, self.host, also_lost=ended)
         for hog_id in reaped:

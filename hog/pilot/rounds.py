@@ -93,6 +93,37 @@ class LastWrite(enum.Enum):
     GIVEN_UP = "given up"  # the database is gone, or the hog was declared lost meanwhile
 
 
+def first_claim(ledger: Ledger, walltime: Walltime, bundle: str | None) -> claims.ClaimRequest:
+    """The claim a hog makes as it registers (claims.start_hog_claiming): its idle node's worth,
+    none ahead, as the lengths of the tasks are not known yet."""
+    devices = ledger.claimable_devices(0, ()) if ledger.total.gpus else None
+    return _request(ledger, walltime, bundle, ledger.free(), [], devices, 0)
+
+
+def _request(
+    ledger: Ledger,
+    walltime: Walltime,
+    bundle: str | None,
+    free: Resources,
+    busy: list[Busy],
+    devices: tuple[int, ...] | None,
+    held_cores: int,
+) -> claims.ClaimRequest:
+    """A claim for `free` (the idle cores and those of the tasks it may hold ahead), at least
+    what the idle cores that no held task fills start now."""
+    return claims.ClaimRequest(
+        free=free,
+        total=ledger.total,
+        busy=busy,
+        seconds_left=walltime.seconds_left(),
+        unlimited_allowed=walltime.unlimited_allowed(),
+        limit=free.cores,
+        least=max(0, ledger.free().cores - held_cores),
+        devices=devices,
+        bundle=bundle,
+    )
+
+
 class DatabaseRounds:
     """Decides when the loop's next round is due and what it carries; books what it brought."""
 
@@ -145,6 +176,7 @@ class DatabaseRounds:
         self.beater = beats.Beater(db.files, hog_id)
         self.last_beat_mono = self.last_exchange_mono
         self.wakeup = Wakeup(db.files.doorbell)  # the doorbell, and results written at once
+        self.adopted: RoundOutcome | None = None  # the claim made with the hog's registration
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
@@ -194,6 +226,9 @@ class DatabaseRounds:
     def collect(self, now: float) -> RoundOutcome | None:
         """The outcome of the round in hand once it has ended, booked here (the loop applies
         what it claimed and the cancels); None while it runs, or when none is in hand."""
+        if self.adopted is not None:
+            outcome, self.adopted = self.adopted, None
+            return outcome
         if self.round is None:
             return None
         finished = self.thread.collect()
@@ -406,17 +441,8 @@ class DatabaseRounds:
         allowance = Resources(allowance_cores, total.gpus * factor, total.mem_bytes * factor)
         # Tasks queued for a slot count as held (the ledger's free cores are below 0 by as many).
         free = free_now + allowance - held
-        return claims.ClaimRequest(
-            free=free,
-            total=total,
-            busy=holdings.busy(),
-            seconds_left=self.walltime.seconds_left(),
-            unlimited_allowed=self.walltime.unlimited_allowed(),
-            limit=free.cores,
-            least=max(0, free_now.cores - held_cores),
-            devices=self.ledger.claimable_devices(factor, buffered) if total.gpus else None,
-            bundle=self.bundle,
-        )
+        devices = self.ledger.claimable_devices(factor, buffered) if total.gpus else None
+        return _request(self.ledger, self.walltime, self.bundle, free, holdings.busy(), devices, held_cores)
 
     def _lasts_until_next_write(self, now: float, held_cores: int) -> bool:
         """Paced: do the tasks held ahead (`held_cores`, their cores added up) keep the cores busy
@@ -501,18 +527,40 @@ class DatabaseRounds:
         if job.exchange:
             self.last_exchange_mono = job.given_mono
             self.last_written_mono = now
-        if outcome.lock_held_s is not None:
-            self.pacing.observe(outcome.lock_held_s, outcome.lock_wait_s)
-        if job.claim is not None:
-            self.last_claim_mono = job.given_mono
-            self.hogs_running = self.pacing.hogs_running = outcome.hogs_running
-            self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
-            self.claim_blocked = len(outcome.claimed) < job.claim.limit and outcome.queue_has_work
+        self._book_claim(job.claim, outcome, job.given_mono)
         if outcome.reaped:
             log.warning(
                 "%s: declared hogs %s lost; their tasks went back to the queue", self.name, outcome.reaped
             )
         return outcome
+
+    def _book_claim(
+        self, claim: claims.ClaimRequest | None, outcome: RoundOutcome, given_mono: float
+    ) -> None:
+        if outcome.lock_held_s is not None:
+            self.pacing.observe(outcome.lock_held_s, outcome.lock_wait_s)
+        if claim is not None:
+            self.last_claim_mono = given_mono
+            self.hogs_running = self.pacing.hogs_running = outcome.hogs_running
+            self.queue_has_work = outcome.queue_has_work or bool(outcome.claimed)
+            self.claim_blocked = len(outcome.claimed) < claim.limit and outcome.queue_has_work
+
+    def adopt(
+        self, claim: claims.ClaimRequest, done: claims.Exchange, given_mono: float, held_s: float
+    ) -> None:
+        """The claim made with the hog's registration (first_claim), booked as an exchange's: the
+        loop takes its tasks from the first collect()."""
+        outcome = RoundOutcome(
+            claimed=done.claimed,
+            queue_has_work=done.queue_has_work,
+            lock_held_s=held_s,
+            lock_wait_s=self.db.last_lock_wait_s,
+            hogs_running=done.hogs_running,
+            stop_request=done.stop_request,
+        )
+        self.last_exchange_mono = self.last_written_mono = given_mono
+        self._book_claim(claim, outcome, given_mono)
+        self.adopted = outcome
 
     def _waiting_since(self, noted_mono: float) -> float:
         """When a result or start noted then began to wait for its write. Paced, from the end of

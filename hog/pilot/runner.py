@@ -25,7 +25,7 @@ from hog.pilot.ledger import Ledger
 from hog.pilot.options import HogOptions, shown_duration
 from hog.pilot.procs import OutputFiles
 from hog.pilot.resources import NodeResources, detect
-from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcome
+from hog.pilot.rounds import IDLE_POLL_S, DatabaseRounds, LastWrite, RoundOutcome, first_claim
 from hog.pilot.tasks import Tasks
 from hog.pilot.usage import DRAIN, EMPTY, LOCK, STARTUP, IdleClock
 from hog.pilot.walltime import Walltime
@@ -281,7 +281,12 @@ def run_hog(
         lease_s=options.lease_s,
         pool=options.pool,
     )
-    started_id = claims.start_hog(db, info, hog_id)
+    ledger = Ledger(node)
+    claim = first_claim(ledger, walltime, bundle)
+    environments: dict[int, dict[str, str]] = {}
+    registering = time.monotonic()
+    started_id, first = claims.start_hog_claiming(db, info, hog_id, claim, environments)
+    first_held_s = time.monotonic() - registering - db.last_lock_wait_s
     if started_id is None:
         log.warning("hog %s: its row was given up before it started: leaving", hog_id)
         return EXIT_OK
@@ -295,7 +300,6 @@ def run_hog(
     # The database thread waits in line for the lock as long as it takes: flock keeps the line
     # fair and no alarm can reach a thread; the loop warns when a wait grows long.
     db.timeout_s = None
-    ledger = Ledger(node)
     thread = DatabaseThread(write_fd)
     rounds = DatabaseRounds(
         db=db,
@@ -310,6 +314,8 @@ def run_hog(
         bundle=bundle,
         idle=IdleClock(node.cores),
     )
+    rounds.environments = environments
+    rounds.adopt(claim, first, registering, first_held_s)
     outputs = OutputFiles(folder_mode)
     cpu_labels = [str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)]
     launcher = Launcher(node.cpu_ids, cpu_labels, outputs, pids_fd, write_fd)
