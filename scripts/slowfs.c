@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <fuse.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,7 @@ static _Atomic unsigned long kind_counts[KINDS];
 static _Atomic unsigned long long slept_ns[KINDS];
 static atomic_bool stopping;
 static pthread_t dumper;
+static int dumping; /* the dump thread started */
 
 /* One round trip to the file server. */
 static void pay(enum kind kind, enum operation operation) {
@@ -120,15 +122,17 @@ static void *dump_loop(void *unused) {
 
 static void *fs_init(struct fuse_conn_info *connection, struct fuse_config *config) {
     (void)connection;
-    (void)config;
-    pthread_create(&dumper, NULL, dump_loop, NULL);
+    /* A signal to a client waiting for a lock interrupts its wait, as on a local disk: the queue
+       bounds its waits for the lock with an alarm. */
+    config->intr = 1;
+    dumping = pthread_create(&dumper, NULL, dump_loop, NULL) == 0;
     return NULL;
 }
 
 static void fs_destroy(void *private_data) {
     (void)private_data;
     atomic_store(&stopping, 1);
-    pthread_join(dumper, NULL);
+    if (dumping) pthread_join(dumper, NULL);
     dump_stats();
 }
 
@@ -301,32 +305,39 @@ static int fs_flock(const char *path, struct fuse_file_info *file, int operation
     return result(flock((int)file->fh, operation));
 }
 
-/* The open file description that holds one lock owner's POSIX locks on one file. */
+/* The open file description that holds one lock owner's POSIX locks on one file (by inode, so
+   that a rename or an unlink while locked still finds it). `users`: lock calls on it in flight,
+   outside the guard; a whole-file unlock meanwhile drops the locks but keeps the description. */
 struct owner {
-    char *path;
+    dev_t device;
+    ino_t inode;
     uint64_t lock_owner;
     int fd;
+    int users;
     struct owner *next;
 };
 static struct owner *owners;
 static pthread_mutex_t owners_guard = PTHREAD_MUTEX_INITIALIZER;
 
-static struct owner **find_owner(const char *path, uint64_t lock_owner) {
+static struct owner **find_owner(const struct stat *file, uint64_t lock_owner) {
     struct owner **link = &owners;
-    while (*link && ((*link)->lock_owner != lock_owner || strcmp((*link)->path, path) != 0))
+    while (*link && ((*link)->lock_owner != lock_owner || (*link)->inode != file->st_ino ||
+                     (*link)->device != file->st_dev))
         link = &(*link)->next;
     return link;
 }
 
 static int fs_lock(const char *path, struct fuse_file_info *file, int command, struct flock *request) {
+    struct stat identity;
+    if (fstat((int)file->fh, &identity) == -1) return -errno;
     int whole_unlock = request->l_type == F_UNLCK && request->l_start == 0 && request->l_len == 0;
     pthread_mutex_lock(&owners_guard);
-    int held = *find_owner(path, file->lock_owner) != NULL;
+    int held = *find_owner(&identity, file->lock_owner) != NULL;
     pthread_mutex_unlock(&owners_guard);
     if (whole_unlock && !held) return 0; /* libfuse unlocks on every close: no server is asked */
     pay(LOCK, OP_FCNTL);
     pthread_mutex_lock(&owners_guard);
-    struct owner **link = find_owner(path, file->lock_owner);
+    struct owner **link = find_owner(&identity, file->lock_owner);
     if (!*link) {
         if (whole_unlock) {
             pthread_mutex_unlock(&owners_guard);
@@ -334,39 +345,39 @@ static int fs_lock(const char *path, struct fuse_file_info *file, int command, s
         }
         int fd = openat(root_fd, relative(path), O_RDWR | O_CLOEXEC);
         struct owner *added = fd == -1 ? NULL : malloc(sizeof *added);
-        char *copy = added ? strdup(path) : NULL;
-        if (!copy) {
+        if (!added) {
             int error = fd == -1 ? errno : ENOMEM;
             if (fd != -1) close(fd);
-            free(added);
             pthread_mutex_unlock(&owners_guard);
             return -error;
         }
-        *added = (struct owner){copy, file->lock_owner, fd, NULL};
+        *added = (struct owner){identity.st_dev, identity.st_ino, file->lock_owner, fd, 0, NULL};
         *link = added;
     }
     struct owner *owner = *link;
-    if (whole_unlock && command != F_GETLK) {
+    if (whole_unlock && command != F_GETLK && owner->users == 0) {
         /* Closing the description drops all of the owner's locks: what a process's unlock of
            the whole file (or its close) means. */
         *link = owner->next;
         pthread_mutex_unlock(&owners_guard);
         close(owner->fd);
-        free(owner->path);
         free(owner);
         return 0;
     }
-    int fd = owner->fd;
+    owner->users++;
     pthread_mutex_unlock(&owners_guard);
     struct flock asked = *request;
     asked.l_pid = 0;
     int ofd_command = command == F_GETLK ? F_OFD_GETLK : command == F_SETLKW ? F_OFD_SETLKW : F_OFD_SETLK;
-    if (fcntl(fd, ofd_command, &asked) == -1) return errno == EACCES ? -EAGAIN : -errno;
-    if (command == F_GETLK) {
+    int status = fcntl(owner->fd, ofd_command, &asked) == -1 ? (errno == EACCES ? -EAGAIN : -errno) : 0;
+    pthread_mutex_lock(&owners_guard);
+    owner->users--;
+    pthread_mutex_unlock(&owners_guard);
+    if (status == 0 && command == F_GETLK) {
         *request = asked;
         request->l_pid = asked.l_type != F_UNLCK ? -1 : 0;
     }
-    return 0;
+    return status;
 }
 
 static const struct fuse_operations operations = {
@@ -400,10 +411,12 @@ static const struct fuse_operations operations = {
     .lock = fs_lock,
 };
 
+static void ignore_signal(int number) { (void)number; }
+
 static int parse_ms(const char *text, double *value) {
     char *end;
     *value = strtod(text, &end);
-    return *end == '\0' && end != text && *value >= 0;
+    return *end == '\0' && end != text && *value >= 0 && *value < 1e6; /* rejects inf and nan */
 }
 
 int main(int argc, char *argv[]) {
@@ -413,7 +426,7 @@ int main(int argc, char *argv[]) {
     }
     for (int i = 0; i < KINDS; i++) {
         if (!parse_ms(argv[4 + i], &latency_ms[i])) {
-            fprintf(stderr, "slowfs: %s latency %s is not a number of milliseconds >= 0\n", kind_names[i],
+            fprintf(stderr, "slowfs: %s latency %s is not a number of milliseconds from 0 to 1e6\n", kind_names[i],
                     argv[4 + i]);
             return 2;
         }
@@ -424,9 +437,15 @@ int main(int argc, char *argv[]) {
         return 1;
     }
     stats_file = argv[3];
+    /* libfuse interrupts a request's thread with SIGUSR1 (config->intr, set in fs_init): a no-op
+       handler without SA_RESTART, so that the blocked call returns EINTR to the client. */
+    struct sigaction interrupted = {.sa_handler = ignore_signal};
+    sigemptyset(&interrupted.sa_mask);
+    sigaction(SIGUSR1, &interrupted, NULL);
     dump_stats();
     umask(0); /* the modes asked for are the callers', already masked by their umask */
-    /* Every waiter for a lock holds a thread until it gets it: allow as many as hogs. */
+    /* Every waiter for a lock holds a thread until it gets it: allow as many as hogs
+       (max_threads needs libfuse 3.12 or newer). */
     char *fuse_argv[] = {
         argv[0], argv[2], "-f", "-o",
         "allow_other,default_permissions,fsname=slowfs,subtype=slowfs,max_threads=4096,max_idle_threads=64",

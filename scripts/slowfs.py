@@ -20,9 +20,11 @@ so processes exclude each other exactly as on a local disk.
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,21 +61,33 @@ def server_binary() -> str:
     binary = os.path.join(folder, f"slowfs-server-{digest}")
     if os.path.exists(binary):
         return binary
+    os.makedirs(folder, exist_ok=True)
+    # Test workers ask at once: one compiles, the others wait for it.
+    with open(os.path.join(folder, ".slowfs-build.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(binary):
+            _compile(source, binary)
+    return binary
+
+
+def _compile(source: str, binary: str) -> None:
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], capture_output=True, text=True)
     if flags.returncode != 0:
         raise OSError(f"pkg-config finds no fuse3 ({flags.stderr.strip()})")
-    os.makedirs(folder, exist_ok=True)
-    temporary = f"{binary}.{os.getpid()}"  # tests build it in parallel: each its own, one rename
-    compiler = os.environ.get("CC", "cc")
-    built = subprocess.run(
-        [compiler, "-O2", "-Wall", "-o", temporary, source, *flags.stdout.split()],
-        capture_output=True,
-        text=True,
-    )
-    if built.returncode != 0:
-        raise OSError(f"{compiler} could not build {source}: {built.stderr.strip()[-400:]}")
-    os.replace(temporary, binary)
-    return binary
+    compiler = shlex.split(os.environ.get("CC", "cc"))
+    temporary = f"{binary}.{os.getpid()}"
+    try:
+        built = subprocess.run(
+            [*compiler, "-O2", "-Wall", "-o", temporary, source, *flags.stdout.split()],
+            capture_output=True,
+            text=True,
+        )
+        if built.returncode != 0:
+            raise OSError(f"{' '.join(compiler)} could not build {source}: {built.stderr.strip()[-400:]}")
+        os.replace(temporary, binary)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 def mount(folder: str, mountpoint: str, latency: Latency) -> int:
@@ -82,7 +96,7 @@ def mount(folder: str, mountpoint: str, latency: Latency) -> int:
         if not os.path.isdir(path):
             print(f"slowfs: the {what} {path} is not a folder: make it first", file=sys.stderr)
             return 2
-    if os.path.ismount(mountpoint):
+    if _mounted(mountpoint):
         print(f"slowfs: {mountpoint} is mounted already: unmount it first", file=sys.stderr)
         return 2
     log_path = stats_path(mountpoint).replace(".json", ".log")
@@ -109,7 +123,7 @@ def mount(folder: str, mountpoint: str, latency: Latency) -> int:
 
 
 def unmount(mountpoint: str) -> int:
-    if not os.path.ismount(mountpoint):
+    if not _mounted(mountpoint):
         print(f"slowfs: {mountpoint} is not mounted", file=sys.stderr)
         return 1
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
@@ -121,12 +135,23 @@ def unmount(mountpoint: str) -> int:
             return 1
         time.sleep(0.2)  # a process that used it is still exiting
     deadline = time.monotonic() + MOUNT_TIMEOUT_S
-    while os.path.ismount(mountpoint) and time.monotonic() < deadline:
+    while _mounted(mountpoint) and time.monotonic() < deadline:
         time.sleep(0.05)
     # The server writes its last counts as it exits: wait for them.
-    while server_pid(mountpoint) is not None and time.monotonic() < deadline:
+    while server_pid(mountpoint) is not None:
+        if time.monotonic() > deadline:
+            print(f"slowfs: the server of {mountpoint} still runs: its counts may be stale", file=sys.stderr)
+            return 1
         time.sleep(0.05)
     return 0
+
+
+def _mounted(mountpoint: str) -> bool:
+    """Is something mounted there (by the kernel's table: a mount whose server died fails
+    os.path.ismount, as its stat does, yet needs unmounting)?"""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1].replace("\\040", " ") == target for line in mounts if line.strip())
 
 
 def server_pid(mountpoint: str) -> int | None:
@@ -155,8 +180,6 @@ def available() -> str | None:
         return "mounting FUSE needs root here"
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse on this machine"
-    if not (shutil.which("fusermount3") or shutil.which("fusermount")):
-        return "fusermount3 is missing: run scripts/install.sh as root (it installs Debian's fuse3)"
     try:
         server_binary()
     except OSError as error:
@@ -203,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("metadata", "fsync", "lock"):
         given = getattr(arguments, f"{name}_ms")
         if given is not None and not 0 <= given < 1e6:
-            parser.error(f"--{name}-ms {given:g}: give milliseconds, 0 or more")
+            parser.error(f"--{name}-ms {given:g}: give milliseconds from 0 to 1000000")
     problem = available()
     if problem:
         print(f"slowfs: {problem}", file=sys.stderr)

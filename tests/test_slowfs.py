@@ -5,8 +5,10 @@ Mounting needs root, /dev/fuse, and Debian's fuse3 and libfuse3-dev to build the
 Nothing here asserts on timings beyond the latency the filesystem itself sleeps.
 """
 
+import fcntl
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -93,6 +95,44 @@ def test_mount_refuses_a_missing_folder(tmp_path: Path) -> None:
     result = slowfs("mount", str(tmp_path / "nowhere"), str(tmp_path))
     assert result.returncode == 2 and "not a folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_wait_for_the_lock_on_the_mount_ends_at_the_timeout(slow_folder: Path) -> None:
+    # The queue bounds its waits for the lock with an alarm: on the mount too (its waits are
+    # interruptible), a user sees the same clean refusal as on a local disk, not a hang.
+    db = slow_folder / "queue.sqlite"
+    assert cli(db, "init").returncode == 0
+    with open(f"{db}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        refused = cli(db, "--timeout", "1", "submit", "echo blocked", timeout=60)
+    assert refused.returncode != 0 and "--timeout" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert cli_json(db, "status")["tasks"].get("waiting", 0) == 0
+
+
+def test_locks_follow_a_file_renamed_while_locked(slow_folder: Path) -> None:
+    first = slow_folder / "first"
+    first.write_text("x")
+    with open(first, "r+") as holder:
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        first.rename(slow_folder / "second")
+        script = (
+            "import fcntl, sys\n"
+            "f = open(sys.argv[1], 'r+')\n"
+            "try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept OSError:\n    sys.exit(3)\n"
+        )
+        other = [sys.executable, "-c", script, str(slow_folder / "second")]
+        assert subprocess.run(other, timeout=30).returncode == 3, "another process got the lock"
+        fcntl.lockf(holder, fcntl.LOCK_UN)
+        assert subprocess.run(other, timeout=30).returncode == 0, "the unlock did not reach the file"
+
+
+def test_a_mount_whose_server_died_still_unmounts(slow_folder: Path) -> None:
+    os.kill(stats(slow_folder)["pid"], signal.SIGKILL)
+    wait_until(lambda: load_slowfs().server_pid(str(slow_folder)) is None, message="server gone")
+    result = slowfs("unmount", str(slow_folder))
+    assert result.returncode == 0, result.stderr
+    assert str(slow_folder) not in Path("/proc/self/mounts").read_text()
 
 
 def test_doctor_sees_working_locks_and_a_longer_commit(slow_folder: Path) -> None:

@@ -176,7 +176,6 @@ class DatabaseRounds:
         self.beater = beats.Beater(db.files, hog_id)
         self.last_beat_mono = self.last_exchange_mono
         self.wakeup = Wakeup(db.files.doorbell)  # the doorbell, and results written at once
-        self.adopted: RoundOutcome | None = None  # the claim made with the hog's registration
 
     # -- what the tasks tell ---------------------------------------------------------------------
 
@@ -226,9 +225,6 @@ class DatabaseRounds:
     def collect(self, now: float) -> RoundOutcome | None:
         """The outcome of the round in hand once it has ended, booked here (the loop applies
         what it claimed and the cancels); None while it runs, or when none is in hand."""
-        if self.adopted is not None:
-            outcome, self.adopted = self.adopted, None
-            return outcome
         if self.round is None:
             return None
         finished = self.thread.collect()
@@ -546,21 +542,23 @@ class DatabaseRounds:
             self.claim_blocked = len(outcome.claimed) < claim.limit and outcome.queue_has_work
 
     def adopt(
-        self, claim: claims.ClaimRequest, done: claims.Exchange, given_mono: float, held_s: float
-    ) -> None:
-        """The claim made with the hog's registration (first_claim), booked as an exchange's: the
-        loop takes its tasks from the first collect()."""
+        self, claim: claims.ClaimRequest, done: claims.Exchange, given_mono: float, written_mono: float
+    ) -> RoundOutcome:
+        """The claim made with the hog's registration (first_claim), booked as an exchange's
+        given at `given_mono` and committed at `written_mono`; the loop applies what it returns
+        before its first turn."""
+        wait_s = self.db.last_lock_wait_s
         outcome = RoundOutcome(
             claimed=done.claimed,
             queue_has_work=done.queue_has_work,
-            lock_held_s=held_s,
-            lock_wait_s=self.db.last_lock_wait_s,
+            lock_held_s=written_mono - given_mono - wait_s,
+            lock_wait_s=wait_s,
             hogs_running=done.hogs_running,
             stop_request=done.stop_request,
         )
-        self.last_exchange_mono = self.last_written_mono = given_mono
+        self.last_exchange_mono, self.last_written_mono = given_mono, written_mono
         self._book_claim(claim, outcome, given_mono)
-        self.adopted = outcome
+        return outcome
 
     def _waiting_since(self, noted_mono: float) -> float:
         """When a result or start noted then began to wait for its write. Paced, from the end of

@@ -166,6 +166,10 @@ class Hog:
                 return
         self.rounds.give_next(now, self.tasks, claiming=not (self.draining or self.stopping))
 
+    def begin(self, outcome: RoundOutcome) -> None:
+        """Take what the hog claimed as it registered (DatabaseRounds.adopt), before the loop."""
+        self._apply(outcome, time.monotonic())
+
     def _apply(self, outcome: RoundOutcome, now: float) -> None:
         if outcome.given_up:
             self.given_up = True
@@ -284,70 +288,89 @@ def run_hog(
     ledger = Ledger(node)
     claim = first_claim(ledger, walltime, bundle)
     environments: dict[int, dict[str, str]] = {}
-    registering = time.monotonic()
-    started_id, first = claims.start_hog_claiming(db, info, hog_id, claim, environments)
-    first_held_s = time.monotonic() - registering - db.last_lock_wait_s
-    if started_id is None:
-        log.warning("hog %s: its row was given up before it started: leaving", hog_id)
-        return EXIT_OK
-    name = f"hog {started_id} on {host}" + ("" if options.pool == DEFAULT_POOL else f" (pool {options.pool})")
-    files = QueueFiles(db_path)
-    folder_mode, file_mode = files.private_modes()
-    pids_path = files.hog_pids(started_id)
-    pids_fd = _open_pids_file(pids_path, folder_mode, name)
-    _log_start(name, node, walltime)
+    # The loop hears signals through this pipe, from before the hog claims: one that comes while
+    # it sets up is heard at its first turn, which then hands back what it claimed.
     read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    # The database thread waits in line for the lock as long as it takes: flock keeps the line
-    # fair and no alarm can reach a thread; the loop warns when a wait grows long.
-    db.timeout_s = None
-    thread = DatabaseThread(write_fd)
-    rounds = DatabaseRounds(
-        db=db,
-        hog_id=started_id,
-        host=host,
-        name=name,
-        thread=thread,
-        ledger=ledger,
-        walltime=walltime,
-        heartbeat_s=options.heartbeat_s,
-        timeout_s=timeout_s,
-        bundle=bundle,
-        idle=IdleClock(node.cores),
-    )
-    rounds.environments = environments
-    rounds.adopt(claim, first, registering, first_held_s)
-    outputs = OutputFiles(folder_mode)
-    cpu_labels = [str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)]
-    launcher = Launcher(node.cpu_ids, cpu_labels, outputs, pids_fd, write_fd)
-    tasks = Tasks(
-        name=name,
-        hog_id=started_id,
-        db_path=db_path,
-        file_mode=file_mode,
-        cpu_labels=cpu_labels,
-        ledger=ledger,
-        walltime=walltime,
-        launcher=launcher,
-        outputs=outputs,
-        rounds=rounds,
-        pids_fd=pids_fd,
-    )
-    hog = Hog(name, options.idle_timeout_s, walltime, tasks, rounds, launcher)
     previous = {}
     for number in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         previous[number] = signal.signal(number, _note_signal)
     # SIGHUP must not kill a hog whose terminal or ssh session went away.
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     old_wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    registering = time.monotonic()
+    started_id: int | None = None
+    try:
+        started_id, first = claims.start_hog_claiming(db, info, hog_id, claim, environments)
+    finally:
+        if started_id is None:  # given up, or the write failed
+            _restore_signals(previous, old_wakeup)
+            os.close(read_fd)
+            os.close(write_fd)
+    registered = time.monotonic()
+    if started_id is None:
+        log.warning("hog %s: its row was given up before it started: leaving", hog_id)
+        return EXIT_OK
+    try:
+        name = f"hog {started_id} on {host}" + (
+            "" if options.pool == DEFAULT_POOL else f" (pool {options.pool})"
+        )
+        files = QueueFiles(db_path)
+        folder_mode, file_mode = files.private_modes()
+        pids_path = files.hog_pids(started_id)
+        pids_fd = _open_pids_file(pids_path, folder_mode, name)
+        _log_start(name, node, walltime)
+        # The database thread waits in line for the lock as long as it takes: flock keeps the line
+        # fair and no alarm can reach a thread; the loop warns when a wait grows long.
+        db.timeout_s = None
+        thread = DatabaseThread(write_fd)
+        rounds = DatabaseRounds(
+            db=db,
+            hog_id=started_id,
+            host=host,
+            name=name,
+            thread=thread,
+            ledger=ledger,
+            walltime=walltime,
+            heartbeat_s=options.heartbeat_s,
+            timeout_s=timeout_s,
+            bundle=bundle,
+            idle=IdleClock(node.cores),
+        )
+        rounds.environments = environments
+        outputs = OutputFiles(folder_mode)
+        cpu_labels = [
+            str(node.cpu_ids[slot] if node.cpu_ids is not None else slot) for slot in range(node.cores)
+        ]
+        launcher = Launcher(node.cpu_ids, cpu_labels, outputs, pids_fd, write_fd)
+        tasks = Tasks(
+            name=name,
+            hog_id=started_id,
+            db_path=db_path,
+            file_mode=file_mode,
+            cpu_labels=cpu_labels,
+            ledger=ledger,
+            walltime=walltime,
+            launcher=launcher,
+            outputs=outputs,
+            rounds=rounds,
+            pids_fd=pids_fd,
+        )
+        hog = Hog(name, options.idle_timeout_s, walltime, tasks, rounds, launcher)
+        hog.begin(rounds.adopt(claim, first, registering, registered))
+    except BaseException:
+        # Nothing of this hog will run: what it claimed as it registered goes back now, not when
+        # its lease runs out (each task counted a crash then).
+        db.timeout_s = timeout_s
+        _release(db, started_id, host, first.claimed, environments)
+        _restore_signals(previous, old_wakeup)
+        raise
     try:
         return hog.run(read_fd)
     except BaseException:
         tasks.kill_everything()
         raise
     finally:
-        signal.set_wakeup_fd(old_wakeup)
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        _restore_signals(previous, old_wakeup)
         # A thread still waiting for the lock, or for a task, dies with the process; the fd it
         # would wake the loop through stays open until then.
         stuck = not thread.close()
@@ -362,6 +385,32 @@ def run_hog(
                     os.unlink(pids_path)
         if not stuck:
             db.close()
+
+
+def _restore_signals(previous: dict, old_wakeup: int) -> None:
+    signal.set_wakeup_fd(old_wakeup)
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+def _release(
+    db: Database,
+    hog_id: int,
+    host: str,
+    claimed: list[claims.ClaimedTask],
+    environments: dict[int, dict[str, str]],
+) -> None:
+    if not claimed:
+        return
+    released = [claims.TaskResult(task.task_id, task.attempt, states.REASON_RELEASED) for task in claimed]
+    try:
+        claims.exchange(db, hog_id, host, released, None, environments)
+    except HogError as error:
+        log.error(
+            "hog %s: could not give back the tasks it claimed (%s): they go back when it is found lost",
+            hog_id,
+            error,
+        )
 
 
 def _refuse(db: Database, hog_id: int | None, problem: str) -> int:

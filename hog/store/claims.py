@@ -283,9 +283,10 @@ def _claim_round(
     params = _claim_params(claim, pool)
     claimed: list[ClaimedTask] = []
     queue_has_work = True
-    if claim.limit > 0 and stop_request is None:
-        claimed = _claim(connection, hog_id, host, claim, params, environments, now)
-        if not claimed:
+    if stop_request is None:
+        if claim.limit > 0:
+            claimed = _claim(connection, hog_id, host, claim, params, environments, now)
+        if not claimed:  # nothing fitted, or nothing waits (a share of 0): is there work at all?
             queue_has_work = bool(connection.execute(_CANDIDATES, {**params, "window": 1}).fetchall())
     return claimed, queue_has_work, hogs_running
 
