@@ -214,7 +214,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.command == "unmount":
         return unmount(arguments.mountpoint)
     if arguments.command == "stats":
-        print(json.dumps(read_stats(arguments.mountpoint), indent=1))
+        try:
+            print(json.dumps(read_stats(arguments.mountpoint), indent=1))
+        except (OSError, ValueError) as error:
+            print(
+                f"slowfs: no counts for {arguments.mountpoint} ({error}): mount it with `slowfs.py mount`",
+                file=sys.stderr,
+            )
+            return 1
         return 0
     if arguments.command == "build":
         try:

@@ -97,6 +97,15 @@ def test_mount_refuses_a_missing_folder(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_bad_latencies_and_a_mount_never_made_get_a_clear_error(tmp_path: Path) -> None:
+    for latency in ("-3", "inf", "nan"):
+        result = slowfs("mount", str(tmp_path), str(tmp_path), "--fsync-ms", latency)
+        assert result.returncode == 2 and "--fsync-ms" in result.stderr and "milliseconds" in result.stderr
+    result = slowfs("stats", str(tmp_path / "never"))
+    assert result.returncode == 1 and "no counts" in result.stderr
+    assert not os.path.ismount(tmp_path)
+
+
 def test_a_wait_for_the_lock_on_the_mount_ends_at_the_timeout(slow_folder: Path) -> None:
     # The queue bounds its waits for the lock with an alarm: on the mount too (its waits are
     # interruptible), a user sees the same clean refusal as on a local disk, not a hang.
