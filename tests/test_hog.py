@@ -631,3 +631,45 @@ def test_a_hog_claims_its_first_tasks_in_the_write_that_registers_it(db: Path) -
         database.close()
     assert [row[0] for row in claimed] == [1, 2], "the first node-full, claimed as the hog registered"
     assert states == [("done", 5)] and tries == [(5,)]
+
+
+# A hog run in a process of its own whose start-up is broken or interrupted at one step, after it
+# registered and claimed: the script names the step.
+_SETUP_SCRIPT = """
+import os, signal, sys
+from hog.pilot import runner
+from hog.pilot.options import HogOptions
+
+real = runner.OutputFiles
+def interrupted(*args, **kwargs):
+    if sys.argv[2] == "fail":
+        raise OSError(24, "Too many open files")
+    os.kill(os.getpid(), signal.SIGTERM)  # as scancel would, while the hog sets up
+    return real(*args, **kwargs)
+runner.OutputFiles = interrupted
+sys.exit(runner.run_hog(sys.argv[1], 10.0, HogOptions(cores=2, idle_timeout_s=1.0)))
+"""
+
+
+@pytest.mark.parametrize("step", ["fail", "sigterm"])
+def test_what_a_hog_claimed_as_it_registered_goes_back_if_its_setup_fails_or_is_stopped(
+    db: Path, step: str
+) -> None:
+    submit(db, "--array", "1-4", "--", "true")
+    env = {key: value for key, value in child_env().items() if not key.startswith("SLURM_")}
+    result = subprocess.run(
+        [sys.executable, "-c", _SETUP_SCRIPT, str(db), step],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode != 0) == (step == "fail"), result.stderr
+    database = open_database(str(db))
+    try:
+        tasks = database.query("SELECT state, count(*) FROM tasks GROUP BY state")
+        tries = database.query("SELECT task_id, reason FROM attempts ORDER BY task_id")
+    finally:
+        database.close()
+    assert tasks == [("waiting", 4)], "nothing ran, nothing stays claimed"
+    assert tries == [(1, "released"), (2, "released")], "the first node-full went back at once"

@@ -275,11 +275,12 @@ def _claim_round(
     hogs running on the queue (1 without a claim)."""
     if claim is None:
         return [], True, 1
-    hogs_running = connection.execute(
-        "SELECT count(*) FROM hogs WHERE state = ?", (states.HOG_RUNNING,)
-    ).fetchall()[0][0]
     pool = claim_pool(connection, hog_id, claim.bundle)
-    claim = claim._replace(limit=fair_limit(connection, claim, pool))
+    # All the running hogs share the lock (pacing); those of the pool share its tasks.
+    hogs_running, hogs_of_pool = connection.execute(
+        "SELECT count(*), coalesce(sum(pool = ?), 0) FROM hogs WHERE state = ?", (pool, states.HOG_RUNNING)
+    ).fetchall()[0]
+    claim = claim._replace(limit=fair_limit(connection, claim, hogs_of_pool))
     params = _claim_params(claim, pool)
     claimed: list[ClaimedTask] = []
     queue_has_work = True
@@ -291,7 +292,7 @@ def _claim_round(
     return claimed, queue_has_work, hogs_running
 
 
-def fair_limit(connection: apsw.Connection, claim: ClaimRequest, pool: str) -> int:
+def fair_limit(connection: apsw.Connection, claim: ClaimRequest, hogs_of_pool: int) -> int:
     """At most this hog's share of the waiting tasks (guided self-scheduling: a claim takes no
     more than what waits over the hogs of its pool, but always what its idle cores start now). A
     claim sized by the hog's horizon alone hands the last tasks of a run to whichever hog claims
@@ -303,10 +304,7 @@ def fair_limit(connection: apsw.Connection, claim: ClaimRequest, pool: str) -> i
     if claim.limit <= claim.least:
         return claim.limit
     waiting = connection.execute("SELECT tasks FROM state_counts WHERE state = ?", (states.WAITING,))
-    hogs = connection.execute(
-        "SELECT count(*) FROM hogs WHERE state = ? AND pool = ?", (states.HOG_RUNNING, pool)
-    )
-    share = -(-waiting.fetchall()[0][0] // max(1, hogs.fetchall()[0][0]))
+    share = -(-waiting.fetchall()[0][0] // max(1, hogs_of_pool))
     return min(claim.limit, max(claim.least, share))
 
 
