@@ -377,6 +377,35 @@ def test_a_result_for_an_attempt_that_is_not_current_is_ignored_by_a_live_hog(tm
     assert_counts_true(db)
 
 
+def test_one_write_of_mixed_results_writes_only_the_current_attempts(tmp_path):
+    # Successes go in one statement over all of them, failures one by one: a stale success in
+    # the same write as current ones must still be skipped, and each row counted once.
+    db = new_db(tmp_path)
+    submitting.submit(db, commands(4), options(max_retries=1))
+    hog_a = register_hog(db)
+    (stale,) = claim(db, hog_a, 1)
+    reaping.reap_lost_hogs(db, now=time.time() + 10_000)
+    hog_b = register_hog(db)
+    mine = claim(db, hog_b, 4)
+    assert [(task.task_id, task.attempt) for task in mine] == [(1, 2), (2, 1), (3, 1), (4, 1)]
+    batch = [
+        result(stale, exit_code=0),  # attempt 1 of task 1: hog b's own attempt 2 is current
+        result(mine[1], exit_code=0),
+        result(mine[2], exit_code=3),  # a retry left: waits again
+        result(mine[3], exit_code=0),
+    ]
+    outcome = report(db, hog_b, batch)
+    assert outcome.recorded == 3
+    assert task_row(db, 1) == (states.RUNNING, 2, hog_b, None)
+    assert [task_row(db, n)[0] for n in (2, 3, 4)] == [states.DONE, states.WAITING, states.DONE]
+    ended = db.query(
+        "SELECT task_id, attempt, exit_code FROM attempts WHERE ended_at IS NOT NULL ORDER BY 1, 2"
+    )
+    assert ended == [(1, 1, None), (2, 1, 0), (3, 1, 3), (4, 1, 0)]  # task 1's first: closed as lost
+    assert db.query_one("SELECT tasks_run FROM hogs WHERE id = ?", (hog_b,)) == (3,)
+    assert_counts_true(db)
+
+
 def test_results_follow_the_retry_budget(tmp_path):
     db = new_db(tmp_path)
     submitting.submit(db, commands(1), options(max_retries=1))

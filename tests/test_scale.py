@@ -20,8 +20,10 @@ from helpers import cli, cli_json, start_hog, states_of, wait_until
 from test_slowfs import FSYNC_MS, slow_folder  # noqa: F401 (a fixture)
 
 from hog.pilot.healing import heal
-from hog.store import beats, reaping
+from hog.store import beats, claims, reaping
+from hog.store.counts import count_tasks
 from hog.store.db import open_database
+from hog.store.packing import Resources
 from hog.store.paths import QueueFiles
 
 SIMULATE = Path(__file__).resolve().parents[1] / "scripts" / "simulate.py"
@@ -173,3 +175,60 @@ def test_the_simulator_models_the_slow_filesystem_without_a_mount(tmp_path: Path
     assert modelled["latency"] == {"metadata_ms": 1.0, "fsync_ms": 2.0, "lock_ms": 1.0}
     # Every write transaction paid its fsyncs and lock calls in the worker processes.
     assert modelled["kinds"]["fsync"] >= 4 and modelled["kinds"]["lock"] >= 11
+
+
+def _write_steps(db_path: Path, done: int) -> int:
+    """sqlite's VM steps (in hundreds) of one hog write that records 200 results and claims 200
+    tasks, on a queue whose first `done` tasks have ended (the rest, 2,000, wait)."""
+    assert cli(db_path, "submit", "--array", f"1-{done + 2000}", "--", "true").returncode == 0
+    db = open_database(str(db_path))
+    with db.transaction() as connection:
+        connection.execute(
+            "UPDATE tasks SET state = 'done', attempt = 1, ended_at = id WHERE id <= ?", (done,)
+        )
+        connection.execute(
+            "INSERT INTO attempts(task_id, attempt, host, claimed_at, ended_at, reason, exit_code)"
+            " SELECT id, 1, 'old', id, id, 'exited', 0 FROM tasks WHERE id <= ?",
+            (done,),
+        )
+        count_tasks(connection, "waiting", -done)
+        count_tasks(connection, "done", done)
+    info = claims.HogInfo("node1", os.getpid(), None, 200, [], 1 << 40, None, 60.0)
+    hog_id = claims.start_hog(db, info)
+    assert hog_id is not None
+    request = claims.ClaimRequest(
+        free=Resources(200, 0, 1 << 40),
+        total=Resources(200, 0, 1 << 40),
+        busy=[],
+        seconds_left=None,
+        unlimited_allowed=True,
+        limit=200,
+    )
+    held = claims.exchange(db, hog_id, "node1", [], request, {}).claimed
+    now = time.time()
+    results = [claims.TaskResult(t.task_id, t.attempt, "exited", now - 1, now, exit_code=0) for t in held]
+    steps = [0]
+
+    def count() -> bool:
+        steps[0] += 1
+        return False  # go on
+
+    db.connection.set_progress_handler(count, 100)
+    outcome = claims.exchange(db, hog_id, "node1", results, request, {})
+    db.connection.set_progress_handler(None)
+    assert outcome.recorded == 200 and len(outcome.claimed) == 200
+    db.close()
+    return steps[0]
+
+
+def test_a_hog_write_costs_the_same_whatever_the_queue_has_finished(tmp_path: Path) -> None:
+    # A query that walks the ended tasks (as settling the results' children did, through
+    # tasks_queue) makes every write slower as the queue's history grows: at a thousand hogs
+    # the lock's holder spent milliseconds a write on it.
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    fresh, old = tmp_path / "new" / "queue.sqlite", tmp_path / "old" / "queue.sqlite"
+    for path in (fresh, old):
+        assert cli(path, "init").returncode == 0
+    fresh_steps, old_steps = _write_steps(fresh, 0), _write_steps(old, 40_000)
+    assert old_steps < 1.2 * fresh_steps, (fresh_steps, old_steps)

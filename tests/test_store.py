@@ -248,3 +248,23 @@ def test_store_sql_takes_state_words_from_states(module):
             assert not found, (
                 f"{module}:{node.lineno} spells {found.group(0)}: use the constant from states.py"
             )
+
+
+def test_the_cycle_collector_waits_while_a_write_holds_the_lock(tmp_path):
+    import gc
+
+    db = new_db(tmp_path)
+    assert gc.isenabled()
+    with db.transaction():
+        assert not gc.isenabled()  # a collection here would hold every hog's line
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), db.transaction():
+        raise RuntimeError("a failed write")
+    assert gc.isenabled()
+    gc.disable()  # whoever turned it off keeps it off
+    try:
+        with db.transaction():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

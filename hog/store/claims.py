@@ -1,7 +1,7 @@
-"""The hog side of the queue: registration, claims and results in one short write (reaping: reaping.py).
+"""The hog side of the queue: registration and claims, with results (results.py), in one short write.
 
 Each change of a task's state is one guarded UPDATE (`WHERE id = ? AND state = ? AND attempt = ?`)
-whose row count is checked, and every change also moves the matching counts in `state_counts`.
+whose rows written are checked, and every change also moves the matching counts in `state_counts`.
 """
 
 import time
@@ -18,7 +18,8 @@ from hog.store.db import Database
 from hog.store.packing import SUBMISSION_GPU_UNITS, Busy, Candidate, Resources, choose
 from hog.store.pools import claim_pool
 from hog.store.queue import placeholders
-from hog.store.submitting import decode_argv, decode_environment, readable, stored_text
+from hog.store.results import TaskResult, TaskStart, record_results, record_starts
+from hog.store.submitting import decode_argv, decode_environment, stored_text
 from hog.store.usage import HogUsage, record
 
 # A task whose hogs were lost this many times fails instead of going back to the queue: it may be
@@ -143,32 +144,6 @@ class ClaimedTask(NamedTuple):
         return Resources(self.cores, self.gpus, self.mem_bytes)
 
 
-class TaskResult(NamedTuple):
-    """How one attempt ended, as the hog saw it."""
-
-    task_id: int
-    attempt: int
-    reason: str  # one of states.REASON_*
-    started_at: float | None = None
-    ended_at: float | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    max_rss_kib: int | None = None
-    cpu_user_s: float | None = None
-    cpu_system_s: float | None = None
-    stderr_tail: str | None = None
-    cores: str | None = None
-    gpus: str | None = None
-
-
-class TaskStart(NamedTuple):
-    """When an attempt started, sent before its result for a task that runs on."""
-
-    task_id: int
-    attempt: int
-    started_at: float
-
-
 class ClaimRequest(NamedTuple):
     free: Resources  # what the new tasks may use together
     total: Resources  # the hog's whole size: tasks larger than this are never its business
@@ -215,9 +190,9 @@ def exchange(
         if not _is_running(connection, hog_id):
             # Given up: nothing claimed, nothing recorded, no work to look for.
             return Exchange(True, [], set(), False, 0, 1)
-        _record_starts(connection, hog_id, starts)
+        record_starts(connection, hog_id, starts)
         moved: dict[str, int] = {}
-        recorded = sum(_record_result(connection, hog_id, result, now, moved) for result in results)
+        recorded = record_results(connection, hog_id, results, now, moved)
         for state, number in moved.items():
             move_counts(connection, states.RUNNING, state, number)
         doorbell.note_ended(connection, [result.task_id for result in results])
@@ -329,106 +304,6 @@ def _cancel_requests(connection: apsw.Connection, hog_id: int) -> set[tuple[int,
     return {(task_id, attempt) for task_id, attempt in rows}
 
 
-def _record_starts(connection: apsw.Connection, hog_id: int, starts: Sequence[TaskStart]) -> None:
-    """Write when running tasks started, in one statement; an attempt that is no longer this
-    hog's, or has ended, is left alone. A claimed task not started keeps started_at NULL."""
-    if starts:
-        connection.executemany(
-            "UPDATE attempts SET started_at = ?"
-            " WHERE task_id = ? AND attempt = ? AND hog_id = ? AND ended_at IS NULL",
-            [(start.started_at, start.task_id, start.attempt, hog_id) for start in starts],
-        )
-
-
-def _record_result(
-    connection: apsw.Connection, hog_id: int, result: TaskResult, now: float, moved: dict[str, int]
-) -> int:
-    """Write one result if its attempt is still current; 1 if written, else 0.
-
-    `moved` counts the tasks that left `running`, by new state, for one update of the counts.
-    """
-    ended = result.ended_at or now
-    if result.reason == states.REASON_EXITED and result.exit_code == 0 and result.signal is None:
-        # The common case, in one guarded statement: success is final, whatever else happened.
-        connection.execute(
-            "UPDATE tasks SET state = ?, hog_id = NULL, exit_code = 0, signal = NULL, ended_at = ?"
-            " WHERE id = ? AND state = ? AND attempt = ? AND hog_id = ?",
-            (states.DONE, ended, result.task_id, states.RUNNING, result.attempt, hog_id),
-        )
-        if connection.changes() != 1:
-            return 0  # no longer ours: a newer attempt owns the task
-        moved[states.DONE] = moved.get(states.DONE, 0) + 1
-        _close_attempt(connection, result, ended)
-        return 1
-    row = connection.execute(
-        "SELECT t.retries_used, s.max_retries, t.cancel_requested FROM tasks t"
-        " JOIN submissions s ON s.id = t.submission_id"
-        " WHERE t.id = ? AND t.state = ? AND t.attempt = ? AND t.hog_id = ?",
-        (result.task_id, states.RUNNING, result.attempt, hog_id),
-    ).fetchall()
-    if not row:
-        return 0  # no longer ours: a newer attempt owns the task
-    retries_used, max_retries, cancel_requested = row[0]
-    new_state, retries = _state_after(result, retries_used, max_retries, bool(cancel_requested))
-    connection.execute(
-        "UPDATE tasks SET state = ?, hog_id = NULL, retries_used = ?, exit_code = ?, signal = ?,"
-        " ended_at = ? WHERE id = ? AND state = ? AND attempt = ?",
-        (
-            new_state,
-            retries,
-            result.exit_code,
-            result.signal,
-            None if new_state == states.WAITING else ended,  # a waiting task has not ended
-            result.task_id,
-            states.RUNNING,
-            result.attempt,
-        ),
-    )
-    moved[new_state] = moved.get(new_state, 0) + 1
-    _close_attempt(connection, result, ended)
-    return 0 if result.reason == states.REASON_RELEASED else 1
-
-
-def _close_attempt(connection: apsw.Connection, result: TaskResult, ended: float) -> None:
-    connection.execute(
-        "UPDATE attempts SET started_at = ?, ended_at = ?, exit_code = ?, signal = ?, reason = ?,"
-        " max_rss_kib = ?, cpu_user_s = ?, cpu_system_s = ?, stderr_tail = ?, cores = ?, gpus = ?"
-        " WHERE task_id = ? AND attempt = ? AND ended_at IS NULL",
-        (
-            result.started_at,
-            ended,
-            result.exit_code,
-            result.signal,
-            result.reason,
-            result.max_rss_kib,
-            result.cpu_user_s,
-            result.cpu_system_s,
-            # A start failure names the program, whose name may hold bytes that are not UTF-8.
-            None if result.stderr_tail is None else readable(result.stderr_tail),
-            result.cores,
-            result.gpus,
-            result.task_id,
-            result.attempt,
-        ),
-    )
-
-
-def _state_after(
-    result: TaskResult, retries_used: int, max_retries: int, cancel_requested: bool
-) -> tuple[str, int]:
-    if result.reason == states.REASON_RELEASED:
-        return (states.CANCELLED if cancel_requested else states.WAITING), retries_used
-    if result.reason == states.REASON_CANCELLED:
-        return states.CANCELLED, retries_used
-    if result.reason == states.REASON_EXITED and result.exit_code == 0 and result.signal is None:
-        return states.DONE, retries_used
-    if cancel_requested:
-        return states.CANCELLED, retries_used
-    if retries_used < max_retries:
-        return states.WAITING, retries_used + 1
-    return (states.TIMEOUT if result.reason == states.REASON_TIMEOUT else states.FAILED), retries_used
-
-
 # In ClaimedTask's order, up to argv and the environment's id, which _claimed_task looks up, then
 # the array index and entry. The hog's pool's waiting tasks in claim order are an index's range
 # (tasks_pool_waiting, whose condition names the state as written here).
@@ -510,21 +385,25 @@ def _claim(
 ) -> list[ClaimedTask]:
     rows = connection.execute(_CANDIDATES, params).fetchall()
     chosen = choose(_candidates(rows), claim.free, claim.busy, now, claim.devices)[: claim.limit]
-    claimed = []
     argvs: dict[str | None, list[str] | None] = {}
-    for candidate in chosen:
-        task = _claimed_task(connection, rows[candidate.key], environments, argvs)
-        connection.execute(
-            "UPDATE tasks SET state = ?, attempt = ?, hog_id = ? WHERE id = ? AND state = ? AND attempt = ?",
-            (states.RUNNING, task.attempt, hog_id, task.task_id, states.WAITING, task.attempt - 1),
-        )
-        if connection.changes() != 1:
-            continue
-        connection.execute(
-            "INSERT INTO attempts(task_id, attempt, hog_id, host, claimed_at) VALUES (?,?,?,?,?)",
-            (task.task_id, task.attempt, hog_id, host, now),
-        )
-        claimed.append(task)
+    chosen_tasks = [
+        _claimed_task(connection, rows[candidate.key], environments, argvs) for candidate in chosen
+    ]
+    # One statement run over all of them, not a call from Python each (results.record_results).
+    taken = connection.executemany(
+        "UPDATE tasks SET state = ?, attempt = ?, hog_id = ? WHERE id = ? AND state = ? AND attempt = ?"
+        " RETURNING id",
+        [
+            (states.RUNNING, task.attempt, hog_id, task.task_id, states.WAITING, task.attempt - 1)
+            for task in chosen_tasks
+        ],
+    )
+    ours = {task_id for (task_id,) in taken}
+    claimed = [task for task in chosen_tasks if task.task_id in ours]
+    connection.executemany(
+        "INSERT INTO attempts(task_id, attempt, hog_id, host, claimed_at) VALUES (?,?,?,?,?)",
+        [(task.task_id, task.attempt, hog_id, host, now) for task in claimed],
+    )
     move_counts(connection, states.WAITING, states.RUNNING, len(claimed))
     return claimed
 
