@@ -393,6 +393,7 @@ def test_one_write_of_mixed_results_writes_only_the_current_attempts(tmp_path):
         result(mine[1], exit_code=0),
         result(mine[2], exit_code=3),  # a retry left: waits again
         result(mine[3], exit_code=0),
+        result(mine[1], exit_code=0),  # sent twice: counted once
     ]
     outcome = report(db, hog_b, batch)
     assert outcome.recorded == 3

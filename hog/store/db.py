@@ -256,9 +256,9 @@ class _Transaction:
     def __enter__(self) -> apsw.Connection:
         db = self.db
         db._acquire_lock()
-        self.collecting = gc.isenabled()
-        gc.disable()
         try:
+            self.collecting = gc.isenabled()
+            gc.disable()
             with _TranslatedErrors(db.path):
                 db.connection.rings = 0
                 db.connection.ended_ids = ()

@@ -63,14 +63,18 @@ def record_results(
     successes = [result for result in results if _succeeded(result)]
     written = connection.executemany(
         "UPDATE tasks SET state = ?, hog_id = NULL, exit_code = 0, signal = NULL, ended_at = ?"
-        " WHERE id = ? AND state = ? AND attempt = ? AND hog_id = ? RETURNING id",
+        " WHERE id = ? AND state = ? AND attempt = ? AND hog_id = ? RETURNING id, attempt",
         [
             (states.DONE, result.ended_at or now, result.task_id, states.RUNNING, result.attempt, hog_id)
             for result in successes
         ],
     )
-    current = {task_id for (task_id,) in written}  # the others belong to newer attempts now
-    closed = [result for result in successes if result.task_id in current]
+    current = set(written)  # (id, attempt) written; the others belong to newer attempts now
+    closed = []
+    for result in successes:
+        if (result.task_id, result.attempt) in current:
+            current.remove((result.task_id, result.attempt))  # a result sent twice counts once
+            closed.append(result)
     if closed:
         moved[states.DONE] = moved.get(states.DONE, 0) + len(closed)
         connection.executemany(_CLOSE_ATTEMPT, [_attempt_end(result, now) for result in closed])
