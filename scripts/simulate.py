@@ -341,7 +341,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         DatabaseRounds._lasts_until_next_write = lambda self, now, buffered: False  # half-empty claims
     recorder = Recorder()
     recorder.install()
-    holding = _note_holding()
+    holding = _note_holding() if config.loop_yields else None
     rounds_given = _count_rounds()
     rng = random.Random(config.seed * 7919 + hog_ids[0])
     hogs = [_make_hog(index, db_path, hog_id, config, rng) for index, hog_id in enumerate(hog_ids)]
@@ -369,7 +369,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             raise RuntimeError("some simulated hogs never claimed a task")
         timeout = max(0.0, min(due[0][0] - now, 0.5)) if due else 0.5
         ready = {key.data.index for key, _ in selector.select(timeout)}
-        if config.loop_yields:
+        if holding is not None:
             _wait_while_held(holding)
         for index in ready:
             with contextlib.suppress(BlockingIOError):
@@ -902,6 +902,9 @@ def main(argv: list[str] | None = None) -> int:
     plot_command.add_argument("results", nargs="+", help="JSON files written by grid")
     plot_command.add_argument("--png", default="bench-results/simulate/utilisation.png")
     arguments = parser.parse_args(argv)
+    for name in ("hogs", "cores", "task_s", "measure_s", "processes"):
+        if getattr(arguments, name, 1) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be more than 0")
     if arguments.command == "plot":
         plot(arguments.results, arguments.png)
         return 0

@@ -61,3 +61,15 @@ def test_small_simulation_on_the_slow_filesystem(tmp_path: Path) -> None:
     )  # fmt: skip
     check(summary, 4)
     assert summary["fs_counts"]["counts"]["fsync_file"] > 0
+
+
+def test_a_bad_size_is_refused_with_its_option_named(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "run", "--hogs", "-3", "--folder", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--hogs must be more than 0" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made

@@ -60,7 +60,10 @@ def record_results(
     from Python each (~5% of a write of 1,800 results and 1,800 claims, scripts/bench_exchange.py);
     the rest one at a time.
     """
-    successes = [result for result in results if _succeeded(result)]
+    successes: list[TaskResult] = []
+    failures: list[TaskResult] = []
+    for result in results:
+        (successes if _succeeded(result) else failures).append(result)
     written = connection.executemany(
         "UPDATE tasks SET state = ?, hog_id = NULL, exit_code = 0, signal = NULL, ended_at = ?"
         " WHERE id = ? AND state = ? AND attempt = ? AND hog_id = ? RETURNING id, attempt",
@@ -78,12 +81,7 @@ def record_results(
     if closed:
         moved[states.DONE] = moved.get(states.DONE, 0) + len(closed)
         connection.executemany(_CLOSE_ATTEMPT, [_attempt_end(result, now) for result in closed])
-    others = (
-        _record_failure(connection, hog_id, result, now, moved)
-        for result in results
-        if not _succeeded(result)
-    )
-    return len(closed) + sum(others)
+    return len(closed) + sum(_record_failure(connection, hog_id, result, now, moved) for result in failures)
 
 
 def _succeeded(result: TaskResult) -> bool:
