@@ -44,6 +44,7 @@ _counts: collections.Counter = collections.Counter()
 _guard = threading.Lock()
 _latency = {"metadata_ms": 0.0, "fsync_ms": 0.0, "lock_ms": 0.0}
 _installed: list[object] = []  # the VFS object: unregistered when collected
+_slept = threading.local()  # this thread's seconds asleep: `filesystem` (the latencies), `busy`
 
 
 def _pay(kind: str, times: int = 1) -> None:
@@ -53,13 +54,30 @@ def _pay(kind: str, times: int = 1) -> None:
         _counts[kind] += times
     delay_s = times * _latency[f"{kind}_ms"] / 1000.0
     if delay_s > 0:
+        _slept.filesystem = getattr(_slept, "filesystem", 0.0) + delay_s
         time.sleep(delay_s)
+    mine = getattr(_slept, "counts", None)
+    if mine is None:
+        mine = _slept.counts = collections.Counter()
+    mine[kind] += times
 
 
 def counts() -> dict[str, int]:
     """Operations paid so far by latency class (metadata, fsync, lock)."""
     with _guard:
         return dict(_counts)
+
+
+def thread_counts() -> collections.Counter:
+    """Operations paid so far by this thread, by latency class."""
+    mine = getattr(_slept, "counts", None)
+    return collections.Counter() if mine is None else collections.Counter(mine)
+
+
+def slept() -> tuple[float, float]:
+    """Seconds this thread has slept so far: the modelled latencies, and sqlite's busy handler
+    (a writer's COMMIT waiting for readers to let go of the file)."""
+    return getattr(_slept, "filesystem", 0.0), getattr(_slept, "busy", 0.0)
 
 
 class _SlowFile(apsw.VFSFile):
@@ -104,6 +122,10 @@ class _SlowVFS(apsw.VFS):
     def xDelete(self, filename: str, syncdir: bool) -> None:
         _pay("metadata", _JOURNAL_DELETE_METADATA)
         super().xDelete(filename, syncdir)
+
+    def xSleep(self, microseconds: int) -> int:
+        _slept.busy = getattr(_slept, "busy", 0.0) + microseconds / 1e6
+        return super().xSleep(microseconds)
 
 
 class _SlowFcntl:

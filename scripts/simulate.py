@@ -101,6 +101,9 @@ class Record:
     claimed: int
     claim_asked: bool  # a claim rode on it
     cpu_s: float  # CPU time of the writing thread while it held the lock (the rest: sleeps, or no CPU)
+    fs_sleep_s: float  # the modelled filesystem's sleeps while it held the lock (model-* only)
+    busy_sleep_s: float  # sqlite's busy handler: the COMMIT waiting for readers (model-* only)
+    fs_ops: dict[str, int]  # the modelled filesystem's operations it paid, by class (model-* only)
 
 
 class Recorder:
@@ -115,13 +118,19 @@ class Recorder:
         from hog.store import claims
 
         real = claims.exchange
+        slept, paid = _sleeps()
 
         def exchange(db, hog_id, host, results, claim, environments, **kwargs):
             started = time.monotonic()
             cpu_started = time.thread_time()
+            fs_started, busy_started = slept()
+            ops_started = paid()
             outcome = real(db, hog_id, host, results, claim, environments, **kwargs)
             ended = time.monotonic()
             cpu = time.thread_time() - cpu_started
+            fs_ended, busy_ended = slept()
+            ops = paid()
+            ops.subtract(ops_started)
             wait = db.last_lock_wait_s
             with self.guard:
                 self.records.append(
@@ -134,11 +143,27 @@ class Recorder:
                         len(outcome.claimed),
                         claim is not None,
                         cpu,
+                        # The flock's own round trip is paid before the wait in line.
+                        max(0.0, fs_ended - fs_started - _FLOCK_S[0]),
+                        busy_ended - busy_started,
+                        dict(ops),
                     )
                 )
             return outcome
 
         claims.exchange = exchange
+
+
+_FLOCK_S = [0.0]  # the modelled flock's latency in this process, seconds
+
+
+def _sleeps():
+    """Two functions of this thread: its seconds asleep so far (the modelled filesystem, sqlite's
+    busy handler) and the operations it paid (latency_vfs on a model; zeros otherwise)."""
+    if "latency_vfs" in sys.modules:
+        model = sys.modules["latency_vfs"]
+        return model.slept, model.thread_counts
+    return (lambda: (0.0, 0.0)), collections.Counter
 
 
 def _count_rounds() -> list[tuple[float, str]]:
@@ -329,6 +354,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         import latency_vfs
 
         latency_vfs.install(_model_latency(config))
+        _FLOCK_S[0] = _model_latency(config)["lock_ms"] / 1000.0
     if not config.pacing:
         from hog.pilot.pacing import Pacing
 
@@ -434,7 +460,19 @@ def _write_result(
         "tasks_ended": sum(per_hog_ended),
         "per_hog_ended": per_hog_ended,
         "transactions": [
-            [r.hog, r.wait_s, r.hold_s, r.results, r.claimed, r.claim_asked, r.cpu_s, r.ended_mono]
+            [
+                r.hog,
+                r.wait_s,
+                r.hold_s,
+                r.results,
+                r.claimed,
+                r.claim_asked,
+                r.cpu_s,
+                r.ended_mono,
+                r.fs_sleep_s,
+                r.busy_sleep_s,
+                r.fs_ops,
+            ]
             for r in records
         ],
         "cpu_s": cpu_s,
@@ -448,6 +486,10 @@ def _write_result(
 
 
 # -- the parent: setup, workers, summary ---------------------------------------------------------
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -507,6 +549,15 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         # The holder's own CPU while it held the lock; held minus this minus the modelled sleeps is
         # time it waited for a CPU (this machine, not the design).
         "lock_held_cpu_mean_s": sum(t[6] for t in transactions) / len(transactions) if transactions else 0.0,
+        # Of the hold, the modelled filesystem's sleeps and sqlite's busy handler's (the COMMIT
+        # waiting for readers); what is neither these nor the CPU is the holder waiting for the
+        # interpreter or a core.
+        "lock_held_fs_sleep_mean_s": _mean([t[8] for t in transactions if len(t) > 9]),
+        "lock_held_busy_sleep_mean_s": _mean([t[9] for t in transactions if len(t) > 9]),
+        "fs_ops_per_write": {
+            kind: _mean([t[10].get(kind, 0) for t in transactions if len(t) > 10])
+            for kind in ("lock", "fsync", "metadata")
+        },
         "lock_busy_share": sum(t[2] for t in transactions) / window,
         # The worker processes' CPU over the window, of this machine's: near 1, the holder of
         # the lock waits for a CPU too.
@@ -671,7 +722,11 @@ def describe(summary: dict) -> str:
         f"transactions/s, {summary['tasks_per_transaction']:.1f} tasks per transaction, "
         f"fewest tasks of a hog {summary['fewest_tasks_per_hog']}, ramp {summary['ramp_s']:.1f} s, "
         f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
-        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU; lock busy "
+        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU, "
+        f"{summary.get('lock_held_fs_sleep_mean_s', 0.0) * 1000:.0f} ms the modelled filesystem, "
+        f"{summary.get('lock_held_busy_sleep_mean_s', 0.0) * 1000:.0f} ms waiting for readers; "
+        + "".join(f"{n:.1f} {kind} " for kind, n in summary.get("fs_ops_per_write", {}).items() if n)
+        + "operations a write; lock busy "
         f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
         f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU; held as CPU and "
         f"filesystem only, the same requests would wait p50 {summary.get('design_wait_p50_s', 0.0):.3f} s "

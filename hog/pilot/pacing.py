@@ -10,7 +10,7 @@ cores busy, p50 lock wait 9.6 s).
 So each hog measures how long its transactions hold the lock and how long it waited, and spaces
 its writes so that all the hogs together keep the lock busy at most TARGET_LOCK_LOAD of the time:
 every `interval_s` = hogs x hold time / TARGET_LOCK_LOAD, at least the hog's flush interval (a
-lone hog still writes its results within a second) and at most LONGEST_WRITE_SPACING_S (5 min):
+lone hog still writes its results within a second) and at most LONGEST_WRITE_SPACING_S (10 min):
 between writes the hog beats a file of its own, outside the lock (hog/store/beats.py), so its
 lease no longer bounds how far apart its writes are. A hog that cannot write its beat file keeps
 its writes within half its lease, as before (one that waits in line as long again still beats in
@@ -23,7 +23,7 @@ claims made between paced writes, and holds that grow faster than each hog's run
 holder waits for a CPU as well as for the filesystem), left a line of 100 s. So the wait in line
 closes the loop: a hog whose write waited longer than TARGET_WAIT_S stretches its spacing (up to
 twice per write), and one that waited little eases it back. Every hog sees the same line, so
-together they settle where the line stays short, within the same 5-minute bound.
+together they settle where the line stays short, within the same 10-minute bound.
 
 Each spacing is drawn at random below that bound (SPREAD): with one period, hogs that met in line
 once meet there at every write.
@@ -36,9 +36,10 @@ from hog.store.beats import LONGEST_WRITE_SPACING_S
 
 TARGET_LOCK_LOAD = 0.6  # of the lock's time that all the hogs' writes may take together
 SMOOTHING = 0.2  # weight of the newest measurement in the running means
-# Tasks a hog may hold ahead when its claims are spaced by the lock (64 node-fulls of 64 cores;
-# a one-core hog on a slow disk may hold as many one-second tasks' worth of short ones).
-PACED_MAX_TASKS = 4096
+# Tasks a hog may hold ahead when its claims are spaced by the lock (128 node-fulls of 64 cores:
+# 10 s tasks for more than the longest spacing of its writes; a one-core hog on a slow disk may
+# hold as many one-second tasks' worth of short ones).
+PACED_MAX_TASKS = 8192
 PREFETCH_HORIZON_S = 0.25  # claim ahead for about this long when tasks are very short
 # Unstarted tasks a hog may hold, shared among the hogs on the queue: a round costs a few fsyncs
 # however many tasks it carries, so a hog alone takes tiny tasks in few big rounds; among many,
@@ -53,7 +54,7 @@ MOST_STRETCH = 2.0  # per write: how much one long wait may lengthen the spacing
 # would read the doorbell 100,000 times a second, and each listen is a turn of the hog's loop.
 PACED_LISTEN_S = 1.0
 # Each paced spacing is drawn between (1 - SPREAD) and 1 of the hog's interval (whose mean is its
-# share): hogs that started together, or that reached the 5-minute bound, otherwise keep one
+# share): hogs that started together, or that reached the 10-minute bound, otherwise keep one
 # period and meet in line at every write (1,000 hogs x 64 cores of 60 s tasks, 5 ms fsync: the
 # lock busy 41% of the time, yet a line of p50 19 s, p99 56 s). Random timers lose the phase.
 SPREAD = 0.5

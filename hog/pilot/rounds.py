@@ -372,7 +372,7 @@ class DatabaseRounds:
     def _beat(self, now: float) -> None:
         """Beat the file when no write has said the hog is alive within its heartbeat: its writes
         are paced further apart, or one waits in line. Not while the database thread has been
-        stuck on one round longer than a write may be put off (5 minutes, or a longer lease): a
+        stuck on one round longer than a write may be put off (10 minutes, or a longer lease): a
         hog whose rounds never end must be found lost."""
         if now < self._beat_due() or not self.pacing.beating:
             return

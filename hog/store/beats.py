@@ -22,7 +22,10 @@ import os
 
 from hog.store.paths import QueueFiles
 
-LONGEST_WRITE_SPACING_S = 300.0
+# Each write on Lustre costs ~110 ms of filesystem whatever it carries: with a thousand hogs of 10 s
+# tasks, writes 5 minutes apart at most kept the lock busy all the time (a line of 45 s, which a
+# user's `submit` joins too); 10 minutes lets the spacing reach the hogs' share (pacing.py).
+LONGEST_WRITE_SPACING_S = 600.0
 _WIDTH = 8  # bytes: the beat's epoch milliseconds, little-endian
 
 # A running hog counted as live from its row alone: its heartbeat within its lease, or, as it may
