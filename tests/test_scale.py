@@ -177,6 +177,16 @@ def test_the_simulator_models_the_slow_filesystem_without_a_mount(tmp_path: Path
     assert modelled["kinds"]["fsync"] >= 4 and modelled["kinds"]["lock"] >= 11
 
 
+def _new_queues(tmp_path: Path, *names: str) -> list[Path]:
+    """An empty queue in a folder of its own for each name."""
+    paths = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "queue.sqlite")
+        assert cli(paths[-1], "init").returncode == 0
+    return paths
+
+
 def _claiming_hog(db: Database, tasks: int) -> tuple[int, claims.ClaimRequest, list[claims.ClaimedTask]]:
     """A hog of `tasks` cores registered on `db`, which claimed a core's task each: (its id, the
     request it claims with, what it claimed)."""
@@ -235,11 +245,7 @@ def test_a_hog_write_costs_the_same_whatever_the_queue_has_finished(tmp_path: Pa
     # A query that walks the ended tasks (as settling the results' children did, through
     # tasks_queue) makes every write slower as the queue's history grows: at a thousand hogs
     # the lock's holder spent milliseconds a write on it.
-    (tmp_path / "new").mkdir()
-    (tmp_path / "old").mkdir()
-    fresh, old = tmp_path / "new" / "queue.sqlite", tmp_path / "old" / "queue.sqlite"
-    for path in (fresh, old):
-        assert cli(path, "init").returncode == 0
+    fresh, old = _new_queues(tmp_path, "new", "old")
     fresh_steps, old_steps = _write_steps(fresh, 0), _write_steps(old, 40_000)
     assert old_steps < 1.2 * fresh_steps, (fresh_steps, old_steps)
 
@@ -284,11 +290,7 @@ def test_a_large_hog_write_syncs_as_often_as_a_small_one(tmp_path: Path) -> None
     # Past sqlite's page cache (2 MB) a transaction spills its pages to the file before COMMIT
     # and syncs the journal for each spill: on Lustre (20 ms an fsync) a thousand hogs' writes
     # held the lock a third longer for it.
-    (tmp_path / "small").mkdir()
-    (tmp_path / "large").mkdir()
-    small, large = tmp_path / "small" / "queue.sqlite", tmp_path / "large" / "queue.sqlite"
-    for path in (small, large):
-        assert cli(path, "init").returncode == 0
+    small, large = _new_queues(tmp_path, "small", "large")
     small_syncs, large_syncs = _write_syncs(small, 10), _write_syncs(large, 8000)
     assert small_syncs >= 2  # the journal and the file, at least: the VFS saw them
     assert large_syncs == small_syncs, (small_syncs, large_syncs)
