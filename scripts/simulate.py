@@ -507,7 +507,11 @@ def design_waits(config: Config, parts: list[dict]) -> list[float]:
     shorter holds would have asked less often, so it errs long."""
     fs_s = _model_write_s(config)
     requests = sorted(
-        (t[7] - t[2] - t[1], t[6] + fs_s) for part in parts for t in part["transactions"] if len(t) > 7
+        # The model's sleeps as the write paid them (more with pages spilled), else as a write pays.
+        (t[7] - t[2] - t[1], t[6] + (t[8] if len(t) > 8 else fs_s))
+        for part in parts
+        for t in part["transactions"]
+        if len(t) > 7
     )
     waits, free_at = [], float("-inf")
     for asked, service in requests:
@@ -722,17 +726,29 @@ def describe(summary: dict) -> str:
         f"transactions/s, {summary['tasks_per_transaction']:.1f} tasks per transaction, "
         f"fewest tasks of a hog {summary['fewest_tasks_per_hog']}, ramp {summary['ramp_s']:.1f} s, "
         f"lock held {summary['lock_held_mean_s'] * 1000:.0f} ms per transaction "
-        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU, "
-        f"{summary.get('lock_held_fs_sleep_mean_s', 0.0) * 1000:.0f} ms the modelled filesystem, "
-        f"{summary.get('lock_held_busy_sleep_mean_s', 0.0) * 1000:.0f} ms waiting for readers; "
-        + "".join(f"{n:.1f} {kind} " for kind, n in summary.get("fs_ops_per_write", {}).items() if n)
-        + "operations a write; lock busy "
+        f"({summary.get('lock_held_cpu_mean_s', 0.0) * 1000:.0f} ms of it the holder's CPU"
+        + _modelled_hold(summary)
+        + "; lock busy "
         f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
         f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU; held as CPU and "
         f"filesystem only, the same requests would wait p50 {summary.get('design_wait_p50_s', 0.0):.3f} s "
         f"p99 {summary.get('design_wait_p99_s', 0.0):.3f} s), hogs write every "
         f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
         + ", ".join(f"{why} {rate:.2f}" for why, rate in summary.get("rounds_given_per_s", {}).items())
+    )
+
+
+def _modelled_hold(summary: dict) -> str:
+    """What of the hold the model's sleeps and sqlite's busy handler took, and the operations a
+    write paid; nothing off a model."""
+    ops = {kind: n for kind, n in summary.get("fs_ops_per_write", {}).items() if n}
+    if not ops:
+        return ""
+    return (
+        f", {summary['lock_held_fs_sleep_mean_s'] * 1000:.0f} ms the modelled filesystem, "
+        f"{summary['lock_held_busy_sleep_mean_s'] * 1000:.0f} ms waiting for readers; "
+        + ", ".join(f"{n:.1f} {kind}" for kind, n in ops.items())
+        + " operations a write"
     )
 
 

@@ -1,5 +1,5 @@
 """Paced writes (hog/pilot/pacing.py): spaced by the lock's measured hold time and the number of
-hogs, within a lone hog's flush interval and five minutes (half the lease for a hog that cannot
+hogs, within a lone hog's flush interval and ten minutes (half the lease for a hog that cannot
 beat its file); claims ahead that last until then."""
 
 from hog.pilot.pacing import (
@@ -71,7 +71,7 @@ def test_claims_ahead_of_an_unpaced_hog_last_until_a_claim_lands_and_its_share_o
     assert lone.horizon_s(0.25) == 0.25
 
 
-def test_a_hog_that_beats_its_file_spaces_writes_past_its_lease_up_to_five_minutes() -> None:
+def test_a_hog_that_beats_its_file_spaces_writes_past_its_lease_up_to_ten_minutes() -> None:
     pacing = Pacing(lease_s=92.0, flush_interval_s=FLUSH_INTERVAL_S)
     pacing.observe(hold_s=0.1, wait_s=0.0)
     pacing.hogs_running = 1000

@@ -274,14 +274,15 @@ def _write_syncs(db_path: Path, tasks: int) -> int:
     vfs = _CountedSyncs()
     try:
         db = open_database(str(db_path))
-        hog_id, request, held = _claiming_hog(db, tasks)
-        results = _results_of(held)
-        starts = [claims.TaskStart(t.task_id, t.attempt, time.time() - 1) for t in held]
-        vfs.syncs = 0
-        outcome = claims.exchange(db, hog_id, "node1", results, request, {}, starts=starts)
-        assert outcome.recorded == tasks and len(outcome.claimed) == tasks
-        db.close()
-        return vfs.syncs
+        try:
+            hog_id, request, held = _claiming_hog(db, tasks)
+            starts = [claims.TaskStart(t.task_id, t.attempt, time.time() - 1) for t in held]
+            vfs.syncs = 0
+            outcome = claims.exchange(db, hog_id, "node1", _results_of(held), request, {}, starts=starts)
+            assert outcome.recorded == tasks and len(outcome.claimed) == tasks
+            return vfs.syncs
+        finally:
+            db.close()
     finally:
         vfs.unregister()
 

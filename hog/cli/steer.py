@@ -46,9 +46,10 @@ def hogs() -> None:
 def stop(hog_ids: tuple[str, ...], all_hogs: bool, now: bool, wait_s: float | None) -> None:
     """Drain chosen hogs (or stop them with --now), wherever they run.
 
-    A hog reads the request from the queue within a heartbeat: a draining hog starts nothing
-    new, lets its running tasks finish and leaves; a stopped one gives its running tasks back
-    to the queue at once. A hog that does not answer in time gets SIGUSR1 (drain) or SIGTERM
+    A hog reads the request from the queue within a heartbeat (at its next paced write, up to
+    10 minutes, when many hogs share a slow queue file): a draining hog starts nothing new, lets
+    its running tasks finish and leaves; a stopped one gives its running tasks back to the queue
+    at once. A hog that does not answer in time gets SIGUSR1 (drain) or SIGTERM
     (now): directly when it runs on this host, through scancel when it runs in SLURM. A hog that
     has not started yet is cancelled. N are hog ids (`slurm-hog show -H`), ranges or lists.
 

@@ -30,8 +30,11 @@ DEFAULT_TIMEOUT_S = 300.0
 # sqlite writes a transaction's dirty pages to the file before COMMIT once they outgrow its page
 # cache (2 MB), and syncs the journal first: two more fsyncs each time. A thousand hogs' writes of
 # ~1,500 results and claims spilled ~2.4 times each (8.8 fsyncs a write, not 4; on Lustre's 20 ms
-# a third of the lock's hold; README). Pages past the cache stay in memory up to this many.
-SPILL_AFTER_PAGES = 65536  # 256 MiB of 4 KiB pages: a submit of millions of tasks still spills
+# a third of the lock's hold; README). Pages past the cache stay in memory up to this many, until
+# the commit: 64 MiB of 4 KiB pages, for a hog's largest write (8,192 results and as many claims;
+# the simulator's writes dirtied about a page for each) with room; bigger transactions (a submit of
+# hundreds of thousands of tasks) spill as before.
+SPILL_AFTER_PAGES = 16384
 _SQLITE_READONLY_DBMOVED = 1032  # the file open here was unlinked or renamed
 
 

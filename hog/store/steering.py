@@ -1,7 +1,8 @@
 """Steering hogs through the queue file: a user asks chosen hogs to drain or to stop now.
 
 The request is a column of the hog's row (schema.SCHEMA_HOG_STOPS). A running hog reads it in its
-next exchange, which comes at least once a heartbeat, notes when it saw it (its answer) and claims
+next exchange, which comes at least once a heartbeat (once a paced spacing, up to 10 minutes,
+when many hogs share a slow file: pacing.py), notes when it saw it (its answer) and claims
 nothing more. A pending hog has not started yet: its row is cancelled at once, and the hog leaves
 as it starts. What happens to a hog that does not answer in time is the fleet's business
 (fleet/steering.py): it is signalled through its backend.
