@@ -175,6 +175,10 @@ def test_the_simulator_models_the_slow_filesystem_without_a_mount(tmp_path: Path
     assert modelled["latency"] == {"metadata_ms": 1.0, "fsync_ms": 2.0, "lock_ms": 1.0}
     # Every write transaction paid its fsyncs and lock calls in the worker processes.
     assert modelled["kinds"]["fsync"] >= 4 and modelled["kinds"]["lock"] >= 11
+    # Each write's hold is split by what its thread paid: 4 fsyncs of 2 ms, under the lock.
+    assert summary["fs_ops_per_write"]["fsync"] == 4.0, summary["fs_ops_per_write"]
+    assert summary["lock_held_fs_sleep_mean_s"] >= 4 * 0.002
+    assert summary["lock_held_fs_sleep_mean_s"] < summary["lock_held_mean_s"]
 
 
 def _new_queues(tmp_path: Path, *names: str) -> list[Path]:
