@@ -44,7 +44,7 @@ _counts: collections.Counter = collections.Counter()
 _guard = threading.Lock()
 _latency = {"metadata_ms": 0.0, "fsync_ms": 0.0, "lock_ms": 0.0}
 _installed: list[object] = []  # the VFS object: unregistered when collected
-_slept = threading.local()  # this thread's seconds asleep: `filesystem` (the latencies), `busy`
+_mine = threading.local()  # this thread's operations paid (`counts`) and busy handler's sleep (`busy_s`)
 
 
 def _pay(kind: str, times: int = 1) -> None:
@@ -54,11 +54,10 @@ def _pay(kind: str, times: int = 1) -> None:
         _counts[kind] += times
     delay_s = times * _latency[f"{kind}_ms"] / 1000.0
     if delay_s > 0:
-        _slept.filesystem = getattr(_slept, "filesystem", 0.0) + delay_s
         time.sleep(delay_s)
-    mine = getattr(_slept, "counts", None)
+    mine = getattr(_mine, "counts", None)
     if mine is None:
-        mine = _slept.counts = collections.Counter()
+        mine = _mine.counts = collections.Counter()
     mine[kind] += times
 
 
@@ -68,16 +67,21 @@ def counts() -> dict[str, int]:
         return dict(_counts)
 
 
+def latency_s(operations: collections.Counter) -> float:
+    """Seconds that `operations` (counts by latency class) sleep."""
+    return sum(times * _latency[f"{kind}_ms"] for kind, times in operations.items()) / 1000.0
+
+
 def thread_counts() -> collections.Counter:
     """Operations paid so far by this thread, by latency class."""
-    mine = getattr(_slept, "counts", None)
+    mine = getattr(_mine, "counts", None)
     return collections.Counter() if mine is None else collections.Counter(mine)
 
 
-def slept() -> tuple[float, float]:
-    """Seconds this thread has slept so far: the modelled latencies, and sqlite's busy handler
-    (a writer's COMMIT waiting for readers to let go of the file)."""
-    return getattr(_slept, "filesystem", 0.0), getattr(_slept, "busy", 0.0)
+def thread_busy_s() -> float:
+    """Seconds this thread has slept in sqlite's busy handler (a writer's COMMIT waiting for
+    readers to let go of the file)."""
+    return getattr(_mine, "busy_s", 0.0)
 
 
 class _SlowFile(apsw.VFSFile):
@@ -124,7 +128,7 @@ class _SlowVFS(apsw.VFS):
         super().xDelete(filename, syncdir)
 
     def xSleep(self, microseconds: int) -> int:
-        _slept.busy = getattr(_slept, "busy", 0.0) + microseconds / 1e6
+        _mine.busy_s = getattr(_mine, "busy_s", 0.0) + microseconds / 1e6
         return super().xSleep(microseconds)
 
 

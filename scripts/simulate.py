@@ -118,19 +118,18 @@ class Recorder:
         from hog.store import claims
 
         real = claims.exchange
-        slept, paid = _sleeps()
+        model = sys.modules.get("latency_vfs")  # installed by now on a model-* filesystem
 
         def exchange(db, hog_id, host, results, claim, environments, **kwargs):
             started = time.monotonic()
             cpu_started = time.thread_time()
-            fs_started, busy_started = slept()
-            ops_started = paid()
+            ops_before, busy_before = _thread_accounts(model)
             outcome = real(db, hog_id, host, results, claim, environments, **kwargs)
             ended = time.monotonic()
             cpu = time.thread_time() - cpu_started
-            fs_ended, busy_ended = slept()
-            ops = paid()
-            ops.subtract(ops_started)
+            ops, busy_s = _thread_accounts(model)
+            ops.subtract(ops_before)
+            busy_s -= busy_before
             wait = db.last_lock_wait_s
             with self.guard:
                 self.records.append(
@@ -143,9 +142,9 @@ class Recorder:
                         len(outcome.claimed),
                         claim is not None,
                         cpu,
-                        # The flock's own round trip is paid before the wait in line.
-                        max(0.0, fs_ended - fs_started - _FLOCK_S[0]),
-                        busy_ended - busy_started,
+                        # Less the flock's own round trip, paid before the wait in line.
+                        0.0 if model is None else model.latency_s(ops - collections.Counter(lock=1)),
+                        busy_s,
                         dict(ops),
                     )
                 )
@@ -154,16 +153,12 @@ class Recorder:
         claims.exchange = exchange
 
 
-_FLOCK_S = [0.0]  # the modelled flock's latency in this process, seconds
-
-
-def _sleeps():
-    """Two functions of this thread: its seconds asleep so far (the modelled filesystem, sqlite's
-    busy handler) and the operations it paid (latency_vfs on a model; zeros otherwise)."""
-    if "latency_vfs" in sys.modules:
-        model = sys.modules["latency_vfs"]
-        return model.slept, model.thread_counts
-    return (lambda: (0.0, 0.0)), collections.Counter
+def _thread_accounts(model) -> tuple[collections.Counter, float]:
+    """This thread's modelled operations so far (by latency class) and its seconds in sqlite's
+    busy handler: latency_vfs's, none off a model."""
+    if model is None:
+        return collections.Counter(), 0.0
+    return model.thread_counts(), model.thread_busy_s()
 
 
 def _count_rounds() -> list[tuple[float, str]]:
@@ -354,7 +349,6 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
         import latency_vfs
 
         latency_vfs.install(_model_latency(config))
-        _FLOCK_S[0] = _model_latency(config)["lock_ms"] / 1000.0
     if not config.pacing:
         from hog.pilot.pacing import Pacing
 
