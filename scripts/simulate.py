@@ -3,6 +3,7 @@
 
     .venv/bin/python scripts/simulate.py run [--hogs 100] [--cores 64] [--task-s 10] [--fs nfs]
                                              [--measure-s 30] [--processes 4] [--json OUT]
+                                             [--transactions WRITES.jsonl] [--full-collections]
     .venv/bin/python scripts/simulate.py grid [--fs nfs] [--out bench-results/simulate]
     .venv/bin/python scripts/simulate.py validate --hogs 8 --cores 4 --task-s 2 [--fs nfs]
     .venv/bin/python scripts/simulate.py plot RESULTS.json... [--png OUT.png]
@@ -34,6 +35,7 @@ the filesystem to measure).
 import argparse
 import collections
 import contextlib
+import gc
 import heapq
 import json
 import os
@@ -58,6 +60,21 @@ JITTER = 0.1  # task lengths vary by +-10%
 GIB = 1 << 30
 HEARTBEAT_S = 30.0  # the hog's default
 START_TIMEOUT_S = 900.0
+# A write as a worker reports it (Record's fields, in the order of its indices in the summary code).
+TRANSACTION_FIELDS = (
+    "hog",
+    "wait_s",
+    "hold_s",
+    "results",
+    "claimed",
+    "claim_asked",
+    "cpu_s",
+    "ended_mono",
+    "fs_sleep_s",
+    "busy_sleep_s",
+    "fs_ops",
+)
+FULL_COLLECTION_NEVER = 1 << 30  # middle-generation collections before a full one: none in a run
 
 
 @dataclass
@@ -84,6 +101,14 @@ class Config:
     # interpreter with the loop of every hog of its process, so that loop pauses while one of
     # them holds the lock (False: it runs on, as before, and takes the holder's GIL).
     loop_yields: bool = True
+    # Python's full (oldest-generation) collections stop every thread of a process for as long as
+    # it takes to walk all its objects: here the state of a quarter of the hogs, seconds at a
+    # thousand, while its hogs in line or holding the lock stand still (1,000 hogs, 10 s tasks,
+    # model-lustre: pauses up to 3.55 s, two holds of 3.2 s in 300 s, against ~0.34 s a write).
+    # A real hog walks its own objects only (3-5 ms holding 8,192 tasks); so workers skip full
+    # collections (False), and the younger generations, where a round's cycles die, are
+    # collected as usual.
+    full_collections: bool = False
 
 
 # -- one worker process: many hogs ---------------------------------------------------------------
@@ -151,6 +176,31 @@ class Recorder:
             return outcome
 
         claims.exchange = exchange
+
+
+class CollectorPauses:
+    """Each collection of the interpreter's cyclic garbage collector in this process: (ended,
+    seconds, generation). Every thread of the process, every hog, stands still meanwhile. Without
+    `full_collections`, the oldest generation is never collected (Config.full_collections)."""
+
+    def __init__(self, full_collections: bool) -> None:
+        self.pauses: list[tuple[float, float, int]] = []
+        self._began = 0.0
+        self._thresholds = gc.get_threshold()
+        if not full_collections:
+            gc.set_threshold(*self._thresholds[:2], FULL_COLLECTION_NEVER)
+        gc.callbacks.append(self._note)
+
+    def close(self) -> None:
+        gc.callbacks.remove(self._note)
+        gc.set_threshold(*self._thresholds)
+
+    def _note(self, phase: str, info: dict) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            self._began = now
+        else:
+            self.pauses.append((now, now - self._began, info["generation"]))
 
 
 def _thread_accounts(model) -> tuple[collections.Counter, float]:
@@ -345,6 +395,7 @@ def _wait_while_held(holding: threading.Event) -> None:
 def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: float, out_path: str) -> None:
     """Run the given hogs until every one has claimed and `measure_s` more have passed."""
     sys.setswitchinterval(config.switch_interval_ms / 1000.0)
+    collector = CollectorPauses(config.full_collections)
     if config.fs.startswith(MODEL):
         import latency_vfs
 
@@ -407,7 +458,8 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             due = [(when, index) for index, when in latest.items()]
             heapq.heapify(due)
     assert window is not None
-    _write_result(out_path, hogs, recorder, window, config, rounds_given, _cpu_s() - (cpu_at_begin or 0.0))
+    cpu_s = _cpu_s() - (cpu_at_begin or 0.0)
+    _write_result(out_path, hogs, recorder, window, config, rounds_given, cpu_s, collector.pauses)
     if config.fs.startswith(MODEL):
         Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
@@ -433,6 +485,7 @@ def _write_result(
     config: Config,
     rounds_given: list[tuple[float, str]],
     cpu_s: float,
+    collector_pauses: list[tuple[float, float, int]],
 ) -> None:
     begin, end = window
     busy_core_s = 0.0
@@ -453,23 +506,9 @@ def _write_result(
         "capacity_core_s": len(hogs) * config.cores * (end - begin),
         "tasks_ended": sum(per_hog_ended),
         "per_hog_ended": per_hog_ended,
-        "transactions": [
-            [
-                r.hog,
-                r.wait_s,
-                r.hold_s,
-                r.results,
-                r.claimed,
-                r.claim_asked,
-                r.cpu_s,
-                r.ended_mono,
-                r.fs_sleep_s,
-                r.busy_sleep_s,
-                r.fs_ops,
-            ]
-            for r in records
-        ],
+        "transactions": [[getattr(r, field) for field in TRANSACTION_FIELDS] for r in records],
         "cpu_s": cpu_s,
+        "collector_pauses": [pause for pause in collector_pauses if begin <= pause[0] < end],
         "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
         "intervals_s": [hog.rounds.pacing.interval_s() for hog in hogs],
         "holds_s": [hog.rounds.pacing.hold_s or 0.0 for hog in hogs],
@@ -560,6 +599,11 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         # The worker processes' CPU over the window, of this machine's: near 1, the holder of
         # the lock waits for a CPU too.
         "machine_cpu_share": sum(part.get("cpu_s", 0.0) for part in parts) / window / (os.cpu_count() or 1),
+        # Seconds the interpreter's garbage collector stopped a worker process (all its hogs).
+        "collector_pause_total_s": sum(p[1] for part in parts for p in part.get("collector_pauses", [])),
+        "collector_pause_longest_s": max(
+            (p[1] for part in parts for p in part.get("collector_pauses", [])), default=0.0
+        ),
         "design_wait_p50_s": _percentile(design := design_waits(config, parts), 0.5),
         "design_wait_p99_s": _percentile(design, 0.99),
         "rounds_given_per_s": {
@@ -660,7 +704,12 @@ def queue_folder(fs: str, folder: str | None):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def run(config: Config, folder: str | None = None, fs_args: list[str] | None = None) -> dict:
+def run(
+    config: Config,
+    folder: str | None = None,
+    fs_args: list[str] | None = None,
+    transactions_path: str | None = None,
+) -> dict:
     with queue_folder(config.fs, folder) as (setup_folder, hog_folder):
         setup_db = os.path.join(setup_folder, "queue.sqlite")
         _cli(setup_db, "init")
@@ -699,6 +748,8 @@ def run(config: Config, folder: str | None = None, fs_args: list[str] | None = N
             with open(path) as data:
                 parts.append(json.load(data))
         summary = summarise(config, parts)
+        if transactions_path:
+            _write_transactions(transactions_path, parts)
         if _mounted(config, folder):
             summary["fs_counts"] = _load_slowfs().read_stats(hog_folder)
         elif config.fs.startswith(MODEL):
@@ -708,6 +759,18 @@ def run(config: Config, folder: str | None = None, fs_args: list[str] | None = N
                     modelled[kind] = modelled.get(kind, 0) + number
             summary["fs_counts"] = {"latency": _model_latency(config), "kinds": modelled}
     return summary
+
+
+def _write_transactions(path: str, parts: list[dict]) -> None:
+    """Every measured write, one JSON object a line, with its worker process (`process`; a hog is
+    `process`, `hog`), to look at the tail the summary's percentiles hide. Each worker measures
+    its own window (from when its own hogs have all claimed), so near the windows' ends the lock
+    also serves writes of workers outside theirs, not listed."""
+    with open(path, "w") as out:
+        for number, part in enumerate(parts):
+            for t in part["transactions"]:
+                write = dict(zip(TRANSACTION_FIELDS, t, strict=True))
+                out.write(json.dumps({"process": number, **write}) + "\n")
 
 
 def describe(summary: dict) -> str:
@@ -724,7 +787,9 @@ def describe(summary: dict) -> str:
         + _modelled_hold(summary)
         + "; lock busy "
         f"{100 * summary.get('lock_busy_share', 0.0):.0f}% of the time; the simulator used "
-        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU; held as CPU and "
+        f"{100 * summary.get('machine_cpu_share', 0.0):.0f}% of this machine's CPU, its garbage "
+        f"collections stopped a worker {summary.get('collector_pause_total_s', 0.0):.1f} s in all "
+        f"(longest {summary.get('collector_pause_longest_s', 0.0):.2f} s); held as CPU and "
         f"filesystem only, the same requests would wait p50 {summary.get('design_wait_p50_s', 0.0):.3f} s "
         f"p99 {summary.get('design_wait_p99_s', 0.0):.3f} s), hogs write every "
         f"{summary['paced_interval_mean_s']:.1f} s; rounds/s by why: "
@@ -843,6 +908,7 @@ def _config(arguments: argparse.Namespace, hogs: int, task_s: float) -> Config:
         switch_interval_ms=arguments.switch_interval_ms,
         open_loop=arguments.open_loop,
         loop_yields=not arguments.contended_holder,
+        full_collections=arguments.full_collections,
     )
 
 
@@ -945,6 +1011,11 @@ def main(argv: list[str] | None = None) -> int:
             help="the hogs' loop runs on while one of its process's hogs holds the lock (as before)",
         )
         command.add_argument(
+            "--full-collections",
+            action="store_true",
+            help="workers run Python's full garbage collections (as before: every hog of the process stops)",
+        )
+        command.add_argument(
             "--switch-interval-ms",
             type=float,
             default=Config.switch_interval_ms,
@@ -959,6 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
     run_command = commands.choices["run"]
     run_command.add_argument("--folder", help="put the queue in this folder instead (no mount)")
     run_command.add_argument("--json", dest="json_path", help="write the summary here")
+    run_command.add_argument(
+        "--transactions", dest="transactions_path", help="write every measured write here (JSON lines)"
+    )
     grid_command = commands.choices["grid"]
     grid_command.add_argument("--out", default="bench-results/simulate", help="folder for the results")
     grid_command.add_argument("--hogs-list", default=",".join(map(str, GRID_HOGS)))
@@ -984,7 +1058,8 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(comparison, indent=1)
         )
         return 0
-    summary = run(_config(arguments, arguments.hogs, arguments.task_s), arguments.folder, _fs_args(arguments))
+    config = _config(arguments, arguments.hogs, arguments.task_s)
+    summary = run(config, arguments.folder, _fs_args(arguments), arguments.transactions_path)
     print(describe(summary))
     if arguments.json_path:
         Path(arguments.json_path).write_text(json.dumps(summary, indent=1))

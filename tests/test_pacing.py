@@ -2,6 +2,8 @@
 hogs, within a lone hog's flush interval and ten minutes (half the lease for a hog that cannot
 beat its file); claims ahead that last until then."""
 
+import random
+
 from hog.pilot.pacing import (
     PACED_LISTEN_S,
     PACED_MAX_TASKS,
@@ -33,6 +35,8 @@ def test_many_hogs_on_a_slow_lock_space_their_writes_by_their_share() -> None:
     assert pacing.paced
     # Spacings drawn up to a bound whose mean is the hog's share of the lock.
     assert abs(pacing.bound_s() * (1 - SPREAD / 2) - 100 * 0.05 / TARGET_LOCK_LOAD) < 1e-9
+    assert FLUSH_INTERVAL_S <= pacing.interval_s() <= pacing.bound_s()  # its first: a phase
+    pacing.observe(hold_s=0.05, wait_s=0.5)
     assert (1 - SPREAD) * pacing.bound_s() <= pacing.interval_s() <= pacing.bound_s()
     # Claims ahead last until the write after next, however long its spacing, with its wait and commit.
     assert abs(pacing.horizon_s(0.25) - 2 * (pacing.bound_s() + 0.55)) < 1e-9
@@ -52,6 +56,55 @@ def test_paced_hogs_draw_their_spacings_so_that_hogs_in_step_fall_out_of_it() ->
     for drawn in spacings:
         assert min(drawn) < 0.6 * max(drawn)
         assert 0.9 * share < sum(drawn) / len(drawn) < 1.1 * share  # on average, the share
+
+
+def paced_writes(hogs: list[Pacing], until_s: float, hold_s: float = 0.1) -> list[float]:
+    """When each hog writes from 0 (all together) until `until_s`, each spacing as paced."""
+    writes: list[float] = []
+    for pacing in hogs:
+        at = 0.0
+        while at < until_s:
+            writes.append(at)
+            pacing.observe(hold_s=hold_s, wait_s=0.0)
+            at += pacing.interval_s()
+    return writes
+
+
+def test_hogs_that_start_together_write_at_the_steady_rate_from_their_first_spacing() -> None:
+    """Draws between half and all of the bound spread hogs that started together only slowly:
+    their writes came in waves, past what the lock commits at the crests."""
+    hogs = [Pacing(92.0, FLUSH_INTERVAL_S, random.Random(seed)) for seed in range(2000)]
+    for pacing in hogs:
+        pacing.observe(hold_s=0.1, wait_s=0.0)  # the first claim, then paced among 2,000
+        pacing.hogs_running = 2000
+    bound = hogs[0].bound_s()
+    steady_per_s = len(hogs) / (bound * (1 - SPREAD / 2))
+    writes = paced_writes(hogs, until_s=3 * bound)
+    bins = [0] * 30  # a tenth of the bound each, after the start
+    for at in writes:
+        if 0 < at < 3 * bound:
+            bins[int(at / (bound / 10))] += 1
+    rates = [count / (bound / 10) for count in bins]
+    # Without the first spacing's phase: none in the first half bound, 1.5 times the rate after.
+    assert all(0.75 * steady_per_s < rate < 1.25 * steady_per_s for rate in rates), rates
+
+
+def test_a_hog_draws_its_phase_again_when_its_share_grows_with_the_hogs_running() -> None:
+    hogs = [Pacing(92.0, FLUSH_INTERVAL_S, random.Random(seed)) for seed in range(1000)]
+    for pacing in hogs:
+        pacing.observe(hold_s=0.1, wait_s=0.0)
+        pacing.hogs_running = 100  # the hogs started so far
+        pacing.interval_s()
+        pacing.observe(hold_s=0.1, wait_s=0.0)
+    # At the same scale each spacing lies between half and all of the bound...
+    assert all(pacing.interval_s() >= (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
+    for pacing in hogs:
+        pacing.hogs_running = 1000  # ... ten times as many hogs: a new phase, most below half of it
+    below_half = sum(pacing.interval_s() < (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
+    assert 0.55 * len(hogs) < below_half < 0.8 * len(hogs)  # two thirds, as if writing all along
+    for pacing in hogs:
+        pacing.observe(hold_s=0.1, wait_s=3.0)  # a long wait stretches the spacing: no new phase
+    assert all(pacing.interval_s() >= (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
 
 
 def test_claims_ahead_of_an_unpaced_hog_last_until_a_claim_lands_and_its_share_of_the_lock() -> None:
@@ -78,6 +131,7 @@ def test_a_hog_that_beats_its_file_spaces_writes_past_its_lease_up_to_ten_minute
     assert pacing.bound_s() * (1 - SPREAD / 2) > 92.0  # 167 s on average: past the lease
     pacing.observe(hold_s=2.0, wait_s=0.0)
     assert pacing.bound_s() == LONGEST_WRITE_SPACING_S
+    pacing.observe(hold_s=2.0, wait_s=0.0)  # past the first spacing at that scale (its phase)
     assert pacing.interval_s() >= (1 - SPREAD) * LONGEST_WRITE_SPACING_S
 
 

@@ -5,6 +5,8 @@ that simulated hogs drive the real store code end to end: every hog claims, runs
 tasks, and the queue's own records agree with what the simulator counted.
 """
 
+import gc
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,12 +42,45 @@ def check(summary: dict, hogs: int) -> None:
 
 
 def test_small_simulation_on_a_local_folder(tmp_path: Path) -> None:
+    writes = tmp_path / "writes.jsonl"
     summary = simulate(
         tmp_path, "--hogs", "6", "--cores", "4", "--task-s", "0.5", "--measure-s", "3", "--warmup-s", "1",
         "--processes", "2",
-        "--fs", "local",
+        "--fs", "local", "--transactions", str(writes),
     )  # fmt: skip
     check(summary, 6)
+    # Every measured write, as the summary counted them.
+    kept = [json.loads(line) for line in writes.read_text().splitlines()]
+    assert len(kept) == round(summary["transactions_per_s"] * summary["window_s"])
+    every_hog = {(process, hog) for process in range(2) for hog in range(3)}  # 6 hogs in 2 workers
+    assert {(write["process"], write["hog"]) for write in kept} == every_hog
+    waits = sorted(write["wait_s"] for write in kept)
+    assert waits[len(waits) // 2] == summary["lock_wait_p50_s"]
+    assert all(write["hold_s"] > 0 and write["results"] + write["claimed"] > 0 for write in kept)
+
+
+def load_simulate():
+    spec = importlib.util.spec_from_file_location("simulate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("full_collections", [False, True])
+def test_workers_skip_full_collections_unless_asked(full_collections: bool) -> None:
+    """A full collection walks every object of the process: at a thousand hogs a quarter of
+    their held tasks, seconds with every hog of the worker stopped."""
+    collector = load_simulate().CollectorPauses(full_collections)
+    try:
+        kept = []
+        for _ in range(200_000):  # survivors: each young collection passes them on
+            kept.append([None])
+        gc.collect(1)
+    finally:
+        collector.close()
+    generations = {generation for _, _, generation in collector.pauses}
+    assert generations >= {0, 1}
+    assert (2 in generations) == full_collections
 
 
 def test_small_simulation_on_the_slow_filesystem(tmp_path: Path) -> None:
