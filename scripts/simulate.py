@@ -75,6 +75,7 @@ TRANSACTION_FIELDS = (
     "fs_ops",
 )
 FULL_COLLECTION_NEVER = 1 << 30  # middle-generation collections before a full one: none in a run
+LONG_PAUSE_S = 0.01  # collector pauses listed one by one (CollectorPauses)
 
 
 @dataclass
@@ -179,12 +180,15 @@ class Recorder:
 
 
 class CollectorPauses:
-    """Each collection of the interpreter's cyclic garbage collector in this process: (ended,
-    seconds, generation). Every thread of the process, every hog, stands still meanwhile. Without
-    `full_collections`, the oldest generation is never collected (Config.full_collections)."""
+    """The pauses of the interpreter's cyclic garbage collector in this process: every thread,
+    every hog of the process, stands still meanwhile. Their running total, and each one longer
+    than LONG_PAUSE_S as (ended, seconds, generation); the young collections, many a second, are
+    counted in the total only. Without `full_collections`, the oldest generation is never
+    collected (Config.full_collections; Python 3.11-3.13's generational collector)."""
 
     def __init__(self, full_collections: bool) -> None:
-        self.pauses: list[tuple[float, float, int]] = []
+        self.total_s = 0.0
+        self.long_pauses: list[tuple[float, float, int]] = []
         self._began = 0.0
         self._thresholds = gc.get_threshold()
         if not full_collections:
@@ -199,8 +203,10 @@ class CollectorPauses:
         now = time.monotonic()
         if phase == "start":
             self._began = now
-        else:
-            self.pauses.append((now, now - self._began, info["generation"]))
+            return
+        self.total_s += now - self._began
+        if now - self._began > LONG_PAUSE_S or info["generation"] == 2:
+            self.long_pauses.append((now, now - self._began, info["generation"]))
 
 
 def _thread_accounts(model) -> tuple[collections.Counter, float]:
@@ -426,6 +432,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
     due: list[tuple[float, int]] = [(time.monotonic(), hog.index) for hog in hogs]
     window: tuple[float, float] | None = None
     cpu_at_begin: float | None = None  # this process's CPU seconds when the window began
+    collected_at_begin = 0.0  # and the seconds its garbage collector had stopped it
     started = time.monotonic()
     while True:
         now = time.monotonic()
@@ -433,7 +440,7 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             # The first claims are made together; the rounds settle into their pace after them.
             window = (now + config.warmup_s, now + config.warmup_s + config.measure_s)
         if window is not None and cpu_at_begin is None and now >= window[0]:
-            cpu_at_begin = _cpu_s()
+            cpu_at_begin, collected_at_begin = _cpu_s(), collector.total_s
         if window is not None and now >= window[1]:
             break
         if window is None and now - started > START_TIMEOUT_S:
@@ -459,7 +466,10 @@ def worker(db_path: str, hog_ids: list[int], config: Config, start_at_epoch: flo
             heapq.heapify(due)
     assert window is not None
     cpu_s = _cpu_s() - (cpu_at_begin or 0.0)
-    _write_result(out_path, hogs, recorder, window, config, rounds_given, cpu_s, collector.pauses)
+    collected_s = collector.total_s - collected_at_begin
+    _write_result(
+        out_path, hogs, recorder, window, config, rounds_given, cpu_s, collected_s, collector.long_pauses
+    )
     if config.fs.startswith(MODEL):
         Path(out_path + ".counts").write_text(json.dumps(latency_vfs.counts()))
     # Let every round in hand end before leaving: a process that exits while one of its threads
@@ -485,6 +495,7 @@ def _write_result(
     config: Config,
     rounds_given: list[tuple[float, str]],
     cpu_s: float,
+    collected_s: float,
     collector_pauses: list[tuple[float, float, int]],
 ) -> None:
     begin, end = window
@@ -508,6 +519,7 @@ def _write_result(
         "per_hog_ended": per_hog_ended,
         "transactions": [[getattr(r, field) for field in TRANSACTION_FIELDS] for r in records],
         "cpu_s": cpu_s,
+        "collected_s": collected_s,
         "collector_pauses": [pause for pause in collector_pauses if begin <= pause[0] < end],
         "rounds_given": dict(collections.Counter(why for when, why in rounds_given if begin <= when < end)),
         "intervals_s": [hog.rounds.pacing.interval_s() for hog in hogs],
@@ -600,7 +612,7 @@ def summarise(config: Config, parts: list[dict]) -> dict:
         # the lock waits for a CPU too.
         "machine_cpu_share": sum(part.get("cpu_s", 0.0) for part in parts) / window / (os.cpu_count() or 1),
         # Seconds the interpreter's garbage collector stopped a worker process (all its hogs).
-        "collector_pause_total_s": sum(p[1] for part in parts for p in part.get("collector_pauses", [])),
+        "collector_pause_total_s": sum(part.get("collected_s", 0.0) for part in parts),
         "collector_pause_longest_s": max(
             (p[1] for part in parts for p in part.get("collector_pauses", [])), default=0.0
         ),
@@ -1031,7 +1043,11 @@ def main(argv: list[str] | None = None) -> int:
     run_command.add_argument("--folder", help="put the queue in this folder instead (no mount)")
     run_command.add_argument("--json", dest="json_path", help="write the summary here")
     run_command.add_argument(
-        "--transactions", dest="transactions_path", help="write every measured write here (JSON lines)"
+        "--transactions",
+        dest="transactions_path",
+        help="write every measured write here, a JSON object a line: its worker (process) and hog (its"
+        " index there), wait_s and hold_s (seconds; of the hold cpu_s, fs_sleep_s, busy_sleep_s), results"
+        " and claimed (counts), ended_mono (the machine's monotonic clock, seconds), fs_ops (by class)",
     )
     grid_command = commands.choices["grid"]
     grid_command.add_argument("--out", default="bench-results/simulate", help="folder for the results")

@@ -42,9 +42,13 @@ class MeanDraw(random.Random):
 
 
 def paced(hogs: int, hold_s: float, wait_s: float = 0.0) -> Pacing:
+    """A hog paced among `hogs`, past its first paced spacing (its phase, drawn otherwise)."""
     pacing = Pacing(lease_s=lease_for(30.0), flush_interval_s=FLUSH_INTERVAL_S, rng=MeanDraw())
     pacing.observe(hold_s=hold_s, wait_s=wait_s)
     pacing.hogs_running = hogs
+    pacing.interval_s()  # its first paced spacing: a phase
+    pacing.observe(hold_s=hold_s, wait_s=wait_s)  # the next, at the mean of its range...
+    pacing.stretch = 1.0  # ... not yet stretched by the waits
     return pacing
 
 

@@ -103,8 +103,19 @@ def test_a_hog_draws_its_phase_again_when_its_share_grows_with_the_hogs_running(
     below_half = sum(pacing.interval_s() < (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
     assert 0.55 * len(hogs) < below_half < 0.8 * len(hogs)  # two thirds, as if writing all along
     for pacing in hogs:
-        pacing.observe(hold_s=0.1, wait_s=3.0)  # a long wait stretches the spacing: no new phase
-    assert all(pacing.interval_s() >= (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
+        pacing.interval_s()
+        pacing.observe(hold_s=0.1, wait_s=3.0)  # long waits stretch the spacing (3.6 times)...
+        pacing.interval_s()
+        pacing.observe(hold_s=0.1, wait_s=3.0)
+    assert all(pacing.bound_s() > 3 * 1000 * 0.1 / TARGET_LOCK_LOAD for pacing in hogs)
+    assert all(pacing.interval_s() >= (1 - SPREAD) * pacing.bound_s() for pacing in hogs)  # ... no phase
+    for pacing in hogs:
+        pacing.hogs_running = 3  # unpaced a while...
+        pacing.interval_s()
+        pacing.observe(hold_s=0.1, wait_s=0.0)
+        pacing.hogs_running = 1000  # ... then paced again: a new phase
+    below_half = sum(pacing.interval_s() < (1 - SPREAD) * pacing.bound_s() for pacing in hogs)
+    assert 0.55 * len(hogs) < below_half < 0.8 * len(hogs)
 
 
 def test_claims_ahead_of_an_unpaced_hog_last_until_a_claim_lands_and_its_share_of_the_lock() -> None:

@@ -129,11 +129,13 @@ class Pacing:
     def _rephase(self, open_bound_s: float) -> None:
         """Draw this spacing from the draws' equilibrium when the hog's open-loop bound (its share,
         without the waits' stretch) is new: its first paced write, or twice the lowest since the
-        last such draw (hogs starting around it). Hogs that started within a minute of each other
-        and drew each spacing between half and all of the bound wrote in waves: 1,000 hogs, 10 s
-        tasks, model-lustre, writes 15 minutes after the start came 3.3 a second against 2.1 in
-        the steady state, past what the lock commits (3 a second), and waited p99 8-17 s."""
+        last such draw (hogs starting around it, longer holds). Hogs that started within two
+        minutes of each other and drew each spacing between half and all of the bound wrote in
+        waves: 1,000 hogs, 10 s tasks, model-lustre, writes 15 minutes after the start came 3.3 a
+        second against 2.1 in the steady state, past what the lock commits (3 a second), and
+        waited p99 8-17 s."""
         if open_bound_s <= self.flush_interval_s:
+            self._phased_bound_s = None  # unpaced: paced again, it draws a phase again
             return
         if self._phased_bound_s is not None and open_bound_s <= 2 * self._phased_bound_s:
             self._phased_bound_s = min(self._phased_bound_s, open_bound_s)
