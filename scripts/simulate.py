@@ -1060,6 +1060,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("hogs", "cores", "task_s", "measure_s", "processes"):
         if getattr(arguments, name, 1) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be more than 0")
+    for option, name in (("--json", "json_path"), ("--transactions", "transactions_path")):
+        # Found before a run of many minutes, not after it.
+        folder = os.path.dirname(os.path.abspath(getattr(arguments, name, None) or "."))
+        if not os.access(folder, os.W_OK | os.X_OK):
+            parser.error(f"{option}: cannot write in {folder} (give a file in a folder that exists)")
     if arguments.command == "plot":
         plot(arguments.results, arguments.png)
         return 0

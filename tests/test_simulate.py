@@ -122,3 +122,17 @@ def test_a_bad_size_is_refused_with_its_option_named(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--hogs must be more than 0" in result.stderr and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing made
+
+
+@pytest.mark.parametrize("option", ["--json", "--transactions"])
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_run(tmp_path: Path, option: str) -> None:
+    missing = tmp_path / "no-such-folder" / "out.json"
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "run", "--hogs", "2", option, str(missing), "--folder", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{option}: cannot write in {missing.parent}" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing made, no run

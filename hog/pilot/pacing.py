@@ -120,11 +120,14 @@ class Pacing:
         else:
             # Drawn spacings average (1 - SPREAD / 2) of the bound: the bound is the share over that.
             share = self._share_s() / (1.0 - SPREAD / 2)
-            bound = min(max(self.flush_interval_s, share * self.stretch), self.longest_interval_s())
-            self._rephase(min(max(self.flush_interval_s, share), self.longest_interval_s()))
+            bound = self._within_limits(share * self.stretch)
+            self._rephase(self._within_limits(share))
         spacing = bound if bound <= self.flush_interval_s else max(self.flush_interval_s, bound * self.draw)
         self._intervals = (self.hogs_running, self.beating, bound, spacing)
         return self._intervals
+
+    def _within_limits(self, spacing_s: float) -> float:
+        return min(max(self.flush_interval_s, spacing_s), self.longest_interval_s())
 
     def _rephase(self, open_bound_s: float) -> None:
         """Draw this spacing from the draws' equilibrium when the hog's open-loop bound (its share,
